@@ -1,0 +1,77 @@
+/**
+ * QoE event envelope and types (DESIGN.md §2 Telemetry). Player-sim produces these; the
+ * aggregator consumes them. The runtime validator lives in telemetry/validate.ts.
+ */
+
+export const EVENT_VERSION = 1 as const;
+
+export const TOPICS = {
+  events: 'ocdn.qoe.events.v1',
+  aggregates: 'ocdn.qoe.aggregates.v1',
+  dlq: 'ocdn.qoe.dlq.v1',
+} as const;
+
+export interface EventEnvelope {
+  v: 1;
+  id: string; // uuid
+  ts: number; // event time, ms since epoch
+  sessionId: string;
+  seq: number; // per-session sequence, from 0
+  title: string;
+  edgeId: string; // edge serving at the time ('' before the first request)
+  region: string;
+  isp: string;
+  device: string;
+  abr: string;
+}
+
+export interface SessionStartEvent extends EventEnvelope { type: 'session_start' }
+export interface StartupEvent extends EventEnvelope { type: 'startup'; vstMs: number; rendition: string; bitrate: number }
+export interface SegmentEvent extends EventEnvelope {
+  type: 'segment';
+  rendition: string;
+  bitrate: number; // bits/s of the rendition
+  index: number;
+  bytes: number;
+  ttfbMs: number;
+  downloadMs: number;
+  throughputBps: number;
+  cacheStatus: 'HIT' | 'MISS' | 'STALE' | 'COALESCED' | 'UNKNOWN';
+}
+export interface SwitchEvent extends EventEnvelope { type: 'switch'; from: string; to: string; fromBitrate: number; toBitrate: number }
+export interface StallStartEvent extends EventEnvelope { type: 'stall_start'; bufferS: number }
+export interface StallEndEvent extends EventEnvelope { type: 'stall_end'; stallMs: number }
+export interface ErrorEvent extends EventEnvelope { type: 'error'; code: string; message: string; fatal: boolean }
+export interface FailoverEvent extends EventEnvelope { type: 'failover'; fromEdge: string; toEdge: string; reason: string }
+export interface HeartbeatEvent extends EventEnvelope { type: 'heartbeat'; bufferS: number; rendition: string; bitrate: number; playedS: number }
+export interface SessionEndEvent extends EventEnvelope {
+  type: 'session_end';
+  playedS: number;
+  stalledS: number;
+  avgBitrate: number; // time-weighted, bits/s
+  switches: number;
+  started: boolean;
+  exitReason: 'completed' | 'watch-time' | 'error' | 'start-failure' | 'aborted';
+  bytes: number;
+}
+
+export type QoeEvent =
+  | SessionStartEvent
+  | StartupEvent
+  | SegmentEvent
+  | SwitchEvent
+  | StallStartEvent
+  | StallEndEvent
+  | ErrorEvent
+  | FailoverEvent
+  | HeartbeatEvent
+  | SessionEndEvent;
+
+export type QoeEventType = QoeEvent['type'];
+
+/** Where player-sim sends events; the Kafka producer and a JSON-lines file both implement it. */
+export interface EventSink {
+  send(event: QoeEvent): Promise<void> | void;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
