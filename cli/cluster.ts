@@ -1,5 +1,227 @@
 import type { Command } from 'commander';
+import { loadConfig } from '../common/config.ts';
+import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { formatBytes, parseBytes } from '../common/units.ts';
+import { fetchCatalog } from '../scripts/catalog-client.ts';
+import { killEdge, kafkaRestart, originOutage } from '../scripts/chaos.ts';
+import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '../scripts/cluster/cluster.ts';
+import { readState, type ClusterState } from '../scripts/cluster/state.ts';
+import { proactiveFill } from '../scripts/fill.ts';
+import { runLoadtest } from '../scripts/loadtest.ts';
+import { renderTable } from './table.ts';
+
+const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
+
+const upSpec = {
+  edges: { type: 'int', min: 1, max: 64, default: defaultClusterOptions.edges },
+  regions: { type: 'list', default: defaultClusterOptions.regions },
+  capacity: { type: 'bytes', min: 1 << 20, default: defaultClusterOptions.capacity },
+  s3: { type: 'string', default: 'embedded' },
+  kafka: { type: 'string', default: 'local' },
+  dir: { type: 'string', default: '.ocdn' },
+  basePort: { type: 'int', flag: '--base-port', min: 1024, max: 65_000, default: defaultClusterOptions.basePort },
+  kafkaPort: { type: 'int', flag: '--kafka-port', min: 1024, max: 65_000, default: defaultClusterOptions.kafkaPort },
+  policy: { type: 'enum', values: ['random', 'round-robin', 'least-loaded', 'hash', 'hrw-bounded'], default: 'hrw-bounded' },
+  bucket: { type: 'string', default: 'ocdn-media' },
+} as const;
+
+export function printClusterTable(state: ClusterState): void {
+  const rows = state.components.map((c) => [c.name, c.external ? 'external' : String(c.pid), c.url, c.region ?? '', c.log]);
+  process.stdout.write(`${renderTable(['component', 'pid', 'url', 'region', 'log'], rows)}\n`);
+}
+
+async function requireState(dir: string): Promise<ClusterState> {
+  const state = await readState(dir);
+  if (!state) throw new OcdnError(ErrorCodes.USAGE, `no cluster is running from ${dir} (start one with "ocdn cluster up")`);
+  return state;
+}
+
+function validateS3Kafka(s3: string, kafka: string): void {
+  const problems: string[] = [];
+  if (s3 !== 'embedded') {
+    try {
+      const u = new URL(s3);
+      if (!/^https?:$/.test(u.protocol)) problems.push(`--s3: "${s3}" must be "embedded" or an http(s) URL`);
+    } catch {
+      problems.push(`--s3: "${s3}" must be "embedded" or an http(s) URL`);
+    }
+  }
+  if (kafka !== 'local' && !kafka.split(',').every((b) => /^[\w.-]+:\d+$/.test(b.trim()))) problems.push(`--kafka: "${kafka}" must be "local" or host:port[,host:port…]`);
+  if (problems.length) throw new OcdnError(ErrorCodes.CONFIG, problems.join('; '));
+}
 
 export function registerCluster(program: Command): void {
-  program.command('cluster').description('run a whole local CDN cluster (up, status, down)');
+  const cluster = program.command('cluster').description('run a whole local CDN cluster (up, status, down)');
+
+  cluster
+    .command('up')
+    .description('start S3, Kafka, steering, edges and the aggregator, each as its own process')
+    .option('--edges <n>', 'number of edges', String(defaultClusterOptions.edges))
+    .option('--regions <list>', 'regions the edges are spread over', defaultClusterOptions.regions.join(','))
+    .option('--capacity <bytes>', 'cache capacity per edge', defaultClusterOptions.capacity)
+    .option('--s3 <embedded|URL>', 'embedded S3 or an existing S3 endpoint', 'embedded')
+    .option('--bucket <name>', 'bucket', 'ocdn-media')
+    .option('--kafka <local|BROKERS>', 'the project\'s broker or existing brokers host:port,…', 'local')
+    .option('--dir <dir>', 'state, data and logs', '.ocdn')
+    .option('--base-port <port>', 'steering port; edges take the next ones, aggregator +100, S3 +169', String(defaultClusterOptions.basePort))
+    .option('--kafka-port <port>', 'Kafka broker port (controller = +1)', String(defaultClusterOptions.kafkaPort))
+    .option('--policy <name>', 'steering policy', 'hrw-bounded')
+    .option('--detach', 'return once everything is ready, leaving the cluster running')
+    .action(async (flags: Record<string, unknown>) => {
+      const cfg = loadConfig(upSpec, flags);
+      validateS3Kafka(cfg.s3, cfg.kafka);
+      const state = await clusterUp({ ...cfg, capacity: String(cfg.capacity), onProgress: say });
+      printClusterTable(state);
+      if (flags.detach) {
+        say(`cluster running; "ocdn cluster status --dir ${cfg.dir}" to check, "ocdn cluster down --dir ${cfg.dir}" to stop`);
+        return;
+      }
+      say('cluster running; Ctrl-C stops it');
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          void clusterDown(cfg.dir, say).then(() => resolve());
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+    });
+
+  cluster
+    .command('status')
+    .description('health of each component of the running cluster')
+    .option('--dir <dir>', 'state dir', '.ocdn')
+    .option('--json', 'machine-readable output')
+    .action(async (flags: { dir: string; json?: boolean }) => {
+      const st = await clusterStatus(flags.dir);
+      if (!st) throw new OcdnError(ErrorCodes.USAGE, `no cluster state in ${flags.dir} (nothing running)`);
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(st.components.map(({ args: _a, ...c }) => c), null, 2)}\n`);
+      } else {
+        const rows = st.components.map((c) => [c.name, c.external ? 'external' : String(c.pid), c.alive ? 'yes' : 'NO', c.healthy ? 'ok' : 'DOWN', c.url]);
+        process.stdout.write(`${renderTable(['component', 'pid', 'alive', 'health', 'url'], rows)}\n`);
+      }
+      if (st.components.some((c) => !c.healthy)) process.exitCode = 1;
+    });
+
+  cluster
+    .command('down')
+    .description('stop every component cleanly (and clean up after a crash)')
+    .option('--dir <dir>', 'state dir', '.ocdn')
+    .action(async (flags: { dir: string }) => {
+      const r = await clusterDown(flags.dir, say);
+      if (r.stopped.length + r.killed.length === 0) say('nothing was running');
+      else say(`stopped ${r.stopped.length} component(s)${r.killed.length ? `, killed ${r.killed.join(', ')} after the grace period` : ''}`);
+    });
+
+  program
+    .command('loadtest')
+    .description('load-test edges, steering or the whole cluster with autocannon (Zipf URL mix from the catalog)')
+    .option('--target <edge|steering|cluster>', 'what to drive', 'cluster')
+    .option('-c, --connections <n>', 'concurrent connections', '100')
+    .option('-d, --duration <time>', 'duration', '30s')
+    .option('--zipf <s>', 'Zipf exponent of title popularity', '0.9')
+    .option('--seed <n>', 'seed of the URL mix', '42')
+    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .option('--json', 'machine-readable output')
+    .action(async (flags: Record<string, unknown>) => {
+      const cfg = loadConfig(
+        {
+          target: { type: 'enum', values: ['edge', 'steering', 'cluster'], default: 'cluster' },
+          connections: { type: 'int', min: 1, max: 10_000, default: 100 },
+          duration: { type: 'duration', min: 1000, default: '30s' },
+          zipf: { type: 'number', min: 0, max: 5, default: 0.9 },
+          seed: { type: 'int', default: 42 },
+          dir: { type: 'string', default: '.ocdn' },
+        } as const,
+        flags,
+      );
+      const state = await requireState(cfg.dir);
+      const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
+      if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
+      const edges = state.components.filter((c) => c.kind === 'edge').map((c) => ({ id: c.name, url: c.url }));
+      say(`driving ${cfg.target} with ${cfg.connections} connections for ${cfg.duration / 1000} s`);
+      const r = await runLoadtest({
+        target: cfg.target as 'edge' | 'steering' | 'cluster',
+        connections: cfg.connections,
+        durationSec: Math.round(cfg.duration / 1000),
+        zipf: cfg.zipf,
+        seed: cfg.seed,
+        catalog,
+        steeringUrl: state.steeringUrl,
+        edges,
+        progress: true,
+      });
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        return;
+      }
+      const rows: (string | number)[][] = [
+        ['requests', r.requests],
+        ['req/s', r.reqPerSec.toFixed(0)],
+        ['throughput', `${formatBytes(r.bytesPerSec)}/s`],
+        ['latency p50', `${r.latencyP50Ms} ms`],
+        ['latency p99', `${r.latencyP99Ms} ms`],
+        ['errors', r.errors],
+        ['non-2xx', r.non2xx],
+      ];
+      if (r.edgeHitRatio !== undefined) rows.push(['edge hit ratio', `${(r.edgeHitRatio * 100).toFixed(1)}%`], ['origin fetches', r.originFetches ?? 0]);
+      process.stdout.write(`${renderTable(['metric', 'value'], rows)}\n`);
+      if (r.perEdge.length) {
+        process.stdout.write(`\n${renderTable(['edge', 'requests', 'hits', 'origin fetches'], r.perEdge.map((e) => [e.id, e.requests, e.hits, e.originFetches]))}\n`);
+      }
+      process.stdout.write('\n(autocannon tops out well below the edge on large bodies: use wrk or npm run bench:edge for raw throughput)\n');
+    });
+
+  const chaos = program.command('chaos').description('inject faults into the running cluster');
+  chaos
+    .command('kill-edge [id]')
+    .description('SIGKILL an edge (by id, or --random), optionally repeatedly and with restarts')
+    .option('--random', 'pick a random running edge')
+    .option('--every <time>', 'repeat every interval until Ctrl-C')
+    .option('--restart-after <time>', 'restart the edge after this long')
+    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .action(async (id: string | undefined, flags: Record<string, unknown>) => {
+      const cfg = loadConfig({ every: { type: 'duration', min: 1000 }, restartAfter: { type: 'duration', flag: '--restart-after' }, dir: { type: 'string', default: '.ocdn' } } as const, flags);
+      if (!id && !flags.random) throw new OcdnError(ErrorCodes.USAGE, 'name an edge id or pass --random');
+      for (;;) {
+        await killEdge(cfg.dir, { id, random: Boolean(flags.random), restartAfterMs: cfg.restartAfter, log: say });
+        if (cfg.every === undefined) return;
+        await new Promise((r) => setTimeout(r, cfg.every));
+      }
+    });
+  chaos
+    .command('kafka-restart')
+    .description('stop the local Kafka broker and start it again')
+    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .action(async (flags: { dir: string }) => kafkaRestart(flags.dir, say));
+  chaos
+    .command('origin-outage')
+    .description('take the embedded S3 origin down for a while')
+    .option('--for <time>', 'outage length', '20s')
+    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .action(async (flags: Record<string, unknown>) => {
+      const cfg = loadConfig({ for: { type: 'duration', min: 100, default: '20s' }, dir: { type: 'string', default: '.ocdn' } } as const, flags);
+      await originOutage(cfg.dir, cfg.for, say);
+    });
+
+  program
+    .command('fill')
+    .description('prefetch the most popular titles into the edges steering would pick for them')
+    .option('--top <n>', 'how many titles', '10')
+    .option('--rate <bytes/s>', 'fill rate per edge, e.g. 50MB', '50MB')
+    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .action(async (flags: Record<string, unknown>) => {
+      const cfg = loadConfig({ top: { type: 'int', min: 1, default: 10 }, rate: { type: 'string', default: '50MB' }, dir: { type: 'string', default: '.ocdn' } } as const, flags);
+      const rate = parseBytes(cfg.rate.replace(/\/s$/i, ''));
+      const state = await requireState(cfg.dir);
+      const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
+      if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
+      const edgeComps = state.components.filter((c) => c.kind === 'edge');
+      const regions = [...new Set(edgeComps.map((c) => c.region ?? ''))].filter(Boolean);
+      const plan = await proactiveFill({ catalog, top: cfg.top, bytesPerSecond: rate, steeringUrl: state.steeringUrl, regions, edges: edgeComps.map((c) => ({ id: c.name, url: c.url })), adminToken: state.adminToken });
+      process.stdout.write(`${renderTable(['title', 'edge', 'status', 'detail'], plan.map((p) => [p.title, p.edgeId, p.status, p.detail]))}\n`);
+      if (plan.some((p) => p.status >= 300)) process.exitCode = 1;
+    });
 }

@@ -30,10 +30,24 @@ export function addS3Options(cmd: Command): Command {
 }
 
 export function loadS3Config(flags: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): S3Config {
-  return loadConfig(s3ConfigSpec, flags, env);
+  return loadConfig(s3ConfigSpec, normalizeS3Flags(flags), env);
+}
+
+/**
+ * commander names the value of `--path-style` `pathStyle`, while the config field is
+ * `forcePathStyle`; without this the flag would be silently ignored. Use it when merging
+ * s3ConfigSpec into a command's own spec.
+ */
+export function normalizeS3Flags(flags: Record<string, unknown>): Record<string, unknown> {
+  if (flags.forcePathStyle !== undefined || flags.pathStyle === undefined) return flags;
+  return { ...flags, forcePathStyle: flags.pathStyle };
 }
 
 export function createS3Client(cfg: Pick<S3Config, 's3Endpoint' | 's3Region' | 'accessKeyId' | 'secretAccessKey' | 'forcePathStyle'>, opts: { maxAttempts?: number; requestTimeoutMs?: number; connectTimeoutMs?: number } = {}): S3Client {
+  // The SDK warns (on stderr, once per process) that releases after January 2027 need Node 22.
+  // This project pins Node 20 and the SDK version in the lockfile; the warning would break the
+  // CLI's "one line on stderr" contract for every command that talks to S3. An explicit setting wins.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   return new S3Client({
     endpoint: cfg.s3Endpoint,
     region: cfg.s3Region,

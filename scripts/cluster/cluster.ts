@@ -1,0 +1,250 @@
+import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { ErrorCodes, OcdnError } from '../../common/errors.ts';
+import { waitFor } from '../../common/http.ts';
+import type { Logger } from '../../common/log.ts';
+import { isAlive, portInUse, spawnOcdn, stopProcess } from './processes.ts';
+import { readState, removeState, writeState, type ClusterState, type ComponentState } from './state.ts';
+
+export interface ClusterOptions {
+  dir: string;
+  edges: number;
+  regions: string[];
+  capacity: string; // e.g. "256MB"
+  /** "embedded" or an S3 endpoint URL. */
+  s3: string;
+  bucket: string;
+  /** "local" or a comma-separated broker list. */
+  kafka: string;
+  basePort: number; // steering = base, edges = base+1.., aggregator = base+100, s3 = base+169
+  kafkaPort: number;
+  shield: boolean;
+  policy: string;
+  readyTimeoutMs: number;
+  log?: Logger;
+  onProgress?: (line: string) => void;
+}
+
+export const defaultClusterOptions: ClusterOptions = {
+  dir: '.ocdn',
+  edges: 3,
+  regions: ['us-east', 'us-west', 'eu-west'],
+  capacity: '256MB',
+  s3: 'embedded',
+  bucket: 'ocdn-media',
+  kafka: 'local',
+  basePort: 8400,
+  kafkaPort: 9092,
+  shield: false,
+  policy: 'hrw-bounded',
+  readyTimeoutMs: 120_000,
+};
+
+export async function healthy(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) });
+    await res.arrayBuffer();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+export async function s3Answers(endpoint: string): Promise<boolean> {
+  try {
+    const res = await fetch(endpoint, { signal: AbortSignal.timeout(1_000) });
+    await res.arrayBuffer();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Refuses to start over a running cluster; clears what a crashed one left behind. */
+async function checkNotRunning(dir: string, say: (s: string) => void): Promise<void> {
+  const prev = await readState(dir);
+  if (!prev) return;
+  const alive = prev.components.filter((c) => !c.external && isAlive(c.pid));
+  if (alive.length > 0) {
+    throw new OcdnError(ErrorCodes.USAGE, `a cluster is already running from ${dir} (${alive.map((c) => `${c.name}:${c.pid}`).join(', ')}); run "ocdn cluster down --dir ${dir}" first`);
+  }
+  say(`cleaning up state left by a stopped cluster (${prev.components.length} stale pids)`);
+  await removeState(dir);
+}
+
+export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<ClusterState> {
+  const o: ClusterOptions = { ...defaultClusterOptions, ...partial };
+  const dir = resolve(o.dir);
+  const say = o.onProgress ?? (() => {});
+  if (o.edges < 1) throw new OcdnError(ErrorCodes.CONFIG, '--edges must be at least 1');
+  if (o.regions.length === 0) throw new OcdnError(ErrorCodes.CONFIG, '--regions needs at least one region');
+  await checkNotRunning(dir, say);
+
+  const embeddedS3 = o.s3 === 'embedded';
+  const localKafka = o.kafka === 'local';
+  const ports = {
+    steering: o.basePort,
+    edge: (i: number) => o.basePort + 1 + i,
+    aggregator: o.basePort + 100,
+    s3: o.basePort + 169,
+  };
+  const wanted = [ports.steering, ports.aggregator, ...Array.from({ length: o.edges }, (_, i) => ports.edge(i))];
+  if (embeddedS3) wanted.push(ports.s3);
+  if (localKafka) wanted.push(o.kafkaPort, o.kafkaPort + 1);
+  const busy: number[] = [];
+  for (const p of wanted) if (await portInUse(p)) busy.push(p);
+  if (busy.length > 0) {
+    throw new OcdnError(ErrorCodes.PORT_IN_USE, `ports already in use on 127.0.0.1: ${busy.join(', ')} (another cluster or program? try --base-port, or "ocdn cluster down")`);
+  }
+
+  const state: ClusterState = {
+    version: 1,
+    startedAt: new Date().toISOString(),
+    dir,
+    tokenSecret: randomBytes(24).toString('hex'),
+    adminToken: randomBytes(16).toString('hex'),
+    s3Endpoint: embeddedS3 ? `http://127.0.0.1:${ports.s3}` : o.s3,
+    bucket: o.bucket,
+    brokers: localKafka ? `127.0.0.1:${o.kafkaPort}` : o.kafka,
+    steeringUrl: `http://127.0.0.1:${ports.steering}`,
+    aggregatorUrl: `http://127.0.0.1:${ports.aggregator}`,
+    components: [],
+  };
+  const logs = join(dir, 'logs');
+  const s3Flags = ['--s3-endpoint', state.s3Endpoint, '--bucket', state.bucket];
+  const add = async (c: ComponentState) => {
+    state.components.push(c);
+    await writeState(state); // written after each start so "down" can clean up a half-started cluster
+  };
+
+  try {
+    if (embeddedS3) {
+      say(`starting S3 origin on ${state.s3Endpoint}`);
+      const args = ['origin', 'serve', '--port', String(ports.s3), '--dir', join(dir, 's3'), '--bucket', state.bucket];
+      const p = await spawnOcdn(args, join(logs, 's3.log'));
+      await add({ name: 's3', kind: 's3', pid: p.pid, port: ports.s3, url: state.s3Endpoint, log: p.log, args });
+      await waitFor(() => s3Answers(state.s3Endpoint), { timeoutMs: o.readyTimeoutMs, what: `S3 at ${state.s3Endpoint}` });
+    } else {
+      await add({ name: 's3', kind: 's3', pid: 0, port: Number(new URL(o.s3).port || 443), url: o.s3, log: '', external: true });
+    }
+
+    if (localKafka) {
+      say(`starting Kafka (KRaft) on ${state.brokers}`);
+      await startKafkaComponent(state, dir, o, logs, add);
+    } else {
+      await add({ name: 'kafka', kind: 'kafka', pid: 0, port: 0, url: o.kafka, log: '', external: true });
+    }
+
+    say(`starting steering on ${state.steeringUrl}`);
+    const stArgs = ['steering', 'serve', '--port', String(ports.steering), '--policy', o.policy, '--token-secret', state.tokenSecret, '--aggregator', state.aggregatorUrl, ...s3Flags];
+    const st = await spawnOcdn(stArgs, join(logs, 'steering.log'));
+    await add({ name: 'steering', kind: 'steering', pid: st.pid, port: ports.steering, url: state.steeringUrl, log: st.log, args: stArgs });
+    await waitFor(() => healthy(state.steeringUrl), { timeoutMs: o.readyTimeoutMs, what: 'steering /healthz' });
+
+    for (let i = 0; i < o.edges; i++) {
+      const id = `edge-${i + 1}`;
+      const region = o.regions[i % o.regions.length]!;
+      const url = `http://127.0.0.1:${ports.edge(i)}`;
+      say(`starting ${id} (${region}) on ${url}`);
+      const args = ['edge', 'serve', '--id', id, '--port', String(ports.edge(i)), '--region', region, '--capacity', o.capacity, '--steering', state.steeringUrl, '--token-secret', state.tokenSecret, '--admin-token', state.adminToken, ...s3Flags];
+      const p = await spawnOcdn(args, join(logs, `${id}.log`));
+      await add({ name: id, kind: 'edge', pid: p.pid, port: ports.edge(i), url, log: p.log, region, args });
+    }
+
+    say(`starting aggregator on ${state.aggregatorUrl}`);
+    const agArgs = ['telemetry', 'aggregate', '--brokers', state.brokers, '--port', String(ports.aggregator)];
+    const ag = await spawnOcdn(agArgs, join(logs, 'aggregator.log'));
+    await add({ name: 'aggregator', kind: 'aggregator', pid: ag.pid, port: ports.aggregator, url: state.aggregatorUrl, log: ag.log, args: agArgs });
+
+    for (const c of state.components.filter((x) => x.kind === 'edge' || x.kind === 'aggregator')) {
+      await waitFor(() => healthy(c.url), { timeoutMs: o.readyTimeoutMs, what: `${c.name} /healthz (log: ${c.log})` });
+    }
+    await waitFor(
+      async () => {
+        const res = await fetch(`${state.steeringUrl}/v1/edges`, { signal: AbortSignal.timeout(1_000) });
+        const body = (await res.json()) as { edges?: { id: string; healthy?: boolean; state?: string }[] } | { id: string }[];
+        const list = Array.isArray(body) ? body : (body.edges ?? []);
+        return list.length >= o.edges;
+      },
+      { timeoutMs: o.readyTimeoutMs, what: `all ${o.edges} edges registered with steering` },
+    );
+    return state;
+  } catch (err) {
+    say(`start-up failed, stopping what was started: ${(err as Error).message}`);
+    await clusterDown(dir).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function startKafkaComponent(
+  state: ClusterState,
+  dir: string,
+  o: ClusterOptions,
+  logs: string,
+  add: (c: ComponentState) => Promise<void>,
+): Promise<void> {
+  const args = ['kafka', 'run', '--dir', join(dir, 'kafka'), '--port', String(o.kafkaPort)];
+  const p = await spawnOcdn(args, join(logs, 'kafka.log'));
+  await add({ name: 'kafka', kind: 'kafka', pid: p.pid, port: o.kafkaPort, url: state.brokers, log: p.log, args });
+  await waitFor(() => kafkaReady(state.brokers), { timeoutMs: Math.max(o.readyTimeoutMs, 300_000), intervalMs: 500, what: `Kafka at ${state.brokers} (log: ${p.log})` });
+}
+
+export async function kafkaReady(brokers: string): Promise<boolean> {
+  const { Kafka, logLevel } = await import('kafkajs');
+  const admin = new Kafka({ clientId: 'ocdn-cluster', brokers: brokers.split(','), logLevel: logLevel.NOTHING, retry: { retries: 0 } }).admin();
+  try {
+    await admin.connect();
+    const topics = await admin.listTopics();
+    return topics.includes('ocdn.qoe.events.v1');
+  } catch {
+    return false;
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
+export interface ComponentStatus extends ComponentState {
+  alive: boolean;
+  healthy: boolean;
+}
+
+export async function clusterStatus(dirArg: string): Promise<{ state: ClusterState; components: ComponentStatus[] } | undefined> {
+  const state = await readState(resolve(dirArg));
+  if (!state) return undefined;
+  const components = await Promise.all(
+    state.components.map(async (c): Promise<ComponentStatus> => {
+      const alive = c.external ? true : isAlive(c.pid);
+      let ok = false;
+      if (c.kind === 's3') ok = await s3Answers(c.url);
+      else if (c.kind === 'kafka') ok = await kafkaReady(c.url);
+      else ok = alive && (await healthy(c.url));
+      return { ...c, alive, healthy: ok };
+    }),
+  );
+  return { state, components };
+}
+
+/** Stops every component we started, newest first, and removes the state file. */
+export async function clusterDown(dirArg: string, onProgress: (line: string) => void = () => {}): Promise<{ stopped: string[]; killed: string[] }> {
+  const dir = resolve(dirArg);
+  const state = await readState(dir);
+  const stopped: string[] = [];
+  const killed: string[] = [];
+  if (!state) return { stopped, killed };
+  // Players and edges first so nothing new reaches steering/telemetry, Kafka after the aggregator
+  // so it can commit its offsets, S3 last.
+  const order: ComponentState['kind'][] = ['players', 'edge', 'steering', 'aggregator', 'kafka', 's3'];
+  for (const kind of order) {
+    const group = state.components.filter((c) => c.kind === kind && !c.external && c.pid > 0);
+    await Promise.all(
+      group.map(async (c) => {
+        if (!isAlive(c.pid)) return;
+        onProgress(`stopping ${c.name} (pid ${c.pid})`);
+        const hard = await stopProcess(c.pid, kind === 'kafka' ? 30_000 : 10_000);
+        (hard ? killed : stopped).push(c.name);
+      }),
+    );
+  }
+  await removeState(dir);
+  return { stopped, killed };
+}
