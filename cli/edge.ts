@@ -1,5 +1,111 @@
 import type { Command } from 'commander';
+import { loadConfig } from '../common/config.ts';
+import { ConfigError } from '../common/config.ts';
+import { createLogger } from '../common/log.ts';
+import { Shutdown } from '../common/shutdown.ts';
+import { OriginReader } from '../origin/reader.ts';
+import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
+import { startEdge } from '../edge/server.ts';
+
+export const edgeServeSpec = {
+  id: { type: 'string', flag: '--id', env: 'OCDN_EDGE_ID', required: true, pattern: /^[A-Za-z0-9._-]{1,64}$/ },
+  port: { type: 'int', flag: '--port', env: 'OCDN_EDGE_PORT', default: 8401, min: 0, max: 65_535 },
+  host: { type: 'string', flag: '--host', env: 'OCDN_EDGE_HOST', default: '127.0.0.1' },
+  region: { type: 'string', flag: '--region', env: 'OCDN_EDGE_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
+  capacity: { type: 'bytes', flag: '--capacity', env: 'OCDN_EDGE_CAPACITY', default: '512MB', min: 64 * 1024 },
+  parent: { type: 'url', flag: '--parent', env: 'OCDN_EDGE_PARENT' },
+  steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL' },
+  publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_EDGE_PUBLIC_URL' },
+  tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET' },
+  adminToken: { type: 'string', flag: '--admin-token', env: 'OCDN_ADMIN_TOKEN' },
+  playlistTtl: { type: 'duration', flag: '--playlist-ttl', default: '5s', min: 1 },
+  segmentTtl: { type: 'duration', flag: '--segment-ttl', default: '1h', min: 1 },
+  negativeTtl: { type: 'duration', flag: '--negative-ttl', default: '2s', min: 1 },
+  staleIfError: { type: 'duration', flag: '--stale-if-error', default: '24h' },
+  originTimeout: { type: 'duration', flag: '--origin-timeout', default: '5s', min: 10 },
+  heartbeatInterval: { type: 'duration', flag: '--heartbeat-interval', default: '1s', min: 50 },
+  drainTimeout: { type: 'duration', flag: '--drain-timeout', default: '10s' },
+} as const;
 
 export function registerEdge(program: Command): void {
-  program.command('edge').description('edge cache node (byte-bounded LRU in front of S3)');
+  const edge = program.command('edge').description('edge cache node (byte-bounded LRU in front of S3)');
+  const serve = edge
+    .command('serve')
+    .description(
+      'serve GET/HEAD /vod/... from a byte-bounded cache; misses go to --parent (shield tier) or S3. ' +
+        'Also /healthz, /readyz, /metrics, POST /admin/fill and /admin/purge (bearer --admin-token). ' +
+        'Access log: requests that are not plain hits at info, hits too at OCDN_LOG_LEVEL=debug.',
+    )
+    .option('--id <id>', 'edge id, e.g. edge-1 (env OCDN_EDGE_ID)')
+    .option('--port <port>', 'port, 0 = any free port (env OCDN_EDGE_PORT) [default 8401]')
+    .option('--host <addr>', 'listen address (env OCDN_EDGE_HOST) [default 127.0.0.1]')
+    .option('--region <region>', 'region reported to steering (env OCDN_EDGE_REGION) [default local]')
+    .option('--capacity <bytes>', 'cache capacity, e.g. 512MB, 2GiB (env OCDN_EDGE_CAPACITY) [default 512MB]')
+    .option('--parent <url>', 'shield tier: send misses to this edge instead of S3 (env OCDN_EDGE_PARENT)')
+    .option('--steering <url>', 'steering base URL for heartbeats (env OCDN_STEERING_URL)')
+    .option('--public-url <url>', 'URL players reach this edge at, sent in heartbeats [default http://host:port]')
+    .option('--token-secret <secret>', 'URL token HMAC secret shared with steering (env OCDN_TOKEN_SECRET)')
+    .option('--no-tokens', 'serve without URL tokens (explicit opt-out)')
+    .option('--admin-token <token>', 'bearer token for /admin/* (env OCDN_ADMIN_TOKEN); without it admin is off')
+    .option('--playlist-ttl <time>', 'freshness of playlists [default 5s]')
+    .option('--segment-ttl <time>', 'freshness of segments and other objects [default 1h]')
+    .option('--negative-ttl <time>', 'how long a 404 is remembered [default 2s]')
+    .option('--stale-if-error <time>', 'how long past expiry a copy may be served when upstream fails [default 24h]')
+    .option('--origin-timeout <time>', 'per-attempt upstream timeout [default 5s]')
+    .option('--heartbeat-interval <time>', 'heartbeat period [default 1s]')
+    .option('--drain-timeout <time>', 'on SIGTERM, how long in-flight responses may take [default 10s]');
+  addS3Options(serve);
+  serve.action(async (flags: Record<string, unknown>) => {
+    const { tokens, ...rest } = flags;
+    const problems: string[] = [];
+    let cfg: ReturnType<typeof loadConfig<typeof edgeServeSpec>> | undefined;
+    let s3: ReturnType<typeof loadS3Config> | undefined;
+    try {
+      cfg = loadConfig(edgeServeSpec, rest);
+    } catch (err) {
+      if (err instanceof ConfigError) problems.push(...err.problems);
+      else throw err;
+    }
+    try {
+      s3 = loadS3Config(rest);
+    } catch (err) {
+      if (err instanceof ConfigError) problems.push(...err.problems);
+      else throw err;
+    }
+    // Tokens are on unless turned off explicitly: a forgotten secret must not open the edge.
+    if (tokens === false && cfg?.tokenSecret !== undefined && flags.tokenSecret !== undefined) problems.push('--token-secret and --no-tokens contradict each other: pick one');
+    if (tokens !== false && cfg !== undefined && cfg.tokenSecret === undefined) problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to serve without URL tokens');
+    if (cfg?.tokenSecret !== undefined && cfg.tokenSecret.length < 8 && tokens !== false) problems.push('--token-secret: use at least 8 characters');
+    if (problems.length > 0 || !cfg || !s3) throw new ConfigError(problems);
+
+    const log = createLogger('edge', { fields: { edge: cfg.id } });
+    const client = createS3Client(s3, { maxAttempts: 1, requestTimeoutMs: cfg.originTimeout });
+    const origin = new OriginReader({ client, bucket: s3.bucket, timeoutMs: cfg.originTimeout });
+    const edgeNode = await startEdge({
+      id: cfg.id,
+      port: cfg.port,
+      host: cfg.host,
+      region: cfg.region,
+      capacityBytes: cfg.capacity,
+      origin,
+      parentUrl: cfg.parent,
+      steeringUrl: cfg.steering,
+      publicUrl: cfg.publicUrl,
+      tokenSecret: tokens === false ? null : cfg.tokenSecret!,
+      adminToken: cfg.adminToken,
+      playlistTtlMs: cfg.playlistTtl,
+      segmentTtlMs: cfg.segmentTtl,
+      negativeTtlMs: cfg.negativeTtl,
+      staleIfErrorMs: cfg.staleIfError,
+      upstreamTimeoutMs: cfg.originTimeout,
+      heartbeatIntervalMs: cfg.heartbeatInterval,
+      drainTimeoutMs: cfg.drainTimeout,
+      log,
+      defaultMetrics: true,
+    });
+    const shutdown = new Shutdown({ log, hookTimeoutMs: cfg.drainTimeout + 5_000 });
+    shutdown.add('edge', () => edgeNode.close(), 10);
+    shutdown.add('s3 client', () => client.destroy(), 90);
+    shutdown.installSignalHandlers();
+  });
 }

@@ -1,0 +1,90 @@
+import type { OutgoingHttpHeaders } from 'node:http';
+
+/** Per-entry overhead counted against the capacity besides the body (key, headers, bookkeeping). */
+export const ENTRY_OVERHEAD_BYTES = 1024;
+export const NEGATIVE_ENTRY_BYTES = 512;
+
+interface EntryBase {
+  key: string;
+  /** When the content left the origin (ms since epoch): Age counts from here, across tiers. */
+  bornAt: number;
+  /** Soft purge: still servable as stale-if-error, but the next request revalidates upstream. */
+  softPurged: boolean;
+}
+
+export interface ObjectEntry extends EntryBase {
+  kind: 'object';
+  body: Buffer;
+  sha256: string;
+  /** `"<sha256>"`, a strong validator. */
+  etag: string;
+  contentType: string;
+  cacheControl: string;
+  /**
+   * Headers of a 200 hit, built once when the entry is stored so the hit path only writes
+   * them. `age` is refreshed at most once per second by `hitHeaders()`.
+   */
+  hit: OutgoingHttpHeaders & { age: string };
+  hitAgeSec: number;
+}
+
+export interface NegativeEntry extends EntryBase {
+  kind: 'missing';
+}
+
+export type Entry = ObjectEntry | NegativeEntry;
+
+export function ageSec(entry: Entry, now: number): number {
+  const a = Math.floor((now - entry.bornAt) / 1000);
+  return a > 0 ? a : 0;
+}
+
+/** The 200-hit header object of `entry`, with a current Age. */
+export function hitHeaders(entry: ObjectEntry, now: number): OutgoingHttpHeaders {
+  const age = ageSec(entry, now);
+  if (age !== entry.hitAgeSec) {
+    entry.hitAgeSec = age;
+    entry.hit.age = String(age);
+  }
+  return entry.hit;
+}
+
+export function makeObjectEntry(args: {
+  key: string;
+  body: Buffer;
+  sha256: string;
+  contentType: string;
+  cacheControl: string;
+  bornAt: number;
+  edgeId: string;
+  cacheStatusName: string;
+}): ObjectEntry {
+  const etag = `"${args.sha256}"`;
+  return {
+    kind: 'object',
+    key: args.key,
+    body: args.body,
+    sha256: args.sha256,
+    etag,
+    contentType: args.contentType,
+    cacheControl: args.cacheControl,
+    bornAt: args.bornAt,
+    softPurged: false,
+    hitAgeSec: 0,
+    hit: {
+      'content-type': args.contentType,
+      'content-length': String(args.body.length),
+      etag,
+      'cache-control': args.cacheControl,
+      'accept-ranges': 'bytes',
+      age: '0',
+      'x-edge-id': args.edgeId,
+      'x-cache': 'HIT',
+      'cache-status': `${args.cacheStatusName}; hit`,
+    },
+  };
+}
+
+export function entrySize(entry: Entry): number {
+  return entry.kind === 'object' ? entry.body.length + ENTRY_OVERHEAD_BYTES : NEGATIVE_ENTRY_BYTES;
+}

@@ -1,0 +1,69 @@
+import { request } from 'undici';
+import type { EdgeHeartbeat } from '../common/contracts.ts';
+import type { Logger } from '../common/log.ts';
+
+/**
+ * Pushes an EdgeHeartbeat to steering every interval. Steering being slow or down must never
+ * touch serving: one beat at a time (a slow steering skips beats rather than piling them up),
+ * a timeout shorter than the interval, failures logged once per outage.
+ */
+export class Heartbeat {
+  private timer: NodeJS.Timeout | undefined;
+  private sending: Promise<void> | undefined;
+  private failing = false;
+  sent = 0;
+
+  constructor(
+    private readonly opts: {
+      steeringUrl: string;
+      intervalMs: number;
+      build: () => EdgeHeartbeat;
+      log: Logger;
+    },
+  ) {}
+
+  start(): void {
+    if (this.timer) return;
+    this.beat();
+    this.timer = setInterval(() => this.beat(), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops beating; with `final`, sends one last beat (healthy: false) so steering drops this edge at once. */
+  async stop(final?: EdgeHeartbeat): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.sending;
+    if (final) await this.send(final, 1_000);
+  }
+
+  private beat(): void {
+    if (this.sending) return;
+    this.sending = this.send(this.opts.build(), Math.max(200, Math.min(this.opts.intervalMs, 2_000))).finally(() => {
+      this.sending = undefined;
+    });
+  }
+
+  private async send(body: EdgeHeartbeat, timeoutMs: number): Promise<void> {
+    try {
+      const res = await request(`${this.opts.steeringUrl}/v1/edges/heartbeat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      await res.body.dump();
+      if (res.statusCode >= 300) throw new Error(`steering answered ${res.statusCode}`);
+      this.sent++;
+      if (this.failing) this.opts.log.info({ steering: this.opts.steeringUrl }, 'heartbeats reach steering again');
+      this.failing = false;
+    } catch (err) {
+      if (!this.failing) {
+        this.opts.log.warn({ steering: this.opts.steeringUrl, err: err instanceof Error ? err.message : String(err) }, 'heartbeat failed (serving continues; logged once until it recovers)');
+      }
+      this.failing = true;
+    }
+  }
+}

@@ -1,0 +1,124 @@
+import { Agent, errors as undiciErrors, request } from 'undici';
+import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
+import { signPath, withToken } from '../common/token.ts';
+import type { OriginReader } from '../origin/reader.ts';
+import type { UpstreamKind } from './metrics.ts';
+
+/** What a miss brings back from the next tier. */
+export interface UpstreamObject {
+  body: Buffer;
+  /** SHA-256 hex of the body as the upstream declares it (S3 metadata, or the parent's ETag). */
+  sha256: string | undefined;
+  contentType: string | undefined;
+  /** Seconds the object had already spent in the upstream's cache (a parent edge's Age). */
+  ageSec: number;
+}
+
+/**
+ * The next tier on a miss. Failures are OcdnErrors with the origin reader's three codes, so
+ * the cache decides on code alone: NOT_FOUND (negative-cache), ORIGIN_TIMEOUT (504),
+ * ORIGIN_UNAVAILABLE (502).
+ */
+export interface Upstream {
+  readonly kind: UpstreamKind;
+  /** `path` is the checked request path, `/vod/...`. */
+  get(path: string): Promise<UpstreamObject>;
+  /** Resolves when the upstream answers at all (readiness). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Misses go to the S3 bucket through the origin reader (its retries and timeouts). */
+export class S3Upstream implements Upstream {
+  readonly kind = 's3' as const;
+  constructor(private readonly reader: OriginReader) {}
+
+  async get(path: string): Promise<UpstreamObject> {
+    const obj = await this.reader.getObject(path.slice(1));
+    return { body: obj.body, sha256: obj.sha256, contentType: obj.contentType, ageSec: 0 };
+  }
+
+  async ping(): Promise<void> {
+    await this.reader.ping();
+  }
+
+  async close(): Promise<void> {}
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/**
+ * Shield tier: misses go to another edge, same path. The parent checks tokens like any edge,
+ * so a child that knows the token secret signs its own short-lived token; the client's token
+ * never leaves this edge (the fetch is shared by every waiting client, not one of them).
+ */
+export class ParentUpstream implements Upstream {
+  readonly kind = 'parent' as const;
+  private readonly agent: Agent;
+
+  constructor(
+    private readonly parentUrl: string,
+    private readonly opts: { timeoutMs: number; tokenSecret: string | null; edgeId: string },
+  ) {
+    this.parentUrl = parentUrl.replace(/\/+$/, '');
+    this.agent = new Agent({
+      connections: 64,
+      headersTimeout: opts.timeoutMs,
+      bodyTimeout: opts.timeoutMs,
+      connectTimeout: Math.min(opts.timeoutMs, 3_000),
+    });
+  }
+
+  async get(path: string): Promise<UpstreamObject> {
+    let url = `${this.parentUrl}${path}`;
+    if (this.opts.tokenSecret) url = withToken(url, signPath(this.opts.tokenSecret, path, Math.floor(Date.now() / 1000) + 300));
+    try {
+      const res = await request(url, { dispatcher: this.agent, headers: { 'x-ocdn-child': this.opts.edgeId } });
+      if (res.statusCode === 200) {
+        const body = Buffer.from(await res.body.arrayBuffer());
+        const etag = header(res.headers.etag);
+        const age = Number(header(res.headers.age) ?? 0);
+        return {
+          body,
+          sha256: etag ? etag.replace(/^W\//, '').replace(/"/g, '') : undefined,
+          contentType: header(res.headers['content-type']),
+          ageSec: Number.isFinite(age) && age > 0 ? Math.floor(age) : 0,
+        };
+      }
+      const text = (await res.body.text().catch(() => '')).trim().split('\n')[0]?.slice(0, 200) ?? '';
+      if (res.statusCode === 404) throw new OcdnError(ErrorCodes.NOT_FOUND, `not found at parent: ${path}`);
+      const code = res.statusCode === 504 ? ErrorCodes.ORIGIN_TIMEOUT : ErrorCodes.ORIGIN_UNAVAILABLE;
+      throw new OcdnError(code, `parent ${this.parentUrl} answered ${res.statusCode} for ${path}${text ? `: ${text}` : ''}`, { details: { status: res.statusCode } });
+    } catch (err) {
+      throw this.classify(path, err);
+    }
+  }
+
+  async ping(): Promise<void> {
+    try {
+      const res = await request(`${this.parentUrl}/healthz`, { dispatcher: this.agent });
+      await res.body.dump();
+      if (res.statusCode !== 200) throw new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `parent ${this.parentUrl} /healthz answered ${res.statusCode}`);
+    } catch (err) {
+      throw this.classify('/healthz', err);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close().catch(() => undefined);
+  }
+
+  private classify(path: string, err: unknown): OcdnError {
+    if (isOcdnError(err)) return err;
+    const code = (err as { code?: string }).code;
+    if (code !== undefined && TIMEOUT_CODES.has(code)) {
+      return new OcdnError(ErrorCodes.ORIGIN_TIMEOUT, `parent ${this.parentUrl} timed out after ${this.opts.timeoutMs} ms for ${path}`, { cause: err });
+    }
+    const why = code ?? (err instanceof undiciErrors.UndiciError ? err.name : err instanceof Error ? err.message : String(err));
+    return new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `parent ${this.parentUrl} unreachable for ${path}: ${why}`, { cause: err });
+  }
+}
+
+function header(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}

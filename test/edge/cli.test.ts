@@ -1,0 +1,88 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signPath, withToken } from '../../common/token.ts';
+import { bytes, get, startOrigin, type TestOrigin } from './helpers.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const BIN = join(ROOT, 'bin', 'ocdn.js');
+
+function cliEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, OCDN_LOG_LEVEL: 'info' };
+  for (const k of ['VITEST', 'OCDN_DEBUG', 'OCDN_S3_ENDPOINT', 'OCDN_S3_BUCKET', 'OCDN_TOKEN_SECRET', 'OCDN_ADMIN_TOKEN', 'OCDN_EDGE_ID', 'OCDN_STEERING_URL']) delete env[k];
+  return env;
+}
+
+function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('ocdn edge serve', () => {
+  let origin: TestOrigin;
+
+  beforeAll(async () => {
+    origin = await startOrigin();
+    await origin.put('vod/cli/r/seg-00000.ts', bytes(20_000, 5));
+  });
+
+  afterAll(async () => {
+    await origin?.close();
+  });
+
+  it.each([
+    [['edge', 'serve', '--port', '0'], /--id \(or OCDN_EDGE_ID\) is required/],
+    [['edge', 'serve', '--id', 'e1', '--port', '0'], /--token-secret \(or OCDN_TOKEN_SECRET\) is required; pass --no-tokens/],
+    [['edge', 'serve', '--id', 'e1', '--no-tokens', '--token-secret', 'abcdefgh12'], /contradict/],
+    [['edge', 'serve', '--id', 'e/1', '--no-tokens', '--capacity', 'lots'], /--id: .*does not match[\s\S]*--capacity: not a byte size/],
+    [['edge', 'serve', '--id', 'e1', '--no-tokens', '--parent', 'ftp://x'], /--parent: .*must be an http\(s\) URL/],
+  ])('%j → exit 2 with the problem', async (args, why) => {
+    const r = await run(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(why);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it('serves, logs where it listens, and exits 0 on SIGTERM', async () => {
+    const secret = 'cli-secret-123456';
+    const child = spawn(process.execPath, [BIN, 'edge', 'serve', '--id', 'edge-cli', '--port', '0', '--region', 'us-east', '--capacity', '8MB', '--s3-endpoint', origin.s3.endpoint, '--token-secret', secret], {
+      cwd: ROOT,
+      env: cliEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        const rl = createInterface({ input: child.stdout });
+        rl.on('line', (line) => {
+          const rec = JSON.parse(line) as { msg?: string; url?: string };
+          if (rec.msg === 'edge listening' && rec.url) resolve(rec.url);
+        });
+        child.on('close', (code) => reject(new Error(`edge exited ${code} before listening: ${stderr}`)));
+      });
+      const path = '/vod/cli/r/seg-00000.ts';
+      const r = await get(withToken(`${url}${path}`, signPath(secret, path, Math.floor(Date.now() / 1000) + 60)));
+      expect(r.status).toBe(200);
+      expect(r.body.equals(bytes(20_000, 5))).toBe(true);
+      expect((await get(`${url}${path}`)).status).toBe(403);
+      const metrics = (await get(`${url}/metrics`)).body.toString();
+      expect(metrics).toContain('ocdn_edge_origin_fetches_total{upstream="s3",result="ok",edge="edge-cli"} 1');
+      expect(metrics).toContain('process_cpu_user_seconds_total');
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(stderr).toBe('');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+});
