@@ -6,6 +6,7 @@ import { fetchCatalog } from '../scripts/catalog-client.ts';
 import { killEdge, kafkaRestart, originOutage } from '../scripts/chaos.ts';
 import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '../scripts/cluster/cluster.ts';
 import { readState, type ClusterState } from '../scripts/cluster/state.ts';
+import { startAll } from '../scripts/cluster/start.ts';
 import { proactiveFill } from '../scripts/fill.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
 import { renderTable } from './table.ts';
@@ -113,6 +114,33 @@ export function registerCluster(program: Command): void {
       const r = await clusterDown(flags.dir, say);
       if (r.stopped.length + r.killed.length === 0) say('nothing was running');
       else say(`stopped ${r.stopped.length} component(s)${r.killed.length ? `, killed ${r.killed.join(', ')} after the grace period` : ''}`);
+    });
+
+  program
+    .command('start')
+    .description('the main job (npm start): cluster up, seed a small catalog if empty, players, live QoE; Ctrl-C stops all')
+    .option('--players <n>', 'steady player population', '20')
+    .option('--edges <n>', 'number of edges', String(defaultClusterOptions.edges))
+    .option('--titles <n>', 'titles to seed when the bucket is empty', '10')
+    .option('--title-duration <sec>', 'length of each seeded title, seconds', '120')
+    .option('--ladder <apple|small>', 'ladder of seeded titles', 'small')
+    .option('--dir <dir>', 'state, data and logs', '.ocdn')
+    .option('--base-port <port>', 'steering port; edges take the next ones', String(defaultClusterOptions.basePort))
+    .option('--no-watch', 'do not show the live QoE view (returns once players run)')
+    .action(async (flags: Record<string, unknown>) => {
+      const cfg = loadConfig(
+        {
+          players: { type: 'int', min: 1, max: 5000, default: 20 },
+          edges: { type: 'int', min: 1, max: 64, default: 3 },
+          titles: { type: 'int', min: 1, max: 1000, default: 10 },
+          titleDuration: { type: 'int', flag: '--title-duration', min: 4, default: 120 },
+          ladder: { type: 'enum', values: ['apple', 'small'], default: 'small' },
+          dir: { type: 'string', default: '.ocdn' },
+          basePort: { type: 'int', flag: '--base-port', min: 1024, max: 65_000, default: 8400 },
+        } as const,
+        flags,
+      );
+      await startAll({ ...cfg, titleDurationSec: cfg.titleDuration, watch: flags.watch !== false }, say);
     });
 
   program

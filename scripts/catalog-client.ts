@@ -1,12 +1,11 @@
-import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { CATALOG_KEY, type Catalog } from '../common/contracts.ts';
-import { ErrorCodes, OcdnError } from '../common/errors.ts';
-import { createS3Client } from '../origin/s3-config.ts';
-import { EMBEDDED_CREDENTIALS } from '../origin/s3-config.ts';
+import type { Catalog } from '../common/contracts.ts';
+import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
+import { createS3Client, EMBEDDED_CREDENTIALS } from '../origin/s3-config.ts';
+import { readCatalog } from '../origin/seed.ts';
 
-/** Reads catalog.json from the bucket; undefined when the bucket has none yet. */
-export async function fetchCatalog(s3Endpoint: string, bucket: string): Promise<Catalog | undefined> {
-  const client = createS3Client(
+/** The S3 client the cluster's own tools use: endpoint from the cluster state, credentials from env. */
+export function clusterS3Client(s3Endpoint: string) {
+  return createS3Client(
     {
       s3Endpoint,
       s3Region: process.env.AWS_REGION ?? 'us-east-1',
@@ -16,14 +15,16 @@ export async function fetchCatalog(s3Endpoint: string, bucket: string): Promise<
     },
     { maxAttempts: 2, requestTimeoutMs: 5_000 },
   );
+}
+
+/** Reads catalog.json from the bucket; undefined when the bucket has none yet. */
+export async function fetchCatalog(s3Endpoint: string, bucket: string): Promise<Catalog | undefined> {
+  const client = clusterS3Client(s3Endpoint);
   try {
-    const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: CATALOG_KEY }));
-    const text = await out.Body!.transformToString();
-    return JSON.parse(text) as Catalog;
+    return await readCatalog(client, bucket);
   } catch (err) {
-    const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-    if (e.name === 'NoSuchKey' || e.name === 'NoSuchBucket' || e.$metadata?.httpStatusCode === 404) return undefined;
-    throw new OcdnError(ErrorCodes.S3_UNREACHABLE, `cannot read ${CATALOG_KEY} from ${s3Endpoint}/${bucket}: ${(err as Error).message}`);
+    if (isOcdnError(err)) throw err;
+    throw new OcdnError(ErrorCodes.S3_UNREACHABLE, `cannot read catalog.json from ${s3Endpoint}/${bucket}: ${(err as Error).message}`);
   } finally {
     client.destroy();
   }
