@@ -1,5 +1,185 @@
 import type { Command } from 'commander';
+import { request } from 'undici';
+import { ConfigError, loadConfig } from '../common/config.ts';
+import type { SteerResponse } from '../common/contracts.ts';
+import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { createLogger } from '../common/log.ts';
+import { Shutdown } from '../common/shutdown.ts';
+import { OriginReader } from '../origin/reader.ts';
+import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
+import { POLICY_NAMES, type PolicyName } from '../steering/policies.ts';
+import { startSteering } from '../steering/server.ts';
+import { loadTopologyFile } from '../steering/topology.ts';
+import { renderTable } from './table.ts';
+
+export const steeringServeSpec = {
+  port: { type: 'int', flag: '--port', env: 'OCDN_STEERING_PORT', default: 8400, min: 0, max: 65_535 },
+  host: { type: 'string', flag: '--host', env: 'OCDN_STEERING_HOST', default: '127.0.0.1' },
+  publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_STEERING_PUBLIC_URL' },
+  policy: { type: 'enum', flag: '--policy', env: 'OCDN_STEERING_POLICY', values: POLICY_NAMES, default: 'hrw-bounded' },
+  topology: { type: 'string', flag: '--topology', env: 'OCDN_STEERING_TOPOLOGY' },
+  tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET' },
+  tokenTtl: { type: 'duration', flag: '--token-ttl', default: 3600, min: 1_000 },
+  epsilon: { type: 'number', flag: '--epsilon', default: 0.25, min: 0, max: 10 },
+  maxEdges: { type: 'int', flag: '--max-edges', default: 5, min: 1, max: 100 },
+  heartbeatInterval: { type: 'duration', flag: '--heartbeat-interval', default: '1s', min: 50 },
+  missedHeartbeats: { type: 'int', flag: '--missed-heartbeats', default: 3, min: 1, max: 100 },
+  probeInterval: { type: 'duration', flag: '--probe-interval', default: '1s' },
+  rise: { type: 'int', flag: '--rise', default: 2, min: 1, max: 100 },
+  fall: { type: 'int', flag: '--fall', default: 3, min: 1, max: 100 },
+  catalogRefresh: { type: 'duration', flag: '--catalog-refresh', default: '30s', min: 100 },
+  manifestTtl: { type: 'duration', flag: '--manifest-ttl', default: '30s', min: 1_000 },
+  aggregator: { type: 'url', flag: '--aggregator', env: 'OCDN_AGGREGATOR_URL' },
+} as const;
+
+const steerSpec = {
+  title: { type: 'string', flag: '--title', required: true, pattern: /^[A-Za-z0-9._-]{1,128}$/ },
+  region: { type: 'string', flag: '--region', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
+  isp: { type: 'string', flag: '--isp', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
+  policy: { type: 'enum', flag: '--policy', values: POLICY_NAMES },
+  steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL', default: 'http://127.0.0.1:8400' },
+  timeout: { type: 'duration', flag: '--timeout', default: '5s', min: 10 },
+} as const;
 
 export function registerSteering(program: Command): void {
-  program.command('steering').description('steering service: edge registry, ranking, signed URLs, HLS Content Steering');
+  const steering = program.command('steering').description('steering service: edge registry, ranking, signed URLs, HLS Content Steering');
+  const serve = steering
+    .command('serve')
+    .description(
+      'rank healthy edges per playback (GET /v1/steer), serve HLS Content Steering (GET /v1/play/{title}/master.m3u8, ' +
+        '/v1/steering/{session}.json), take edge heartbeats (POST /v1/edges/heartbeat), list edges (GET /v1/edges); ' +
+        '/healthz, /readyz, /metrics. Titles come from the bucket\'s catalog.json. Decisions are logged at OCDN_LOG_LEVEL=debug.',
+    )
+    .option('--port <port>', 'port, 0 = any free port (env OCDN_STEERING_PORT) [default 8400]')
+    .option('--host <addr>', 'listen address (env OCDN_STEERING_HOST) [default 127.0.0.1]')
+    .option('--public-url <url>', 'URL players reach steering at, for Content Steering URIs [default from the Host header]')
+    .option('--policy <name>', `default ranking policy: ${POLICY_NAMES.join(', ')} [default hrw-bounded]`)
+    .option('--topology <file>', 'sites, fallback order and coverage zones (JSON); default: us-east, us-west, eu-west')
+    .option('--token-secret <secret>', 'URL token HMAC secret shared with the edges (env OCDN_TOKEN_SECRET)')
+    .option('--no-tokens', 'hand out unsigned URLs (edges running with --no-tokens)')
+    .option('--token-ttl <time>', 'token lifetime, e.g. 3600 (seconds) or 1h [default 3600]')
+    .option('--epsilon <x>', 'hrw-bounded: skip edges above (1+x) × the mean load of their tier [default 0.25]')
+    .option('--max-edges <n>', 'edges per answer and pathways per session [default 5]')
+    .option('--heartbeat-interval <time>', 'interval edges heartbeat at [default 1s]')
+    .option('--missed-heartbeats <n>', 'an edge silent this many intervals is out [default 3]')
+    .option('--probe-interval <time>', 'active /healthz probe period, 0 = off [default 1s]')
+    .option('--rise <n>', 'good probes in a row before an edge is back [default 2]')
+    .option('--fall <n>', 'failed probes in a row before an edge is out [default 3]')
+    .option('--catalog-refresh <time>', 'how often catalog.json is re-read [default 30s]')
+    .option('--manifest-ttl <time>', 'TTL of Content Steering manifests [default 30s]')
+    .option('--aggregator <url>', 'telemetry aggregator URL (reserved for QoE feedback; accepted, not used yet)');
+  addS3Options(serve);
+  serve.action(async (flags: Record<string, unknown>) => {
+    const { tokens, ...rest } = flags;
+    const problems: string[] = [];
+    let cfg: ReturnType<typeof loadConfig<typeof steeringServeSpec>> | undefined;
+    let s3: ReturnType<typeof loadS3Config> | undefined;
+    try {
+      cfg = loadConfig(steeringServeSpec, rest);
+    } catch (err) {
+      if (err instanceof ConfigError) problems.push(...err.problems);
+      else throw err;
+    }
+    try {
+      s3 = loadS3Config(rest);
+    } catch (err) {
+      if (err instanceof ConfigError) problems.push(...err.problems);
+      else throw err;
+    }
+    // Same rule as the edge: signing is on unless turned off explicitly. Checked on the raw
+    // values too, so one run reports these alongside any other bad flag.
+    const secret = (flags.tokenSecret as string | undefined) ?? (process.env.OCDN_TOKEN_SECRET || undefined);
+    if (tokens === false && flags.tokenSecret !== undefined) problems.push('--token-secret and --no-tokens contradict each other: pick one');
+    if (tokens !== false && secret === undefined) problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to hand out unsigned URLs');
+    if (tokens !== false && secret !== undefined && secret.length < 8) problems.push('--token-secret: use at least 8 characters');
+    const topologyFile = (flags.topology as string | undefined) ?? (process.env.OCDN_STEERING_TOPOLOGY || undefined);
+    let topology;
+    if (topologyFile !== undefined) {
+      try {
+        topology = await loadTopologyFile(topologyFile);
+      } catch (err) {
+        if (err instanceof OcdnError) problems.push(err.message);
+        else throw err;
+      }
+    }
+    if (problems.length > 0 || !cfg || !s3) throw new ConfigError(problems);
+
+    const log = createLogger('steering');
+    const client = createS3Client(s3, { maxAttempts: 1, requestTimeoutMs: 5_000 });
+    const origin = new OriginReader({ client, bucket: s3.bucket, timeoutMs: 5_000, retries: 1 });
+    const st = await startSteering({
+      port: cfg.port,
+      host: cfg.host,
+      publicUrl: cfg.publicUrl,
+      policy: cfg.policy as PolicyName,
+      topology,
+      tokenSecret: tokens === false ? null : cfg.tokenSecret!,
+      tokenTtlSec: Math.round(cfg.tokenTtl / 1000),
+      epsilon: cfg.epsilon,
+      maxEdges: cfg.maxEdges,
+      origin,
+      catalogRefreshMs: cfg.catalogRefresh,
+      manifestTtlSec: Math.max(1, Math.round(cfg.manifestTtl / 1000)),
+      registry: {
+        heartbeatIntervalMs: cfg.heartbeatInterval,
+        missedHeartbeats: cfg.missedHeartbeats,
+        probeIntervalMs: cfg.probeInterval,
+        rise: cfg.rise,
+        fall: cfg.fall,
+      },
+      log,
+      defaultMetrics: true,
+    });
+    if (cfg.aggregator) log.info({ aggregator: cfg.aggregator }, 'QoE feedback from the aggregator is not wired yet; edges are ranked on health and load only');
+    const shutdown = new Shutdown({ log, hookTimeoutMs: 5_000 });
+    shutdown.add('steering', () => st.close(), 10);
+    shutdown.add('s3 client', () => client.destroy(), 90);
+    shutdown.installSignalHandlers();
+  });
+
+  program
+    .command('steer')
+    .description('ask steering for the ranked, signed edge list of a title (GET /v1/steer)')
+    .option('--title <id>', 'title id, e.g. title-0001')
+    .option('--region <region>', 'client region (default: steering places you by your source address)')
+    .option('--isp <isp>', 'client ISP label')
+    .option('--policy <name>', `ranking policy for this request: ${POLICY_NAMES.join(', ')}`)
+    .option('--steering <url>', 'steering base URL (env OCDN_STEERING_URL) [default http://127.0.0.1:8400]')
+    .option('--timeout <time>', 'request timeout [default 5s]')
+    .option('--json', 'print the raw JSON answer')
+    .action(async (flags: Record<string, unknown>) => {
+      const cfg = loadConfig(steerSpec, flags);
+      const q = new URLSearchParams({ title: cfg.title });
+      if (cfg.region) q.set('region', cfg.region);
+      if (cfg.isp) q.set('isp', cfg.isp);
+      if (cfg.policy) q.set('policy', cfg.policy);
+      const target = `${cfg.steering}/v1/steer?${q}`;
+      let status: number;
+      let text: string;
+      try {
+        const res = await request(target, { headersTimeout: cfg.timeout, bodyTimeout: cfg.timeout, signal: AbortSignal.timeout(cfg.timeout) });
+        status = res.statusCode;
+        text = await res.body.text();
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        throw new OcdnError(ErrorCodes.NO_EDGE, `cannot reach steering at ${cfg.steering}: ${e.code ?? e.name} (start it with "ocdn steering serve" or pass --steering)`);
+      }
+      if (status !== 200) {
+        let reason = text.trim();
+        try {
+          reason = (JSON.parse(text) as { reason?: string }).reason ?? reason;
+        } catch {
+          // not JSON: the text is the reason
+        }
+        throw new OcdnError(status === 404 ? ErrorCodes.NOT_FOUND : status === 400 ? ErrorCodes.USAGE : ErrorCodes.NO_EDGE, `steering answered ${status}: ${reason.slice(0, 300)}`);
+      }
+      if (flags.json) {
+        process.stdout.write(`${text.trim()}\n`);
+        return;
+      }
+      const body = JSON.parse(text) as SteerResponse & { site?: string };
+      const rows = body.edges.map((e, i) => [i + 1, e.id, e.region, e.reason, e.score.toFixed(4), e.url]);
+      process.stdout.write(`${renderTable(['#', 'edge', 'region', 'reason', 'score', 'url'], rows)}\n`);
+      process.stdout.write(`title ${body.title}  policy ${body.policy}${body.site ? `  site ${body.site}` : ''}  session ${body.sessionId}  expires ${new Date(body.expiresAt).toISOString()}\n`);
+    });
 }

@@ -1,0 +1,140 @@
+import { CATALOG_KEY, type Catalog, type CatalogTitle } from '../common/contracts.ts';
+import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+import { parseCatalog } from '../origin/catalog.ts';
+import type { OriginReader } from '../origin/reader.ts';
+
+/**
+ * The titles steering may answer for, from the bucket's catalog.json (read with the S3 SDK
+ * through OriginReader) and re-read every `refreshMs` so newly seeded titles appear without a
+ * restart. A failed refresh keeps the last good catalog; before the first success every title
+ * lookup is "catalog unavailable" (503), not "unknown title" (404), because we do not know.
+ */
+export interface CatalogOptions {
+  /** Where catalog.json lives. Leave out with `static`. */
+  reader?: OriginReader;
+  /** A fixed catalog (benchmarks, tests without S3); no refresh. */
+  static?: Catalog;
+  refreshMs?: number;
+  /** Retry period before the first success, and the floor between on-demand refreshes. */
+  retryMs?: number;
+  log?: Logger;
+}
+
+export class TitleCatalog {
+  private byId = new Map<string, CatalogTitle>();
+  private loadedAt: number | undefined;
+  private lastError: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private lastAttemptAt = 0;
+  private readonly retryMs: number;
+  private loading: Promise<boolean> | undefined;
+  private readonly reader: OriginReader | undefined;
+  private readonly refreshMs: number;
+  private readonly log: Logger | undefined;
+
+  constructor(opts: CatalogOptions) {
+    if (!opts.reader && !opts.static) throw new OcdnError(ErrorCodes.CONFIG, 'the title catalog needs an S3 reader or a static catalog');
+    this.reader = opts.reader;
+    this.refreshMs = opts.refreshMs ?? 30_000;
+    this.retryMs = opts.retryMs ?? 2_000;
+    this.log = opts.log;
+    if (opts.static) this.install(opts.static);
+  }
+
+  /**
+   * First load, then periodic refresh. Until a first load succeeds, retries come every
+   * `retryMs` rather than every `refreshMs`: steering often starts before the bucket is seeded.
+   */
+  async start(): Promise<void> {
+    if (!this.reader || this.stopped) return;
+    await this.refresh();
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.refreshMs <= 0) return;
+    const delay = this.loadedAt === undefined ? Math.min(this.refreshMs, this.retryMs) : this.refreshMs;
+    this.timer = setTimeout(() => {
+      void this.refresh().finally(() => this.schedule());
+    }, delay);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /**
+   * A title we do not know may have been seeded since the last refresh: re-read now, in the
+   * background, at most once per `retryMs` (an unknown-title flood must not become an S3 flood).
+   */
+  refreshSoon(): void {
+    if (!this.reader || this.stopped) return;
+    const now = Date.now();
+    if (now - this.lastAttemptAt < this.retryMs) return;
+    void this.refresh();
+  }
+
+  /** Re-reads catalog.json; true when a catalog was installed. Concurrent calls share one read. */
+  refresh(): Promise<boolean> {
+    if (!this.reader) return Promise.resolve(this.loadedAt !== undefined);
+    this.loading ??= this.readOnce().finally(() => (this.loading = undefined));
+    return this.loading;
+  }
+
+  private async readOnce(): Promise<boolean> {
+    this.lastAttemptAt = Date.now();
+    try {
+      const obj = await this.reader!.getObject(CATALOG_KEY);
+      const catalog = parseCatalog(obj.body.toString('utf8'));
+      const before = this.byId.size;
+      this.install(catalog);
+      if (this.lastError !== undefined || before !== this.byId.size) this.log?.info({ titles: this.byId.size }, 'catalog loaded');
+      this.lastError = undefined;
+      return true;
+    } catch (err) {
+      const why = describeError(err);
+      if (why !== this.lastError) this.log?.warn({ err: why, kept: this.byId.size }, this.loadedAt === undefined ? 'catalog not loaded yet (retrying)' : 'catalog refresh failed; keeping the last good one');
+      this.lastError = why;
+      return false;
+    }
+  }
+
+  private install(catalog: Catalog): void {
+    this.byId = new Map(catalog.titles.map((t) => [t.id, t]));
+    this.loadedAt = Date.now();
+  }
+
+  get loaded(): boolean {
+    return this.loadedAt !== undefined;
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  /** Why the catalog is unavailable (undefined once loaded). */
+  get error(): string | undefined {
+    return this.loadedAt === undefined ? (this.lastError ?? 'catalog not loaded yet') : undefined;
+  }
+
+  get(title: string): CatalogTitle | undefined {
+    return this.byId.get(title);
+  }
+
+  /** The title, or OcdnError NOT_FOUND (unknown) / ORIGIN_UNAVAILABLE (no catalog yet). */
+  require(title: string): CatalogTitle {
+    const t = this.byId.get(title);
+    if (t) return t;
+    if (this.loadedAt === undefined) throw new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `title catalog unavailable: ${this.error}`);
+    throw new OcdnError(ErrorCodes.NOT_FOUND, `unknown title "${title}" (not in ${CATALOG_KEY}, ${this.byId.size} titles)`);
+  }
+
+  ids(): string[] {
+    return [...this.byId.keys()];
+  }
+}

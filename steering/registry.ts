@@ -1,0 +1,390 @@
+import { Agent, request } from 'undici';
+import type { EdgeHeartbeat } from '../common/contracts.ts';
+import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import type { Logger } from '../common/log.ts';
+import type { EdgeView } from './policies.ts';
+
+/**
+ * The edges steering knows: pushed heartbeats (load, inventory, self-reported health) plus
+ * active probes of each edge's /healthz. An edge is out after `missedHeartbeats` silent
+ * intervals, after `fall` failed probes in a row, or at once when it says it is unhealthy
+ * (draining); it is back only after `rise` good observations in a row (rise/fall hysteresis,
+ * as load balancers do, so a flapping edge does not flap the answers).
+ */
+
+export interface RegistryOptions {
+  /** Interval edges heartbeat at (their --heartbeat-interval). */
+  heartbeatIntervalMs?: number;
+  missedHeartbeats?: number;
+  /** 0 turns active probes off. */
+  probeIntervalMs?: number;
+  probeTimeoutMs?: number;
+  /** Failed probes in a row that take an edge out. */
+  fall?: number;
+  /** Good observations (probe or heartbeat) in a row that bring an edge back. */
+  rise?: number;
+  /** A silent edge is dropped from the registry after this long. */
+  forgetAfterMs?: number;
+  /**
+   * Load added per session steered to an edge until its next heartbeat, in the unit of the
+   * reported load (egress bit/s): without it, every session of a burst goes to the same edge
+   * for a whole heartbeat interval. 0 turns it off.
+   */
+  sessionLoadBps?: number;
+  /** Replaces the HTTP probe (tests): resolves true when healthy, or a reason string when not. */
+  probe?: (edge: { id: string; url: string }, timeoutMs: number) => Promise<true | string>;
+  now?: () => number;
+  log?: Logger;
+}
+
+export type EdgeState = 'up' | 'down';
+
+/** One row of GET /v1/edges. */
+export interface EdgeStatus {
+  id: string;
+  url: string;
+  region: string;
+  state: EdgeState;
+  healthy: boolean;
+  /** Why the edge is down (or "ok"). */
+  reason: string;
+  /** ms since epoch of the last state change. */
+  since: number;
+  lastHeartbeatAgoMs: number;
+  load: number;
+  steeredSinceHeartbeat: number;
+  capacityBytes: number;
+  usedBytes: number;
+  inFlight: number;
+  rps: number;
+  egressBps: number;
+  titles: number;
+  demoted: boolean;
+  parent?: string;
+  lastProbe?: { agoMs: number; ok: boolean; error?: string };
+}
+
+interface EdgeRecord {
+  hb: EdgeHeartbeat;
+  view: EdgeView;
+  up: boolean;
+  reason: string;
+  since: number;
+  lastBeatAt: number;
+  goodStreak: number;
+  badProbes: number;
+  steered: number;
+  probing: boolean;
+  lastProbe?: { at: number; ok: boolean; error?: string };
+}
+
+const ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+const MAX_TITLES = 1_000_000;
+
+/** Checks a heartbeat body; throws OcdnError(BAD_REQUEST) naming every problem. */
+export function validateHeartbeat(raw: unknown): EdgeHeartbeat {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new OcdnError(ErrorCodes.BAD_REQUEST, 'heartbeat must be a JSON object');
+  const b = raw as Record<string, unknown>;
+  const problems: string[] = [];
+  if (typeof b.id !== 'string' || !ID_PATTERN.test(b.id)) problems.push('id: must be 1-64 characters of A-Z a-z 0-9 . _ -');
+  if (typeof b.url !== 'string' || !isHttpUrl(b.url)) problems.push('url: must be an absolute http(s) URL');
+  if (typeof b.region !== 'string' || !ID_PATTERN.test(b.region)) problems.push('region: must be 1-64 characters of A-Z a-z 0-9 . _ -');
+  for (const key of ['capacityBytes', 'usedBytes', 'inFlight', 'rps', 'egressBps', 'ts'] as const) {
+    if (typeof b[key] !== 'number' || !Number.isFinite(b[key]) || b[key] < 0) problems.push(`${key}: must be a finite number ≥ 0`);
+  }
+  if (typeof b.healthy !== 'boolean') problems.push('healthy: must be true or false');
+  if (!Array.isArray(b.titles)) problems.push('titles: must be an array of title ids');
+  else if (b.titles.length > MAX_TITLES) problems.push(`titles: more than ${MAX_TITLES} entries`);
+  else if (!b.titles.every((t) => typeof t === 'string' && t.length > 0 && t.length <= 256)) problems.push('titles: every entry must be a non-empty string of at most 256 characters');
+  if (b.parent !== undefined && (typeof b.parent !== 'string' || !isHttpUrl(b.parent))) problems.push('parent: must be an absolute http(s) URL when present');
+  if (problems.length > 0) throw new OcdnError(ErrorCodes.BAD_REQUEST, `invalid heartbeat: ${problems.join('; ')}`, { details: { problems } });
+  return {
+    id: b.id as string,
+    url: (b.url as string).replace(/\/+$/, ''),
+    region: b.region as string,
+    capacityBytes: b.capacityBytes as number,
+    usedBytes: b.usedBytes as number,
+    inFlight: b.inFlight as number,
+    rps: b.rps as number,
+    egressBps: b.egressBps as number,
+    healthy: b.healthy as boolean,
+    titles: b.titles as string[],
+    ts: b.ts as number,
+    ...(b.parent !== undefined ? { parent: b.parent as string } : {}),
+  };
+}
+
+function isHttpUrl(s: string): boolean {
+  if (s.length > 2048) return false;
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.search === '' && u.hash === '';
+  } catch {
+    return false;
+  }
+}
+
+export class EdgeRegistry {
+  private readonly edges = new Map<string, EdgeRecord>();
+  private healthyCache: EdgeView[] | undefined;
+  private readonly hbIntervalMs: number;
+  private readonly staleAfterMs: number;
+  private readonly probeIntervalMs: number;
+  private readonly probeTimeoutMs: number;
+  private readonly fall: number;
+  private readonly rise: number;
+  private readonly forgetAfterMs: number;
+  private readonly sessionLoadBps: number;
+  private readonly now: () => number;
+  private readonly log: Logger | undefined;
+  private readonly probeFn: (edge: { id: string; url: string }, timeoutMs: number) => Promise<true | string>;
+  private agent: Agent | undefined;
+  private checkTimer: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Called on every up/down transition (metrics, logs, QoE hooks). */
+  onChange: ((id: string, state: EdgeState, reason: string) => void) | undefined;
+
+  constructor(opts: RegistryOptions = {}) {
+    this.hbIntervalMs = opts.heartbeatIntervalMs ?? 1_000;
+    const missed = opts.missedHeartbeats ?? 3;
+    // Half an interval of slack so a beat that is a few ms late is not counted as missed.
+    this.staleAfterMs = missed * this.hbIntervalMs + this.hbIntervalMs / 2;
+    this.probeIntervalMs = opts.probeIntervalMs ?? 1_000;
+    this.probeTimeoutMs = opts.probeTimeoutMs ?? Math.max(100, Math.min(1_000, this.probeIntervalMs || 1_000));
+    this.fall = Math.max(1, opts.fall ?? 3);
+    this.rise = Math.max(1, opts.rise ?? 2);
+    this.forgetAfterMs = opts.forgetAfterMs ?? 600_000;
+    this.sessionLoadBps = opts.sessionLoadBps ?? 2_000_000;
+    this.now = opts.now ?? Date.now;
+    this.log = opts.log;
+    this.probeFn = opts.probe ?? ((edge, timeoutMs) => this.httpProbe(edge.url, timeoutMs));
+  }
+
+  /** Starts the staleness check and the probes (timers are unref'd). */
+  start(): void {
+    if (this.checkTimer || this.closed) return;
+    this.checkTimer = setInterval(() => this.checkStale(), Math.max(10, Math.floor(this.hbIntervalMs / 4)));
+    this.checkTimer.unref();
+    if (this.probeIntervalMs > 0) {
+      this.probeTimer = setInterval(() => void this.probeAll(), this.probeIntervalMs);
+      this.probeTimer.unref();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.checkTimer) clearInterval(this.checkTimer);
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    this.checkTimer = this.probeTimer = undefined;
+    const agent = this.agent;
+    this.agent = undefined;
+    await agent?.destroy();
+  }
+
+  /** Applies a validated heartbeat; returns the edge's state afterwards. */
+  heartbeat(hb: EdgeHeartbeat): EdgeState {
+    const now = this.now();
+    const titles = new Set(hb.titles);
+    let rec = this.edges.get(hb.id);
+    if (!rec) {
+      rec = {
+        hb,
+        view: { id: hb.id, url: hb.url, region: hb.region, load: hb.egressBps, titles },
+        up: false,
+        reason: 'new',
+        since: now,
+        lastBeatAt: now,
+        goodStreak: 0,
+        badProbes: 0,
+        steered: 0,
+        probing: false,
+      };
+      this.edges.set(hb.id, rec);
+      // A first heartbeat is trusted: nothing is known against the edge yet.
+      if (hb.healthy) this.setState(rec, true, 'registered');
+      else this.setState(rec, false, 'edge reports unhealthy');
+      return rec.up ? 'up' : 'down';
+    }
+    rec.hb = hb;
+    rec.lastBeatAt = now;
+    rec.steered = 0;
+    rec.view.load = hb.egressBps;
+    rec.view.titles = titles;
+    if (rec.view.url !== hb.url || rec.view.region !== hb.region) {
+      rec.view.url = hb.url;
+      rec.view.region = hb.region;
+      this.healthyCache = undefined;
+    }
+    if (!hb.healthy) {
+      rec.goodStreak = 0;
+      if (rec.up) this.setState(rec, false, 'edge reports unhealthy (draining)');
+      else rec.reason = 'edge reports unhealthy (draining)';
+    } else if (this.probeIntervalMs === 0) {
+      // With probes on, only probes count towards rise: a heartbeat proves the edge can reach
+      // us, not that we (and players) can reach it.
+      this.good(rec, 'heartbeats resumed');
+    }
+    return rec.up ? 'up' : 'down';
+  }
+
+  /** Healthy edges as policy input. The same array until something changes (hot path). */
+  healthy(): readonly EdgeView[] {
+    this.healthyCache ??= [...this.edges.values()].filter((r) => r.up).map((r) => r.view);
+    return this.healthyCache;
+  }
+
+  get size(): number {
+    return this.edges.size;
+  }
+
+  /** Load one steered session adds (policy input `loadQuantum`). */
+  get sessionLoad(): number {
+    return this.sessionLoadBps;
+  }
+
+  /** Counts a session steered to `id` into its load until the edge's next heartbeat. */
+  noteSteered(id: string): void {
+    const rec = this.edges.get(id);
+    if (!rec || this.sessionLoadBps === 0) return;
+    rec.steered++;
+    rec.view.load = rec.hb.egressBps + rec.steered * this.sessionLoadBps;
+  }
+
+  /** QoE feedback hook: a demoted edge ranks after the others of its tier (hrw-bounded). */
+  setDemoted(id: string, demoted: boolean): boolean {
+    const rec = this.edges.get(id);
+    if (!rec) return false;
+    if (demoted) rec.view.demoted = true;
+    else delete rec.view.demoted;
+    return true;
+  }
+
+  status(id: string): EdgeStatus | undefined {
+    const rec = this.edges.get(id);
+    return rec ? this.toStatus(rec, this.now()) : undefined;
+  }
+
+  list(): EdgeStatus[] {
+    const now = this.now();
+    return [...this.edges.values()].map((r) => this.toStatus(r, now)).sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  counts(): { up: number; down: number } {
+    let up = 0;
+    for (const r of this.edges.values()) if (r.up) up++;
+    return { up, down: this.edges.size - up };
+  }
+
+  /** Marks silent edges out and forgets long-gone ones. Public so tests with a fake clock can drive it. */
+  checkStale(): void {
+    const now = this.now();
+    for (const rec of this.edges.values()) {
+      const silent = now - rec.lastBeatAt;
+      if (silent > this.forgetAfterMs) {
+        this.edges.delete(rec.hb.id);
+        this.healthyCache = undefined;
+        this.log?.info({ edge: rec.hb.id, silentMs: silent }, 'edge forgotten');
+        continue;
+      }
+      if (rec.up && silent > this.staleAfterMs) {
+        rec.goodStreak = 0;
+        this.setState(rec, false, `missed heartbeats (none for ${silent} ms)`);
+      }
+    }
+  }
+
+  /** One probe round over every known edge; public for tests. Probes of one edge never overlap. */
+  async probeAll(): Promise<void> {
+    await Promise.all([...this.edges.values()].map((rec) => this.probeOne(rec)));
+  }
+
+  private async probeOne(rec: EdgeRecord): Promise<void> {
+    if (rec.probing || this.closed) return;
+    rec.probing = true;
+    const url = rec.view.url;
+    let result: true | string;
+    try {
+      result = await this.probeFn({ id: rec.hb.id, url }, this.probeTimeoutMs);
+    } catch (err) {
+      result = err instanceof Error ? err.message : String(err);
+    } finally {
+      rec.probing = false;
+    }
+    // The edge may have moved (restart on a new port) or been forgotten while we waited.
+    if (this.closed || this.edges.get(rec.hb.id) !== rec || rec.view.url !== url) return;
+    const now = this.now();
+    if (result === true) {
+      rec.badProbes = 0;
+      rec.lastProbe = { at: now, ok: true };
+      this.good(rec, 'probes pass');
+    } else {
+      rec.badProbes++;
+      rec.goodStreak = 0;
+      rec.lastProbe = { at: now, ok: false, error: result };
+      if (rec.up && rec.badProbes >= this.fall) this.setState(rec, false, `${rec.badProbes} failed probes of /healthz (${result})`);
+    }
+  }
+
+  private good(rec: EdgeRecord, why: string): void {
+    if (rec.up) return;
+    // Never back while silent or self-reported unhealthy, however well probes go.
+    if (!rec.hb.healthy || this.now() - rec.lastBeatAt > this.staleAfterMs) return;
+    rec.goodStreak++;
+    if (rec.goodStreak >= this.rise) this.setState(rec, true, `${why} (${rec.goodStreak} good in a row)`);
+  }
+
+  private setState(rec: EdgeRecord, up: boolean, reason: string): void {
+    const changed = rec.up !== up;
+    rec.up = up;
+    rec.reason = up ? 'ok' : reason;
+    if (!changed) return;
+    rec.since = this.now();
+    rec.goodStreak = 0;
+    rec.badProbes = 0;
+    this.healthyCache = undefined;
+    this.log?.info({ edge: rec.hb.id, url: rec.view.url, region: rec.view.region, state: up ? 'up' : 'down', reason }, up ? 'edge in' : 'edge out');
+    this.onChange?.(rec.hb.id, up ? 'up' : 'down', reason);
+  }
+
+  private toStatus(r: EdgeRecord, now: number): EdgeStatus {
+    return {
+      id: r.hb.id,
+      url: r.view.url,
+      region: r.view.region,
+      state: r.up ? 'up' : 'down',
+      healthy: r.up,
+      reason: r.reason,
+      since: r.since,
+      lastHeartbeatAgoMs: now - r.lastBeatAt,
+      load: r.view.load,
+      steeredSinceHeartbeat: r.steered,
+      capacityBytes: r.hb.capacityBytes,
+      usedBytes: r.hb.usedBytes,
+      inFlight: r.hb.inFlight,
+      rps: r.hb.rps,
+      egressBps: r.hb.egressBps,
+      titles: r.view.titles.size,
+      demoted: r.view.demoted === true,
+      ...(r.hb.parent ? { parent: r.hb.parent } : {}),
+      ...(r.lastProbe ? { lastProbe: { agoMs: now - r.lastProbe.at, ok: r.lastProbe.ok, ...(r.lastProbe.error ? { error: r.lastProbe.error } : {}) } } : {}),
+    };
+  }
+
+  private async httpProbe(url: string, timeoutMs: number): Promise<true | string> {
+    this.agent ??= new Agent({ keepAliveTimeout: Math.max(1_000, this.probeIntervalMs * 2), connections: 2 });
+    try {
+      const res = await request(`${url}/healthz`, {
+        dispatcher: this.agent,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      await res.body.dump();
+      return res.statusCode === 200 ? true : `HTTP ${res.statusCode}`;
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      return e.code ?? e.name ?? 'error';
+    }
+  }
+}

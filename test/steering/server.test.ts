@@ -1,0 +1,219 @@
+import * as HLS from 'hls-parser';
+import { Agent, request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SteerResponse } from '../../common/contracts.ts';
+import { readMetric } from '../../common/metrics.ts';
+import { verifyToken } from '../../common/token.ts';
+import { pathwayPriority, readSteeringTags, type SteeringManifest } from '../../steering/content-steering.ts';
+import type { EdgeView, RankedEdge } from '../../steering/policies.ts';
+import { startSteering, type Steering } from '../../steering/server.ts';
+import { heartbeat, testCatalog } from './helpers.ts';
+
+const SECRET = 'steering-test-secret';
+
+async function get(url: string, dispatcher?: Agent): Promise<{ status: number; text: string; json: () => unknown; headers: Record<string, string | string[] | undefined> }> {
+  const res = await request(url, { dispatcher });
+  const text = await res.body.text();
+  return { status: res.statusCode, text, json: () => JSON.parse(text) as unknown, headers: res.headers };
+}
+
+async function post(url: string, body: string): Promise<{ status: number; json: { reason?: string; state?: string } }> {
+  const res = await request(url, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+  const text = await res.body.text();
+  return { status: res.statusCode, json: JSON.parse(text) as { reason?: string; state?: string } };
+}
+
+describe('steering server (heartbeats from the test, no probes)', () => {
+  let st: Steering;
+  beforeAll(async () => {
+    st = await startSteering({ port: 0, tokenSecret: SECRET, tokenTtlSec: 600, catalog: testCatalog(20), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 } });
+  });
+  afterAll(async () => {
+    await st?.close();
+  });
+
+  it('answers 503 with a reason while no edge is healthy', async () => {
+    const r = await get(`${st.url}/v1/steer?title=title-0001`);
+    expect(r.status).toBe(503);
+    expect(r.json()).toMatchObject({ error: 'E_NO_EDGE', reason: expect.stringMatching(/no healthy edge/) });
+    expect(r.headers['retry-after']).toBe('1');
+  });
+
+  it('refuses bad heartbeats with 400 and the reason', async () => {
+    const bad = await post(`${st.url}/v1/edges/heartbeat`, JSON.stringify({ id: 'x y', url: 'nope' }));
+    expect(bad.status).toBe(400);
+    expect(bad.json.reason).toMatch(/invalid heartbeat: id: .*url: must be an absolute http\(s\) URL/);
+    expect((await post(`${st.url}/v1/edges/heartbeat`, '{not json')).json.reason).toMatch(/not valid JSON/);
+    expect((await post(`${st.url}/v1/edges/heartbeat`, '')).json.reason).toMatch(/empty body/);
+    const wrongMethod = await get(`${st.url}/v1/edges/heartbeat`);
+    expect(wrongMethod.status).toBe(405);
+  });
+
+  it('registers edges from heartbeats and lists them', async () => {
+    for (const [id, region, port] of [['e-east', 'us-east', 9101], ['w-1', 'us-west', 9102], ['w-2', 'us-west', 9103], ['eu-1', 'eu-west', 9104]] as const) {
+      const r = await post(`${st.url}/v1/edges/heartbeat`, JSON.stringify(heartbeat({ id, region, url: `http://127.0.0.1:${port}` })));
+      expect(r).toEqual({ status: 200, json: { ok: true, id, state: 'up' } });
+    }
+    const list = (await get(`${st.url}/v1/edges`)).json() as { edges: { id: string; healthy: boolean; region: string }[] };
+    expect(list.edges.map((e) => [e.id, e.healthy, e.region])).toEqual([
+      ['e-east', true, 'us-east'],
+      ['eu-1', true, 'eu-west'],
+      ['w-1', true, 'us-west'],
+      ['w-2', true, 'us-west'],
+    ]);
+  });
+
+  it('steers to the client region first with signed master URLs', async () => {
+    const before = Date.now();
+    const r = await get(`${st.url}/v1/steer?title=title-0003&region=us-west&isp=isp-a&session=s-123`);
+    expect(r.status).toBe(200);
+    const body = r.json() as SteerResponse & { site: string };
+    expect(body).toMatchObject({ sessionId: 's-123', title: 'title-0003', policy: 'hrw-bounded', site: 'us-west' });
+    expect(body.edges.map((e) => e.region)).toEqual(['us-west', 'us-west', 'us-east', 'eu-west']);
+    expect(body.edges.map((e) => e.reason)).toEqual(['site+hash', 'site+hash', 'backup-site+hash', 'backup-site+hash']);
+    expect(body.expiresAt).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + 600_000);
+    for (const e of body.edges) {
+      const u = new URL(e.url);
+      expect(u.pathname).toBe('/vod/title-0003/master.m3u8');
+      expect(verifyToken(SECRET, u.pathname, u.searchParams.get('token'))).toEqual({ ok: true, expires: body.expiresAt / 1000 });
+      // The token covers the whole title, and only it.
+      expect(verifyToken(SECRET, '/vod/title-0003/1100k/seg-00001.ts', u.searchParams.get('token')).ok).toBe(true);
+      expect(verifyToken(SECRET, '/vod/title-0004/master.m3u8', u.searchParams.get('token')).ok).toBe(false);
+    }
+    // Same title, same answer order (rendezvous), new session id when none is given.
+    const again = (await get(`${st.url}/v1/steer?title=title-0003&region=us-west`)).json() as SteerResponse;
+    expect(again.edges[0]!.id).toBe(body.edges[0]!.id);
+    expect(again.sessionId).not.toBe('s-123');
+  });
+
+  it('places a client by its source address when no region is given (coverage zones)', async () => {
+    const fromEu = new Agent({ localAddress: '127.3.0.7' });
+    const fromWest = new Agent({ localAddress: '127.2.0.7' });
+    try {
+      const eu = (await get(`${st.url}/v1/steer?title=title-0001`, fromEu)).json() as SteerResponse & { site: string };
+      expect(eu.site).toBe('eu-west');
+      expect(eu.edges[0]!.id).toBe('eu-1');
+      const west = (await get(`${st.url}/v1/steer?title=title-0001`, fromWest)).json() as SteerResponse & { site: string };
+      expect(west.site).toBe('us-west');
+      expect(west.edges[0]!.region).toBe('us-west');
+      const local = (await get(`${st.url}/v1/steer?title=title-0001`)).json() as SteerResponse & { site: string };
+      expect(local.site).toBe('us-east');
+    } finally {
+      await fromEu.close();
+      await fromWest.close();
+    }
+  });
+
+  it('refuses bad input with 400/404 and clear reasons', async () => {
+    const cases: [string, number, RegExp][] = [
+      ['/v1/steer', 400, /missing \?title=/],
+      ['/v1/steer?title=../../etc', 400, /bad title/],
+      ['/v1/steer?title=title-0001&region=a%20b', 400, /bad region/],
+      ['/v1/steer?title=title-0001&policy=fastest', 400, /unknown policy "fastest"/],
+      ['/v1/steer?title=title-9999', 404, /unknown title "title-9999"/],
+      ['/v1/play/title-9999/master.m3u8', 404, /unknown title/],
+      ['/v1/play/%E0%A4%A/master.m3u8', 400, /malformed percent-encoding/],
+      ['/v1/steering/nope.json', 404, /unknown or expired steering session/],
+    ];
+    for (const [path, status, reason] of cases) {
+      const r = await get(`${st.url}${path}`);
+      expect(r.status, path).toBe(status);
+      expect((r.json() as { reason: string }).reason, path).toMatch(reason);
+    }
+    expect((await get(`${st.url}/nothing-here`)).status).toBe(404);
+  });
+
+  it('selects the policy per request', async () => {
+    const rr = await Promise.all([1, 2, 3, 4].map(async () => ((await get(`${st.url}/v1/steer?title=title-0001&policy=round-robin`)).json() as SteerResponse).edges[0]!.id));
+    expect(new Set(rr).size).toBe(4);
+    const body = (await get(`${st.url}/v1/steer?title=title-0001&policy=least-loaded`)).json() as SteerResponse;
+    expect(body.policy).toBe('least-loaded');
+    expect(body.edges[0]!.reason).toBe('least-loaded');
+  });
+
+  it('counts decisions by policy and reason, and serves health', async () => {
+    const metrics = (await get(`${st.url}/metrics`)).text;
+    expect(readMetric(metrics, 'ocdn_steering_decisions_total', { policy: 'hrw-bounded', reason: 'site+hash' })).toBeGreaterThanOrEqual(5);
+    expect(readMetric(metrics, 'ocdn_steering_decisions_total', { policy: 'hrw-bounded', reason: 'no-edge' })).toBe(1);
+    expect(readMetric(metrics, 'ocdn_steering_decisions_total', { policy: 'hrw-bounded', reason: 'unknown-title' })).toBeGreaterThanOrEqual(1);
+    expect(readMetric(metrics, 'ocdn_steering_decisions_total', { policy: 'round-robin', reason: 'round-robin' })).toBe(4);
+    expect(readMetric(metrics, 'ocdn_steering_edges', { state: 'up' })).toBe(4);
+    expect(readMetric(metrics, 'ocdn_steering_heartbeats_total', { result: 'invalid' })).toBe(3);
+    expect((await get(`${st.url}/healthz`)).json()).toMatchObject({ ok: true, edgesUp: 4, catalog: 20 });
+  });
+
+  it('serves a Content Steering master and a manifest re-ranked with current health', async () => {
+    const r = await get(`${st.url}/v1/play/title-0002/master.m3u8?region=us-west`);
+    expect(r.status).toBe(200);
+    expect(r.headers['content-type']).toBe('application/vnd.apple.mpegurl');
+    const master = HLS.parse(r.text) as HLS.types.MasterPlaylist;
+    expect(master.isMasterPlaylist).toBe(true);
+    const tags = readSteeringTags(r.text);
+    const pathways = [...new Set(tags.variantPathways)];
+    expect(pathways).toHaveLength(4);
+    expect(tags.pathwayId).toBe(pathways[0]);
+    expect(master.variants).toHaveLength(3 * 4);
+    // Each variant once per pathway, on that pathway's edge, absolute and signed.
+    const edges = new Map((await st.registry.list()).map((e) => [e.id, e.url]));
+    master.variants.forEach((v, i) => {
+      const pathway = tags.variantPathways[i]!;
+      const u = new URL(v.uri);
+      expect(`${u.protocol}//${u.host}`).toBe(edges.get(pathway));
+      expect(u.pathname).toMatch(/^\/vod\/title-0002\/(365k|1100k|3000k)\/index\.m3u8$/);
+      expect(verifyToken(SECRET, u.pathname, u.searchParams.get('token')).ok).toBe(true);
+    });
+    expect(pathways.map((p) => master.variants.filter((_, i) => tags.variantPathways[i] === p).map((v) => v.bandwidth))).toEqual(pathways.map(() => [400_000, 1_200_000, 3_300_000]));
+
+    const serverUri = tags.serverUri!;
+    expect(serverUri).toMatch(new RegExp(`^${st.url}/v1/steering/[A-Za-z0-9_-]+\\.json$`));
+    const manifest = (await get(serverUri)).json() as SteeringManifest;
+    expect(manifest).toEqual({ VERSION: 1, TTL: 30, 'RELOAD-URI': serverUri, 'PATHWAY-PRIORITY': pathways });
+
+    // The player is on the second pathway (same site): it stays there.
+    const sticky = (await get(`${serverUri}?_HLS_pathway=${pathways[1]}&_HLS_throughput=5000000`)).json() as SteeringManifest;
+    expect(sticky['PATHWAY-PRIORITY']).toEqual([pathways[1], pathways[0], ...pathways.slice(2)]);
+    // It cannot sustain even the lowest variant there: another pathway goes first.
+    const slow = (await get(`${serverUri}?_HLS_pathway=${pathways[0]}&_HLS_throughput=100000`)).json() as SteeringManifest;
+    expect(slow['PATHWAY-PRIORITY']).toEqual([pathways[1], pathways[0], ...pathways.slice(2)]);
+    // An edge goes out: it leaves the priority list at the next reload.
+    st.registry.heartbeat(heartbeat({ id: pathways[0]!, url: edges.get(pathways[0]!)!, region: 'us-west', healthy: false }));
+    const after = (await get(serverUri)).json() as SteeringManifest;
+    expect(after['PATHWAY-PRIORITY']).toEqual(pathways.slice(1));
+  });
+});
+
+describe('pathwayPriority', () => {
+  const view = (id: string): EdgeView => ({ id, url: `http://${id}`, region: 'r', load: 0, titles: new Set() });
+  const ranked = (...items: [string, string][]): RankedEdge[] => items.map(([id, reason]) => ({ edge: view(id), reason, score: 0 }));
+
+  it('keeps only the session pathways, in the current order', () => {
+    expect(pathwayPriority({ ranked: ranked(['c', 'site+hash'], ['a', 'site+hash'], ['x', 'site+hash']), sessionPathways: ['a', 'b', 'c'], lowestBandwidth: 1 })).toEqual({ priority: ['c', 'a'], note: 'ranked' });
+  });
+
+  it('does not keep the current pathway first when it is overloaded or in a worse tier', () => {
+    const r = ranked(['a', 'site+hash'], ['b', 'backup-site+hash'], ['c', 'site+overload-skip']);
+    expect(pathwayPriority({ ranked: r, sessionPathways: ['a', 'b', 'c'], current: 'b', lowestBandwidth: 1 }).priority).toEqual(['a', 'b', 'c']);
+    expect(pathwayPriority({ ranked: r, sessionPathways: ['a', 'b', 'c'], current: 'c', lowestBandwidth: 1 }).priority).toEqual(['a', 'b', 'c']);
+    expect(pathwayPriority({ ranked: r, sessionPathways: ['a', 'b', 'c'], current: 'gone', lowestBandwidth: 1 }).note).toBe('current-pathway-out');
+  });
+});
+
+describe('steering server without tokens', () => {
+  it('hands out unsigned URLs when the secret is null, and is ready once it has a catalog and an edge', async () => {
+    const st = await startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0 } });
+    try {
+      expect((await get(`${st.url}/readyz`)).status).toBe(503);
+      st.registry.heartbeat(heartbeat({ id: 'only', url: 'http://127.0.0.1:9200' }));
+      expect((await get(`${st.url}/readyz`)).status).toBe(200);
+      const body = (await get(`${st.url}/v1/steer?title=title-0002`)).json() as SteerResponse;
+      expect(body.edges.map((e) => e.url)).toEqual(['http://127.0.0.1:9200/vod/title-0002/master.m3u8']);
+      expect(body.edges[0]!.reason).toBe('site+hash');
+      // The answer is assembled from pieces: an edge URL that needs escaping must still give valid JSON.
+      st.registry.heartbeat(heartbeat({ id: 'odd', url: 'http://127.0.0.1:9201/p"q\u2028é', region: 'eu-west' }));
+      const r = await get(`${st.url}/v1/steer?title=title-0001&region=eu-west&session=abc`);
+      expect(r.json()).toMatchObject({ sessionId: 'abc', edges: [{ id: 'odd', url: 'http://127.0.0.1:9201/p"q\u2028é/vod/title-0001/master.m3u8', region: 'eu-west' }, { id: 'only' }] });
+    } finally {
+      await st.close();
+    }
+  });
+});
