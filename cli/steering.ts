@@ -1,3 +1,4 @@
+import { startQoeFeedback } from '../steering/qoe-feedback.ts';
 import type { Command } from 'commander';
 import { request } from 'undici';
 import { ConfigError, loadConfig } from '../common/config.ts';
@@ -67,7 +68,7 @@ export function registerSteering(program: Command): void {
     .option('--fall <n>', 'failed probes in a row before an edge is out [default 3]')
     .option('--catalog-refresh <time>', 'how often catalog.json is re-read [default 30s]')
     .option('--manifest-ttl <time>', 'TTL of Content Steering manifests [default 30s]')
-    .option('--aggregator <url>', 'telemetry aggregator URL (reserved for QoE feedback; accepted, not used yet)');
+    .option('--aggregator <url>', 'telemetry aggregator URL: edges far above their peers in rebuffering or errors are demoted (reason qoe-demoted)');
   addS3Options(serve);
   serve.action(async (flags: Record<string, unknown>) => {
     const { tokens, ...rest } = flags;
@@ -130,8 +131,9 @@ export function registerSteering(program: Command): void {
       log,
       defaultMetrics: true,
     });
-    if (cfg.aggregator) log.info({ aggregator: cfg.aggregator }, 'QoE feedback from the aggregator is not wired yet; edges are ranked on health and load only');
+    const feedback = cfg.aggregator ? startQoeFeedback({ aggregatorUrl: cfg.aggregator, registry: st.registry, log }) : undefined;
     const shutdown = new Shutdown({ log, hookTimeoutMs: 5_000 });
+    if (feedback) shutdown.add('qoe feedback', () => feedback.stop(), 5);
     shutdown.add('steering', () => st.close(), 10);
     shutdown.add('s3 client', () => client.destroy(), 90);
     shutdown.installSignalHandlers();
