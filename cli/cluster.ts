@@ -7,6 +7,7 @@ import { killEdge, kafkaRestart, originOutage } from '../scripts/chaos.ts';
 import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '../scripts/cluster/cluster.ts';
 import { readState, type ClusterState } from '../scripts/cluster/state.ts';
 import { startAll } from '../scripts/cluster/start.ts';
+import { printClusterTable } from '../scripts/cluster/table.ts';
 import { proactiveFill } from '../scripts/fill.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
 import { renderTable } from './table.ts';
@@ -26,10 +27,6 @@ const upSpec = {
   bucket: { type: 'string', default: 'ocdn-media' },
 } as const;
 
-export function printClusterTable(state: ClusterState): void {
-  const rows = state.components.map((c) => [c.name, c.external ? 'external' : String(c.pid), c.url, c.region ?? '', c.log]);
-  process.stdout.write(`${renderTable(['component', 'pid', 'url', 'region', 'log'], rows)}\n`);
-}
 
 async function requireState(dir: string): Promise<ClusterState> {
   const state = await readState(dir);

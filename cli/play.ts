@@ -1,5 +1,184 @@
 import type { Command } from 'commander';
+import { pino } from 'pino';
+import { ConfigError, loadConfig } from '../common/config.ts';
+import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { formatBytes, parseDuration } from '../common/units.ts';
+import type { EventSink } from '../telemetry/events.ts';
+import { ABR_NAMES, type AbrName } from '../player-sim/abr/index.ts';
+import { parseTraceSpec } from '../player-sim/network.ts';
+import { runPlayers, type RunSummary } from '../player-sim/runner.ts';
+import { renderTable } from './table.ts';
+
+export const playSpec = {
+  players: { type: 'int', flag: '--players', env: 'OCDN_PLAYERS', default: 100, min: 1 },
+  ramp: { type: 'duration', flag: '--ramp', default: '10s' },
+  duration: { type: 'duration', flag: '--duration', default: '60s', min: 1 },
+  abr: { type: 'enum', flag: '--abr', values: ABR_NAMES, default: 'throughput' },
+  network: { type: 'string', flag: '--network', default: 'const:5mbps' },
+  rtt: { type: 'duration', flag: '--rtt', default: '20ms' },
+  speed: { type: 'number', flag: '--speed', default: 1, min: 0.01, max: 1000 },
+  titles: { type: 'string', flag: '--titles', default: 'zipf:0.9' },
+  steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL' },
+  edge: { type: 'list', flag: '--edge' },
+  brokers: { type: 'list', flag: '--brokers', env: 'OCDN_KAFKA_BROKERS' },
+  eventsFile: { type: 'string', flag: '--events-file', default: '.ocdn/play-events.jsonl' },
+  seed: { type: 'int', flag: '--seed', default: 42, min: 0, max: 4_294_967_295 },
+  virtual: { type: 'bool', flag: '--virtual', default: false },
+  json: { type: 'bool', flag: '--json', default: false },
+  cmcd: { type: 'enum', flag: '--cmcd', values: ['query', 'headers', 'off'], default: 'query' },
+  watch: { type: 'string', flag: '--watch', default: '120s', pattern: /^(full|\d+(\.\d+)?(ms|s|m|h)?)$/ },
+  loop: { type: 'bool', flag: '--loop', default: true },
+  region: { type: 'string', flag: '--region', env: 'OCDN_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
+  maxBuffer: { type: 'duration', flag: '--max-buffer', default: '30s', min: 1000 },
+  startTimeout: { type: 'duration', flag: '--start-timeout', default: '15s', min: 1 },
+  catalogTitles: { type: 'int', flag: '--catalog-titles', min: 1 },
+  virtualTitles: { type: 'int', flag: '--virtual-titles', default: 20, min: 1 },
+  virtualEdges: { type: 'int', flag: '--virtual-edges', default: 2, min: 1 },
+  s3Endpoint: { type: 'url', flag: '--s3-endpoint', env: 'OCDN_S3_ENDPOINT', default: 'http://127.0.0.1:4569' },
+  bucket: { type: 'string', flag: '--bucket', env: 'OCDN_S3_BUCKET', default: 'ocdn-media' },
+} as const;
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(',').map((s) => s.trim()).filter(Boolean)];
+}
+
+/** Title ids by rank for zipf/uniform draws: title-0001..N when given, else catalog.json from S3. */
+async function loadCatalog(cfg: { catalogTitles?: number; s3Endpoint: string; bucket: string }): Promise<string[]> {
+  if (cfg.catalogTitles !== undefined) return Array.from({ length: cfg.catalogTitles }, (_, i) => `title-${String(i + 1).padStart(4, '0')}`);
+  const { fetchCatalog } = await import('../scripts/catalog-client.ts');
+  const catalog = await fetchCatalog(cfg.s3Endpoint, cfg.bucket);
+  if (!catalog || catalog.titles.length === 0) {
+    throw new OcdnError(ErrorCodes.CONFIG, `no catalog.json in ${cfg.s3Endpoint}/${cfg.bucket}: seed content first, or pass --catalog-titles N or --titles id,id`);
+  }
+  return [...catalog.titles].sort((a, b) => a.popularityRank - b.popularityRank).map((t) => t.id);
+}
+
+/**
+ * QoE events go to Kafka through telemetry's producer with --brokers (spills to disk while the
+ * broker is away), else to a JSON-lines file in the same format (`ocdn qoe` reads it offline).
+ * Both are loaded on demand so a virtual run never loads kafkajs.
+ */
+async function openSink(brokers: string[] | undefined, eventsFile: string): Promise<EventSink> {
+  const producer = await import('../telemetry/producer.ts');
+  // Its log goes to stderr: stdout carries the summary (--json output must stay parseable).
+  const log = pino({ level: process.env.OCDN_LOG_LEVEL ?? 'warn', base: { component: 'producer', pid: process.pid } }, process.stderr);
+  if (brokers && brokers.length > 0) return producer.createProducer({ brokers, clientId: 'ocdn-play', log });
+  return new producer.JsonLinesSink(eventsFile);
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+const ms = (x: number | undefined) => (x === undefined ? '-' : `${Math.round(x)} ms`);
+const mbps = (x: number) => `${(x / 1e6).toFixed(2)} Mbit/s`;
+
+export function formatSummary(s: RunSummary): string {
+  const head = renderTable(
+    ['sessions', 'started', 'start failures', 'errors', 'VST p50', 'VST p95', 'rebuffer', 'stalls/min', 'avg bitrate', 'switches/min', 'failovers', 'bytes'],
+    [[s.sessions, s.started, s.startFailures, s.errors, ms(s.vstP50Ms), ms(s.vstP95Ms), pct(s.rebufferRatio), s.stallsPerMin.toFixed(2), mbps(s.avgBitrate), s.switchesPerMin.toFixed(2), s.failovers, formatBytes(s.bytes)]],
+  );
+  const edges = renderTable(
+    ['edge', 'bytes', 'requests', 'segments', 'hit ratio', 'byte hit ratio'],
+    s.edges.map((e) => [e.id, formatBytes(e.bytes), e.requests, e.segments, pct(e.hitRatio), pct(e.byteHitRatio)]),
+  );
+  const exits = Object.entries(s.exitReasons)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
+  return [
+    `${s.mode} run: ${s.players} players, abr ${s.abr}, network ${s.network}, seed ${s.seed}; ${(s.simulatedMs / 1000).toFixed(1)} s simulated in ${(s.wallMs / 1000).toFixed(1)} s, peak ${s.peakConcurrent} concurrent`,
+    head,
+    `exits: ${exits || 'none'}`,
+    '',
+    edges,
+  ].join('\n');
+}
 
 export function registerPlay(program: Command): void {
-  program.command('play').description('simulated HLS players with ABR, network traces and QoE events');
+  program
+    .command('play')
+    .description(
+      'simulated HLS players: steer (or --edge), master → media playlists → per-segment ABR → download → buffer, ' +
+        'with network traces, CMCD on every request, failover down the steering list, and QoE events ' +
+        '(JSON lines to --events-file, or Kafka with --brokers). --virtual runs the same sessions on a simulated clock without sockets.',
+    )
+    .option('--players <n>', 'concurrent sessions [default 100]')
+    .option('--ramp <time>', 'spread session starts over this [default 10s]')
+    .option('--duration <time>', 'run length; sessions still playing then end "aborted" [default 60s]')
+    .option('--abr <name>', `ABR algorithm: ${ABR_NAMES.join('|')} [default throughput]`)
+    .option('--network <trace>', 'per-session bandwidth: const:5mbps | step:6mbps,1mbps@30s | walk[:3mbps] | markov[:on,off,onMean,offMean] | file:trace.json [default const:5mbps]')
+    .option('--rtt <time>', 'added round-trip time per request [default 20ms]')
+    .option('--speed <x>', 'real mode: session time runs this many times faster than real time [default 1]')
+    .option('--titles <spec>', 'zipf:<s> | uniform | id,id,… [default zipf:0.9]')
+    .option('--steering <url>', 'steering base URL (env OCDN_STEERING_URL)')
+    .option('--edge <url>', 'play from these edges instead of steering (repeatable or comma-separated; failover in this order)', collect)
+    .option('--brokers <list>', 'Kafka brokers host:port,… for QoE events (env OCDN_KAFKA_BROKERS)')
+    .option('--events-file <path>', 'QoE events as JSON lines (appended) when --brokers is not given [default .ocdn/play-events.jsonl]')
+    .option('--seed <n>', 'seed for traces, titles, watch times (and ids in --virtual) [default 42]')
+    .option('--virtual', 'simulated clock and transfer model, no sockets')
+    .option('--json', 'print the summary as JSON')
+    .option('--cmcd <mode>', 'CMCD as query|headers|off [default query]')
+    .option('--watch <time|full>', 'mean watch time (geometric drop-off), or full [default 120s]')
+    .option('--no-loop', 'do not replace sessions that end before the run does')
+    .option('--region <region>', 'client region sent to steering (env OCDN_REGION) [default local]')
+    .option('--max-buffer <time>', 'player buffer target [default 30s]')
+    .option('--start-timeout <time>', 'a session not playing by then is a start failure [default 15s]')
+    .option('--catalog-titles <n>', 'real mode: draw from title-0001..N instead of reading catalog.json from S3')
+    .option('--virtual-titles <n>', '--virtual: number of synthetic titles [default 20]')
+    .option('--virtual-edges <n>', '--virtual: number of edges [default 2]')
+    .option('--s3-endpoint <url>', 'where catalog.json is read from (env OCDN_S3_ENDPOINT)')
+    .option('--bucket <name>', 'bucket holding catalog.json (env OCDN_S3_BUCKET)')
+    .action(async (flags: Record<string, unknown>) => {
+      const cfg = loadConfig(playSpec, flags);
+      const problems: string[] = [];
+      if (cfg.steering && cfg.edge && cfg.edge.length > 0) problems.push('--steering and --edge are alternatives: pick one');
+      if (!cfg.virtual && !cfg.steering && !(cfg.edge && cfg.edge.length > 0)) problems.push('give --steering URL or --edge URL (or --virtual)');
+      for (const e of cfg.edge ?? []) if (!/^https?:\/\/[^/]+/.test(e)) problems.push(`--edge: "${e}" is not an http(s) URL`);
+      try {
+        parseTraceSpec(cfg.network, { seed: cfg.seed });
+      } catch (err) {
+        problems.push((err as Error).message.replace(/^E_CONFIG: /, ''));
+      }
+      if (problems.length > 0) throw new ConfigError(problems);
+
+      const needsCatalog = /^(zipf|uniform)/i.test(cfg.titles) && !cfg.virtual;
+      const catalog = needsCatalog ? await loadCatalog(cfg) : undefined;
+      const sink = await openSink(cfg.brokers, cfg.eventsFile);
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      let summary: RunSummary;
+      try {
+        ({ summary } = await runPlayers({
+          players: cfg.players,
+          rampMs: cfg.ramp,
+          durationMs: cfg.duration,
+          loop: cfg.loop,
+          abr: cfg.abr as AbrName,
+          network: cfg.network,
+          rttMs: cfg.rtt,
+          speed: cfg.speed,
+          titles: cfg.titles,
+          catalog,
+          steering: cfg.steering,
+          edges: cfg.edge,
+          sink,
+          seed: cfg.seed,
+          virtual: cfg.virtual,
+          virtualCdn: { titles: cfg.virtualTitles, edges: cfg.virtualEdges },
+          cmcd: cfg.cmcd as 'query' | 'headers' | 'off',
+          watchMeanS: cfg.watch === 'full' ? 'full' : parseDuration(cfg.watch) / 1000,
+          region: cfg.region,
+          maxBufferS: cfg.maxBuffer / 1000,
+          startTimeoutMs: cfg.startTimeout,
+          signal: stop.signal,
+        }));
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await sink.flush().catch(() => {});
+        await sink.close();
+      }
+      process.stdout.write(cfg.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
+      if (!cfg.json && !(cfg.brokers && cfg.brokers.length > 0)) process.stderr.write(`events: ${cfg.eventsFile}\n`);
+    });
 }

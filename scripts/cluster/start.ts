@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { clusterS3Client } from '../catalog-client.ts';
 import { readCatalog, seedContent } from '../../origin/seed.ts';
 import { clusterDown, clusterUp, type ClusterOptions } from './cluster.ts';
+import { printClusterTable } from './table.ts';
 import { OCDN_BIN, spawnOcdn } from './processes.ts';
 import { writeState, type ClusterState } from './state.ts';
 
@@ -38,6 +39,7 @@ export async function seedIfEmpty(state: ClusterState, o: Pick<StartOptions, 'ti
  */
 export async function startAll(o: StartOptions, say: (s: string) => void): Promise<void> {
   const state = await clusterUp({ ...o, onProgress: say });
+  printClusterTable(state);
   let stopping = false;
   const children: ReturnType<typeof spawn>[] = [];
   const stopAll = async () => {
@@ -51,7 +53,7 @@ export async function startAll(o: StartOptions, say: (s: string) => void): Promi
   process.on('SIGTERM', () => void stopAll());
   try {
     await seedIfEmpty(state, o, say);
-    const playArgs = ['play', '--players', String(o.players), '--ramp', '20s', '--duration', '24h', '--steering', state.steeringUrl, '--brokers', state.brokers, '--titles', 'zipf:0.9'];
+    const playArgs = ['play', '--players', String(o.players), '--ramp', '20s', '--duration', '24h', '--steering', state.steeringUrl, '--brokers', state.brokers, '--titles', 'zipf:0.9', '--s3-endpoint', state.s3Endpoint, '--bucket', state.bucket];
     const p = await spawnOcdn(playArgs, join(state.dir, 'logs', 'players.log'));
     state.components.push({ name: 'players', kind: 'players', pid: p.pid, port: 0, url: '', log: p.log, args: playArgs });
     await writeState(state);
@@ -61,7 +63,7 @@ export async function startAll(o: StartOptions, say: (s: string) => void): Promi
     throw err;
   }
   if (!o.watch) return;
-  const watch = spawn(process.execPath, [OCDN_BIN, 'qoe', 'watch', '--aggregator', state.aggregatorUrl], { stdio: 'inherit' });
+  const watch = spawn(process.execPath, [OCDN_BIN, 'qoe', 'watch', '--url', state.aggregatorUrl], { stdio: 'inherit' });
   children.push(watch);
   await new Promise<void>((resolve) => watch.on('exit', () => resolve()));
   await stopAll();

@@ -1,0 +1,436 @@
+/**
+ * The QoE aggregator: a consumer group over the events topic (eachBatch), one PartitionWindows
+ * engine per assigned partition, partial aggregates upserted to the compacted aggregates topic,
+ * invalid events to the DLQ, offsets committed only once everything they feed is acknowledged
+ * by the broker. Every instance also reads the whole aggregates topic into an AggregateView
+ * and answers /v1/qoe from it, so any instance gives the merged answer of all of them.
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
+import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from 'kafkajs';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
+import { closeServer, listen, sendJson, sendText } from '../common/http.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+import { createRegistry, sendMetrics } from '../common/metrics.ts';
+import { createKafka, ensureTopics, parseBrokers, topicNames, type TopicNames } from './kafka.ts';
+import { parseMessage } from './validate.ts';
+import { AggregateView, isRecord, parseQoeQuery } from './view.ts';
+import { defaultWindowOptions, partialKey, PartitionWindows, type PartialRecord, type WindowOptions } from './windows.ts';
+
+export interface AggregatorOptions extends Partial<WindowOptions> {
+  brokers?: string | string[];
+  topics?: TopicNames;
+  groupId?: string;
+  /** HTTP port on `host` (0 = any free port). */
+  port?: number;
+  host?: string;
+  /** Read the events topic from the start when the group has no committed offsets. */
+  fromBeginning?: boolean;
+  /** Create the topics when missing (default true). */
+  createTopics?: boolean;
+  /** Minimum ms between housekeeping passes (idle watermark, provisional publish, retries). */
+  tickMs?: number;
+  /** How long the read side keeps windows in memory. */
+  viewRetentionMs?: number;
+  log?: Logger;
+  registry?: Registry;
+}
+
+export interface AggregatorHandle {
+  url: string;
+  port: number;
+  view: AggregateView;
+  registry: Registry;
+  /** Partitions of the events topic this instance owns right now. */
+  assigned(): number[];
+  /** Per-partition engine stats (added, duplicates, late, …). */
+  stats(): Record<number, PartitionWindows['stats'] & { watermark: number; openWindows: number; next: number }>;
+  /** Publishes every open window now (final=false); for tests and `verify`. */
+  publishNow(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface PartitionState {
+  engine: PartitionWindows;
+  pendingRecords: PartialRecord[];
+  pendingDlq: Message[];
+  committed: number;
+  lock: Promise<void>;
+}
+
+function createMetrics(registry: Registry) {
+  return {
+    events: new Counter({ name: 'ocdn_telemetry_events_total', help: 'Events read, by result (added, duplicate, late, replayed, invalid)', labelNames: ['result'], registers: [registry] }),
+    late: new Counter({ name: 'ocdn_telemetry_late_events_total', help: 'Events that arrived after their window closed (counted, not merged)', registers: [registry] }),
+    dlq: new Counter({ name: 'ocdn_telemetry_dlq_total', help: 'Invalid events sent to the DLQ', registers: [registry] }),
+    rate: new Gauge({ name: 'ocdn_telemetry_events_per_second', help: 'Events read per second over the last few seconds', registers: [registry] }),
+    lag: new Gauge({ name: 'ocdn_telemetry_consumer_lag', help: 'Messages behind the high watermark, per partition', labelNames: ['partition'], registers: [registry] }),
+    freshness: new Histogram({
+      name: 'ocdn_telemetry_freshness_seconds',
+      help: 'Event time to its aggregate being published (sampled events)',
+      buckets: [0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 12, 15, 20, 30, 60, 120],
+      registers: [registry],
+    }),
+    records: new Counter({ name: 'ocdn_telemetry_records_published_total', help: 'Partial aggregates upserted to the aggregates topic', labelNames: ['final'], registers: [registry] }),
+    windowsClosed: new Counter({ name: 'ocdn_telemetry_windows_closed_total', help: 'Partition windows closed by the watermark', registers: [registry] }),
+    openWindows: new Gauge({ name: 'ocdn_telemetry_open_windows', help: 'Open partition windows', registers: [registry] }),
+    assigned: new Gauge({ name: 'ocdn_telemetry_partitions_assigned', help: 'Events-topic partitions owned by this instance', registers: [registry] }),
+    viewRecords: new Gauge({ name: 'ocdn_telemetry_view_records', help: 'Partial aggregates held by the read side', registers: [registry] }),
+    publishErrors: new Counter({ name: 'ocdn_telemetry_publish_errors_total', help: 'Failed publishes of aggregates or DLQ messages (retried)', registers: [registry] }),
+    commits: new Counter({ name: 'ocdn_telemetry_commits_total', help: 'Offset commits', registers: [registry] }),
+  };
+}
+
+/** The sessionId of a raw line that did not validate, to key its DLQ message like the event. */
+function sessionIdOf(raw: string): string | undefined {
+  try {
+    const sid = (JSON.parse(raw) as { sessionId?: unknown }).sessionId;
+    return typeof sid === 'string' ? sid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function startAggregator(opts: AggregatorOptions = {}): Promise<AggregatorHandle> {
+  const log = opts.log ?? createLogger('aggregator');
+  const brokers = parseBrokers(opts.brokers);
+  const topics = opts.topics ?? topicNames();
+  const groupId = opts.groupId ?? 'ocdn-aggregator';
+  const wopts: WindowOptions = {
+    windowMs: opts.windowMs ?? defaultWindowOptions.windowMs,
+    graceMs: opts.graceMs ?? defaultWindowOptions.graceMs,
+    idleMs: opts.idleMs ?? defaultWindowOptions.idleMs,
+    lateRetentionMs: opts.lateRetentionMs ?? defaultWindowOptions.lateRetentionMs,
+    provisionalMs: opts.provisionalMs ?? defaultWindowOptions.provisionalMs,
+  };
+  if (wopts.windowMs < 100) throw new OcdnError(ErrorCodes.CONFIG, `--window ${wopts.windowMs} ms is too small (minimum 100 ms)`);
+  if (60_000 % wopts.windowMs !== 0) log.warn({ windowMs: wopts.windowMs }, 'window does not divide a minute: 1 min rollups are unavailable');
+  const tickMs = opts.tickMs ?? 250;
+  const registry = opts.registry ?? createRegistry({ defaultMetrics: true });
+  const m = createMetrics(registry);
+  const view = new AggregateView({ retentionMs: opts.viewRetentionMs });
+  const instance = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+
+  const kafka: Kafka = createKafka({ brokers, clientId: `ocdn-aggregator-${instance}`, log, retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5_000 } });
+  if (opts.createTopics !== false) await ensureTopics(brokers, { topics, log });
+
+  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 } });
+  const viewConsumer: Consumer = kafka.consumer({ groupId: `${groupId}-view-${instance}`, maxWaitTimeInMs: 200, allowAutoTopicCreation: false, sessionTimeout: 30_000 });
+  const consumer: Consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200, maxBytesPerPartition: 4 << 20, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 });
+  const admin = kafka.admin();
+
+  const parts = new Map<number, PartitionState>();
+  const viewPos = new Map<number, number>();
+  let closing = false;
+  let crashed: string | undefined;
+  let ready = false;
+  let lastRateAt = Date.now();
+  let lastFetchAt = Date.now();
+  const assignment = new Set<number>();
+  let readSinceRate = 0;
+
+  // ---- read side -------------------------------------------------------------------------
+  const onViewBatch = async ({ batch }: EachBatchPayload) => {
+    for (const msg of batch.messages) {
+      if (msg.value === null) {
+        if (msg.key) view.delete(msg.key.toString());
+      } else {
+        try {
+          const r = JSON.parse(msg.value.toString()) as unknown;
+          if (isRecord(r)) view.upsert(r);
+        } catch {
+          log.warn({ partition: batch.partition, offset: msg.offset }, 'unreadable record in the aggregates topic, ignored');
+        }
+      }
+      viewPos.set(batch.partition, Number(msg.offset) + 1);
+    }
+    m.viewRecords.set(view.size);
+  };
+
+  /** Waits until the view holds everything in the aggregates topic as of now. */
+  const viewCaughtUp = async (timeoutMs = 60_000) => {
+    const deadline = Date.now() + timeoutMs;
+    let offsets: Awaited<ReturnType<typeof admin.fetchTopicOffsets>> | undefined;
+    while (!offsets) {
+      try {
+        offsets = await admin.fetchTopicOffsets(topics.aggregates);
+      } catch (err) {
+        // A topic created a moment ago can answer NOT_LEADER until its partitions are loaded.
+        if (Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    for (;;) {
+      const behind = offsets.filter((o) => Number(o.high) > Number(o.low) && (viewPos.get(o.partition) ?? Number(o.low)) < Number(o.high));
+      if (behind.length === 0) return;
+      if (Date.now() > deadline) {
+        log.warn({ behind: behind.map((b) => b.partition) }, 'read side still catching up; continuing');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  // ---- write side ------------------------------------------------------------------------
+  const withLock = async <T>(st: PartitionState, fn: () => Promise<T>): Promise<T> => {
+    const prev = st.lock;
+    let release!: () => void;
+    st.lock = new Promise<void>((r) => (release = r));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  };
+
+  const stateFor = async (partition: number): Promise<PartitionState> => {
+    let st = parts.get(partition);
+    if (st) return st;
+    // A partition new to us: its previous owner published and had its records acknowledged
+    // before giving it up, so once the view has caught up we know every window it closed.
+    await viewCaughtUp();
+    st = parts.get(partition);
+    if (st) return st;
+    const restore = view.finalRecordsOf(partition, wopts.windowMs);
+    st = { engine: new PartitionWindows(partition, wopts, restore), pendingRecords: [], pendingDlq: [], committed: -1, lock: Promise.resolve() };
+    parts.set(partition, st);
+    log.info({ partition, restoredRecords: restore.length, watermark: st.engine.watermark }, 'partition assigned');
+    return st;
+  };
+
+  /** Publishes what is pending for the partition, then commits. Never throws: retried next tick. */
+  const publishAndCommit = async (partition: number, st: PartitionState, now: number, force = false) => {
+    // Idle time only counts while fetches succeed (see PartitionWindows.holdIdle).
+    if (now - lastFetchAt > 3_000) st.engine.holdIdle(now);
+    else st.engine.advance(now);
+    const closedBefore = st.engine.stats.closedWindows;
+    const { records, freshness } = st.engine.collect(now, force);
+    m.windowsClosed.inc(st.engine.stats.closedWindows - closedBefore);
+    if (records.length) st.pendingRecords.push(...records);
+    try {
+      if (st.pendingDlq.length) {
+        await producer.send({ topic: topics.dlq, acks: -1, messages: st.pendingDlq });
+        m.dlq.inc(st.pendingDlq.length);
+        st.pendingDlq = [];
+      }
+      if (st.pendingRecords.length) {
+        const batch = st.pendingRecords;
+        await producer.send({
+          topic: topics.aggregates,
+          acks: -1,
+          messages: batch.map((r) => ({ key: partialKey(r), value: JSON.stringify(r) })),
+        });
+        st.pendingRecords = [];
+        let finals = 0;
+        for (const r of batch) if (r.final) finals++;
+        m.records.inc({ final: 'true' }, finals);
+        m.records.inc({ final: 'false' }, batch.length - finals);
+        const t = Date.now();
+        for (const ts of freshness) m.freshness.observe(Math.max(0, (t - ts) / 1000));
+      }
+    } catch (err) {
+      m.publishErrors.inc();
+      log.warn({ partition, err: describeError(err), pending: st.pendingRecords.length + st.pendingDlq.length }, 'publish failed; will retry before committing');
+      return;
+    }
+    const offset = st.engine.commitOffset();
+    if (offset !== undefined && offset > st.committed && parts.get(partition) === st) {
+      try {
+        await consumer.commitOffsets([{ topic: topics.events, partition, offset: String(offset) }]);
+        st.committed = offset;
+        m.commits.inc();
+      } catch (err) {
+        log.warn({ partition, offset, err: describeError(err) }, 'offset commit failed; will retry');
+      }
+    }
+  };
+
+  const eachBatch = async ({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) => {
+    const st = await stateFor(batch.partition);
+    await withLock(st, async () => {
+      const now = Date.now();
+      const eng = st.engine;
+      let n = 0;
+      let nextBeat = 20_000;
+      // Counted locally and added to the metrics once per batch: label lookups per event cost more than the events.
+      const counts = { added: 0, duplicate: 0, late: 0, replayed: 0, invalid: 0 };
+      for (const msg of batch.messages) {
+        if (!isRunning() || isStale()) break;
+        const offset = Number(msg.offset);
+        if (offset < eng.next) {
+          resolveOffset(msg.offset);
+          continue;
+        }
+        for (const v of parseMessage(msg.value)) {
+          n++;
+          if (v.ok) {
+            counts[eng.add(v.event, offset, now)]++;
+            continue;
+          }
+          counts.invalid++;
+          st.pendingDlq.push({
+            key: sessionIdOf(v.raw) ?? msg.key,
+            value: JSON.stringify({ reason: v.reason, topic: batch.topic, partition: batch.partition, offset: msg.offset, at: now, raw: v.raw.slice(0, 65_536) }),
+            headers: { 'ocdn-dlq-reason': v.reason.slice(0, 256) },
+          });
+        }
+        eng.skip(offset);
+        resolveOffset(msg.offset);
+        if (n >= nextBeat) {
+          nextBeat = n + 20_000;
+          await heartbeat();
+        }
+      }
+      readSinceRate += n;
+      for (const [result, c] of Object.entries(counts)) if (c > 0) m.events.inc({ result }, c);
+      if (counts.late > 0) m.late.inc(counts.late);
+      m.lag.set({ partition: String(batch.partition) }, Number(batch.offsetLag()));
+      m.openWindows.set([...parts.values()].reduce((s, p) => s + p.engine.openWindows, 0));
+      await publishAndCommit(batch.partition, st, Date.now());
+    });
+    await heartbeat();
+  };
+
+  consumer.on(consumer.events.GROUP_JOIN, (e) => {
+    const mine = new Set(e.payload.memberAssignment[topics.events] ?? []);
+    assignment.clear();
+    for (const p of mine) assignment.add(p);
+    for (const p of [...parts.keys()]) {
+      if (!mine.has(p)) {
+        parts.delete(p);
+        m.lag.remove({ partition: String(p) });
+        log.info({ partition: p }, 'partition revoked');
+      }
+    }
+    m.assigned.set(mine.size);
+    log.info({ partitions: [...mine].sort((a, b) => a - b), groupId }, 'joined consumer group');
+  });
+  consumer.on(consumer.events.FETCH, () => {
+    lastFetchAt = Date.now();
+  });
+  consumer.on(consumer.events.CRASH, (e) => {
+    const msg = describeError(e.payload.error);
+    if (e.payload.restart) {
+      log.warn({ err: msg }, 'consumer crashed; kafkajs restarts it');
+      return;
+    }
+    crashed = msg;
+    log.error({ err: msg }, 'consumer crashed and will not restart by itself; restarting');
+    setTimeout(() => {
+      if (closing) return;
+      void consumer
+        .run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch })
+        .then(() => (crashed = undefined))
+        .catch((err: unknown) => log.error({ err: describeError(err) }, 'consumer restart failed'));
+    }, 2_000).unref();
+  });
+
+  // ---- housekeeping ----------------------------------------------------------------------
+  let ticking = false;
+  const tick = async (force = false) => {
+    if (ticking && !force) return;
+    ticking = true;
+    try {
+      const now = Date.now();
+      const elapsed = (now - lastRateAt) / 1000;
+      if (elapsed >= 2) {
+        m.rate.set(readSinceRate / elapsed);
+        readSinceRate = 0;
+        lastRateAt = now;
+      }
+      await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), force))));
+    } finally {
+      ticking = false;
+    }
+  };
+  const timer = setInterval(() => {
+    if (!closing && ready) void tick().catch((err: unknown) => log.warn({ err: describeError(err) }, 'housekeeping failed'));
+  }, tickMs);
+  timer.unref();
+
+  // ---- HTTP ------------------------------------------------------------------------------
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, 'method not allowed', { allow: 'GET, HEAD' });
+    if (url.pathname === '/healthz') {
+      const ok = ready && !crashed && !closing;
+      return sendJson(res, ok ? 200 : 503, { ok, ready, crashed: crashed ?? null, groupId, partitions: [...parts.keys()].sort((a, b) => a - b), viewRecords: view.size });
+    }
+    if (url.pathname === '/metrics') return void sendMetrics(res, registry);
+    if (url.pathname === '/v1/qoe') {
+      try {
+        const q = parseQoeQuery(url.searchParams, wopts.windowMs);
+        return sendJson(res, 200, { ...view.query(q), baseWindowMs: wopts.windowMs, graceMs: wopts.graceMs });
+      } catch (err) {
+        if (isOcdnError(err)) return sendText(res, 400, err.message);
+        log.error({ err: describeError(err) }, 'query failed');
+        return sendText(res, 500, 'internal error');
+      }
+    }
+    return sendText(res, 404, 'not found: try /v1/qoe?by=edge&window=10s&last=5m, /healthz, /metrics');
+  });
+
+  const host = opts.host ?? '127.0.0.1';
+  let port: number;
+  try {
+    port = await listen(server, opts.port ?? 8500, host);
+  } catch (err) {
+    clearInterval(timer);
+    throw err;
+  }
+
+  const stopKafka = async () => {
+    await consumer.disconnect().catch(() => undefined);
+    await viewConsumer.disconnect().catch(() => undefined);
+    await producer.disconnect().catch(() => undefined);
+    await admin.disconnect().catch(() => undefined);
+  };
+
+  try {
+    await admin.connect();
+    await producer.connect();
+    await viewConsumer.connect();
+    await viewConsumer.subscribe({ topics: [topics.aggregates], fromBeginning: true });
+    await viewConsumer.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch: onViewBatch });
+    await viewCaughtUp();
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topics.events], fromBeginning: opts.fromBeginning ?? true });
+    await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch });
+  } catch (err) {
+    clearInterval(timer);
+    await closeServer(server, 100);
+    await stopKafka();
+    throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `aggregator could not start against Kafka at ${brokers.join(',')}: ${describeError(err)}`, { cause: err });
+  }
+  ready = true;
+  const url = `http://${host}:${port}`;
+  log.info({ url, brokers, groupId, topics, window: wopts }, 'aggregator running');
+
+  let closed: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    view,
+    registry,
+    assigned: () => [...assignment].sort((a, b) => a - b),
+    stats: () => Object.fromEntries([...parts.entries()].map(([p, st]) => [p, { ...st.engine.stats, watermark: st.engine.watermark, openWindows: st.engine.openWindows, next: st.engine.next }])),
+    publishNow: () => tick(true),
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        clearInterval(timer);
+        // Stop reading first, then publish what was read so the next owner starts from the
+        // committed offsets with nothing half-emitted.
+        await consumer.stop().catch(() => undefined);
+        await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), true)))).catch(() => undefined);
+        await closeServer(server, 1_000);
+        await stopKafka();
+        log.info('aggregator stopped');
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,114 @@
+/**
+ * kafkajs plumbing shared by the producer, the aggregator, the CLI and scripts/kafka.ts: broker
+ * lists, a client whose logs go through pino, and explicit topic creation (DESIGN.md: KRaft +
+ * kafkajs fails on auto-creation, so every topic is created up front).
+ */
+import { Kafka, logLevel, type KafkaConfig, type LogEntry } from 'kafkajs';
+import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+import { TOPICS } from './events.ts';
+
+export interface TopicNames {
+  events: string;
+  aggregates: string;
+  dlq: string;
+}
+
+/** The DESIGN.md topic names, optionally prefixed (tests give each case its own set). */
+export function topicNames(prefix = ''): TopicNames {
+  return { events: `${prefix}${TOPICS.events}`, aggregates: `${prefix}${TOPICS.aggregates}`, dlq: `${prefix}${TOPICS.dlq}` };
+}
+
+export const DEFAULT_BROKERS = '127.0.0.1:9092';
+
+/** "h1:9092,h2:9092" or a list → validated host:port list; CONFIG error naming the bad entry. */
+export function parseBrokers(input: string | string[] | undefined): string[] {
+  const raw = input === undefined ? [process.env.KAFKA_BROKERS || DEFAULT_BROKERS] : Array.isArray(input) ? input : [input];
+  const list = raw.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const bad = list.filter((b) => !/^[\w.-]+:\d{1,5}$/.test(b));
+  if (list.length === 0 || bad.length) throw new OcdnError(ErrorCodes.CONFIG, `--brokers: expected host:port[,host:port…], got "${bad.join(',') || String(input)}"`);
+  return list;
+}
+
+function pinoLogCreator(log: Logger) {
+  return () =>
+    ({ level, log: entry }: LogEntry) => {
+      const { message, ...rest } = entry;
+      // kafkajs logs every reconnect attempt as ERROR; while a broker restarts that is expected.
+      if (level <= logLevel.WARN) log.warn(rest, `kafkajs: ${message}`);
+      else if (level === logLevel.INFO) log.debug(rest, `kafkajs: ${message}`);
+    };
+}
+
+export function createKafka(opts: { brokers: string[]; clientId: string; log?: Logger } & Partial<KafkaConfig>): Kafka {
+  const { brokers, clientId, log, ...rest } = opts;
+  return new Kafka({
+    clientId,
+    brokers,
+    logLevel: logLevel.WARN,
+    logCreator: pinoLogCreator((log ?? createLogger('kafkajs')).child({ kafkaClient: clientId })),
+    connectionTimeout: 3_000,
+    ...rest,
+  });
+}
+
+/**
+ * Creates the three topics when missing. Events: ≥6 partitions keyed by sessionId; aggregates:
+ * compacted (latest partial per window|dimension|value|partition) and also deleted after a
+ * day so old windows do not pile up; DLQ: kept a week for inspection.
+ */
+export async function ensureTopics(
+  brokers: string | string[],
+  opts: { topics?: TopicNames; eventPartitions?: number | undefined; log?: Logger } = {},
+): Promise<void> {
+  const topics = opts.topics ?? topicNames();
+  const list = Array.isArray(brokers) ? brokers : parseBrokers(brokers);
+  const admin = createKafka({ brokers: list, clientId: 'ocdn-topics', log: opts.log, retry: { retries: 5 } }).admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const wanted = [
+      { topic: topics.events, numPartitions: Math.max(6, opts.eventPartitions ?? 6), replicationFactor: 1, configEntries: [{ name: 'retention.ms', value: String(24 * 3600_000) }] },
+      {
+        topic: topics.aggregates,
+        numPartitions: 3,
+        replicationFactor: 1,
+        configEntries: [
+          { name: 'cleanup.policy', value: 'compact,delete' },
+          { name: 'retention.ms', value: String(24 * 3600_000) },
+          { name: 'segment.ms', value: String(600_000) },
+          { name: 'min.cleanable.dirty.ratio', value: '0.2' },
+        ],
+      },
+      { topic: topics.dlq, numPartitions: 3, replicationFactor: 1, configEntries: [{ name: 'retention.ms', value: String(7 * 24 * 3600_000) }] },
+    ].filter((t) => !existing.has(t.topic));
+    if (wanted.length) {
+      try {
+        // waitForLeaders is off on purpose: with KRaft, kafkajs' own wait can hit
+        // UNKNOWN_TOPIC_OR_PARTITION while metadata propagates and reject outside our await
+        // (an unhandled rejection that kills the process). We poll the metadata ourselves.
+        await admin.createTopics({ topics: wanted, waitForLeaders: false, timeout: 30_000 });
+      } catch (err) {
+        // Two processes creating at once: the loser sees TOPIC_ALREADY_EXISTS, which is fine.
+        if (!/already exists/i.test((err as Error).message)) throw err;
+      }
+    }
+    const names = [topics.events, topics.aggregates, topics.dlq];
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      let problem: string | undefined;
+      try {
+        const meta = await admin.fetchTopicMetadata({ topics: names });
+        const t = meta.topics.find((x) => x.partitions.length === 0 || x.partitions.some((p) => p.leader < 0));
+        if (t) problem = `topic ${t.name} has no leader yet`;
+      } catch (err) {
+        problem = (err as Error).message;
+      }
+      if (!problem) break;
+      if (Date.now() > deadline) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `topics not ready after 60 s: ${problem}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
