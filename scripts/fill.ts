@@ -22,6 +22,8 @@ export async function proactiveFill(opts: {
   regions: string[];
   edges: { id: string; url: string }[];
   adminToken: string;
+  /** Wait for each fill to finish (200) instead of returning once it started (202). */
+  wait?: boolean;
 }): Promise<FillPlanEntry[]> {
   const titles = [...opts.catalog.titles].sort((a, b) => a.popularityRank - b.popularityRank).slice(0, opts.top);
   const byId = new Map(opts.edges.map((e) => [e.id, e.url]));
@@ -42,8 +44,8 @@ export async function proactiveFill(opts: {
     const res = await fetch(`${edgeUrl}/admin/fill`, {
       method: 'POST',
       headers: { authorization: `Bearer ${opts.adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ title, bytesPerSecond: opts.bytesPerSecond }),
-      signal: AbortSignal.timeout(10_000),
+      body: JSON.stringify({ title, bytesPerSecond: opts.bytesPerSecond, wait: opts.wait ?? false }),
+      signal: AbortSignal.timeout(opts.wait ? 600_000 : 10_000),
     });
     out.push({ title, edgeId, edgeUrl, status: res.status, detail: (await res.text()).trim().slice(0, 200) });
   }
