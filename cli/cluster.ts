@@ -148,6 +148,7 @@ export function registerCluster(program: Command): void {
     .option('-d, --duration <time>', 'duration', '30s')
     .option('--zipf <s>', 'Zipf exponent of title popularity', '0.9')
     .option('--seed <n>', 'seed of the URL mix', '42')
+    .option('--policy <name>', 'steering policy that places the URL mix', 'hrw-bounded')
     .option('--dir <dir>', 'cluster state dir', '.ocdn')
     .option('--json', 'machine-readable output')
     .action(async (flags: Record<string, unknown>) => {
@@ -158,6 +159,7 @@ export function registerCluster(program: Command): void {
           duration: { type: 'duration', min: 1000, default: '30s' },
           zipf: { type: 'number', min: 0, max: 5, default: 0.9 },
           seed: { type: 'int', default: 42 },
+          policy: { type: 'enum', values: ['random', 'round-robin', 'least-loaded', 'hash', 'hrw-bounded'], default: 'hrw-bounded' },
           dir: { type: 'string', default: '.ocdn' },
         } as const,
         flags,
@@ -173,6 +175,7 @@ export function registerCluster(program: Command): void {
         durationSec: Math.round(cfg.duration / 1000),
         zipf: cfg.zipf,
         seed: cfg.seed,
+        policy: cfg.policy,
         catalog,
         steeringUrl: state.steeringUrl,
         edges,

@@ -15,6 +15,8 @@ export interface LoadtestOptions {
   steeringUrl: string;
   /** Edges to drive (target edge: the first one). */
   edges: { id: string; url: string }[];
+  /** Steering policy the URL mix is placed with (cluster target). */
+  policy?: string;
   /** How many distinct request paths to draw per edge. */
   mixSize?: number;
   progress?: boolean;
@@ -72,7 +74,7 @@ async function buildMix(o: LoadtestOptions): Promise<Map<string, string[]>> {
     const t = titles[zipf.rank(rand()) - 1]!;
     let steer = tokens.get(t.id);
     if (!steer) {
-      steer = JSON.parse(await text(`${o.steeringUrl}/v1/steer?title=${encodeURIComponent(t.id)}&policy=hrw-bounded`)) as SteerResponse;
+      steer = JSON.parse(await text(`${o.steeringUrl}/v1/steer?title=${encodeURIComponent(t.id)}&policy=${encodeURIComponent(o.policy ?? 'hrw-bounded')}`)) as SteerResponse;
       tokens.set(t.id, steer);
     }
     const rendition = t.renditions[Math.floor(rand() * t.renditions.length)]!;
