@@ -72,7 +72,10 @@ async function buildMix(o: LoadtestOptions): Promise<Map<string, string[]>> {
   const n = o.mixSize ?? 2_000;
   for (let i = 0; i < n; i++) {
     const t = titles[zipf.rank(rand()) - 1]!;
-    let steer = tokens.get(t.id);
+    // Per-title policies answer the same for every request of a title; the others (random,
+    // round-robin, least-loaded) must be asked per request or the mix would pin titles anyway.
+    const perTitle = ['hash', 'hrw-bounded'].includes(o.policy ?? 'hrw-bounded');
+    let steer = perTitle ? tokens.get(t.id) : undefined;
     if (!steer) {
       steer = JSON.parse(await text(`${o.steeringUrl}/v1/steer?title=${encodeURIComponent(t.id)}&policy=${encodeURIComponent(o.policy ?? 'hrw-bounded')}`)) as SteerResponse;
       tokens.set(t.id, steer);
