@@ -1,30 +1,13 @@
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, ROOT, cliEnv as sharedCliEnv, runCli as runCliChild } from '../cli-run.ts';
 import { signPath, withToken } from '../../common/token.ts';
 import { bytes, get, startOrigin, type TestOrigin } from './helpers.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const BIN = join(ROOT, 'bin', 'ocdn.js');
+const cliEnv = () => sharedCliEnv({ logLevel: 'info', unset: ['OCDN_S3_ENDPOINT', 'OCDN_S3_BUCKET', 'OCDN_TOKEN_SECRET', 'OCDN_ADMIN_TOKEN', 'OCDN_EDGE_ID', 'OCDN_STEERING_URL'] });
 
-function cliEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, OCDN_LOG_LEVEL: 'info' };
-  for (const k of ['VITEST', 'OCDN_DEBUG', 'OCDN_S3_ENDPOINT', 'OCDN_S3_BUCKET', 'OCDN_TOKEN_SECRET', 'OCDN_ADMIN_TOKEN', 'OCDN_EDGE_ID', 'OCDN_STEERING_URL']) delete env[k];
-  return env;
-}
-
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (args: string[]) => runCliChild(args, cliEnv());
 
 describe('ocdn edge serve', () => {
   let origin: TestOrigin;

@@ -4,32 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
+import { BIN, ROOT, cliEnv as sharedCliEnv, runCli as runCliChild } from '../cli-run.ts';
 import { freePort } from './helpers.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const BIN = join(ROOT, 'bin', 'ocdn.js');
+const cliEnv = () => sharedCliEnv({ logLevel: 'info', unset: ['OCDN_S3_ENDPOINT', 'OCDN_S3_BUCKET'] });
 
-function cliEnv(): NodeJS.ProcessEnv {
-  // The child must behave as for a user: no test-runner defaults (silent logs), no debug stacks.
-  const env: NodeJS.ProcessEnv = { ...process.env, OCDN_LOG_LEVEL: 'info' };
-  delete env.VITEST;
-  delete env.OCDN_DEBUG;
-  delete env.OCDN_S3_ENDPOINT;
-  delete env.OCDN_S3_BUCKET;
-  return env;
-}
-
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const runCli = (args: string[]) => runCliChild(args, cliEnv());
 
 function expectOneLine(stderr: string): string {
   const lines = stderr.split('\n').filter((l) => l.trim() !== '');

@@ -1,26 +1,11 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliEnv as sharedCliEnv, runCli as runCliChild } from '../cli-run.ts';
 import type { RunSummary } from '../../player-sim/runner.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const BIN = join(ROOT, 'bin', 'ocdn.js');
-
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    for (const k of ['VITEST', 'OCDN_STEERING_URL', 'OCDN_KAFKA_BROKERS', 'OCDN_PLAYERS']) delete env[k];
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (args: string[]) => runCliChild(args, sharedCliEnv({ unset: ['OCDN_STEERING_URL', 'OCDN_KAFKA_BROKERS', 'OCDN_PLAYERS'] }));
 
 let dir: string;
 beforeAll(async () => {

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, ROOT, cliEnv as sharedCliEnv, runCli as runCliChild } from '../cli-run.ts';
 import { isOcdnError } from '../../common/errors.ts';
 import { waitFor } from '../../common/http.ts';
 import { findJava, freePorts } from '../../scripts/kafka.ts';
@@ -12,26 +13,9 @@ import { createProducer } from '../../telemetry/producer.ts';
 import type { QoeResult } from '../../telemetry/view.ts';
 import { brokers, dataset, EXPECTED, produceDataset, settled } from './helpers.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const BIN = join(ROOT, 'bin', 'ocdn.js');
+const cliEnv = () => sharedCliEnv({ logLevel: 'warn', unset: ['KAFKA_BROKERS', 'OCDN_AGGREGATOR_URL', 'OCDN_AGGREGATOR_PORT'] });
 
-function cliEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, OCDN_LOG_LEVEL: 'warn' };
-  for (const k of ['VITEST', 'OCDN_DEBUG', 'KAFKA_BROKERS', 'OCDN_AGGREGATOR_URL', 'OCDN_AGGREGATOR_PORT']) delete env[k];
-  return env;
-}
-
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (args: string[]) => runCliChild(args, cliEnv());
 
 describe('ocdn telemetry aggregate + ocdn qoe', () => {
   let child: ChildProcess;
