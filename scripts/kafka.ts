@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { ensureTopics, topicNames, type TopicNames } from '../telemetry/kafka.ts';
+import { isAlive, stopProcess } from './cluster/processes.ts';
 
 export const KAFKA_VERSION = '3.9.1';
 const SCALA = '2.13';
@@ -384,14 +385,7 @@ export interface KafkaStatus {
   error?: string;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+const pidAlive = isAlive;
 
 function readPid(file: string): number | undefined {
   try {
@@ -484,25 +478,8 @@ export async function kafkaDown(dirArg: string, onProgress?: (line: string) => v
     onProgress?.(`no Kafka running from ${dir}`);
     return false;
   }
-  const signal = (sig: NodeJS.Signals) => {
-    try {
-      process.kill(-pid, sig);
-    } catch {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        /* gone */
-      }
-    }
-  };
   onProgress?.(`stopping Kafka (pid ${pid})`);
-  signal('SIGTERM');
-  const deadline = Date.now() + 30_000;
-  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  if (pidAlive(pid)) {
-    onProgress?.('Kafka did not stop within 30 s; killing it');
-    signal('SIGKILL');
-  }
+  if (await stopProcess(pid, 30_000)) onProgress?.('Kafka did not stop within 30 s; killed it');
   // The JVM may outlive the runner by a moment when it was signalled directly.
   const jvm = readPid(join(dir, 'broker.pid'));
   if (jvm && pidAlive(jvm)) {
