@@ -50,11 +50,12 @@ export async function healthy(url: string): Promise<boolean> {
   }
 }
 
+/** True when an S3 server answers at `endpoint`: any S3 answers `GET /` in XML, even when it refuses. */
 export async function s3Answers(endpoint: string): Promise<boolean> {
   try {
     const res = await fetch(endpoint, { signal: AbortSignal.timeout(1_000) });
-    await res.arrayBuffer();
-    return true;
+    const body = await res.text();
+    return /xml/.test(res.headers.get('content-type') ?? '') || body.trimStart().startsWith('<?xml');
   } catch {
     return false;
   }
@@ -123,7 +124,13 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
       const args = ['origin', 'serve', '--port', String(ports.s3), '--dir', join(dir, 's3'), '--bucket', state.bucket];
       const p = await spawnOcdn(args, join(logs, 's3.log'));
       await add({ name: 's3', kind: 's3', pid: p.pid, port: ports.s3, url: state.s3Endpoint, log: p.log, args });
-      await waitFor(() => s3Answers(state.s3Endpoint), { timeoutMs: o.readyTimeoutMs, what: `S3 at ${state.s3Endpoint}` });
+      await waitFor(
+        () => {
+          if (!isAlive(p.pid)) throw new OcdnError(ErrorCodes.INTERNAL, `the S3 origin exited during start-up (log: ${p.log})`);
+          return s3Answers(state.s3Endpoint);
+        },
+        { timeoutMs: o.readyTimeoutMs, what: `S3 at ${state.s3Endpoint}` },
+      );
     } else {
       await add({ name: 's3', kind: 's3', pid: 0, port: Number(new URL(o.s3).port || 443), url: o.s3, log: '', external: true });
     }

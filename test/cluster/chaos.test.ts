@@ -18,9 +18,10 @@ import type { ClusterState } from '../../scripts/cluster/state.ts';
 import { proactiveFill } from '../../scripts/fill.ts';
 import { createProducer } from '../../telemetry/producer.ts';
 
+/** Ports below the kernel's ephemeral range (32768+), so other tests' port-0 servers cannot take them. */
 async function freeBlock(offsets: number[], lo: number): Promise<number> {
   for (let attempt = 0; attempt < 20; attempt++) {
-    const base = lo + Math.floor(Math.random() * 90) * 100;
+    const base = lo + Math.floor(Math.random() * 80) * 100;
     let ok = true;
     for (const o of offsets) if (await portInUse(base + o)) ok = false;
     if (ok) return base;
@@ -43,9 +44,9 @@ describe('chaos in a running cluster', () => {
     state = await clusterUp({
       dir,
       edges: 3,
-      basePort: await freeBlock([0, 1, 2, 3, 100, 169], 41_000),
+      basePort: await freeBlock([0, 1, 2, 3, 100, 169], 10_000),
       kafka: 'local',
-      kafkaPort: await freeBlock([0, 1], 51_000),
+      kafkaPort: await freeBlock([0, 1], 18_500),
       readyTimeoutMs: 180_000,
     });
     await seedIfEmpty(state, { titles: 2, titleDurationSec: 120, ladder: 'small' }, () => undefined);

@@ -35,10 +35,13 @@ async function qoe(state: ClusterState, by: string): Promise<Totals[]> {
   return ((await res.json()) as { totals: Totals[] }).totals;
 }
 
-/** A block of free ports for steering, edges, aggregator and S3 (base, base+1.., +100, +169). */
+/**
+ * A block of free ports for steering, edges, aggregator and S3 (base, base+1.., +100, +169), below
+ * the kernel's ephemeral range (32768+) so other tests' port-0 servers cannot take one meanwhile.
+ */
 async function freeBase(): Promise<number> {
   for (let attempt = 0; attempt < 20; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 400) * 100;
+    const base = 20_000 + Math.floor(Math.random() * 120) * 100;
     const ports = [base, base + 1, base + 2, base + 3, base + 100, base + 169];
     let ok = true;
     for (const p of ports) if (await portInUse(p)) ok = false;
