@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../common/config.ts';
-import { ConfigError } from '../common/config.ts';
+import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
 import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { OriginReader } from '../origin/reader.ts';
@@ -58,20 +57,8 @@ export function registerEdge(program: Command): void {
   serve.action(async (flags: Record<string, unknown>) => {
     const { tokens, ...rest } = flags;
     const problems: string[] = [];
-    let cfg: ReturnType<typeof loadConfig<typeof edgeServeSpec>> | undefined;
-    let s3: ReturnType<typeof loadS3Config> | undefined;
-    try {
-      cfg = loadConfig(edgeServeSpec, rest);
-    } catch (err) {
-      if (err instanceof ConfigError) problems.push(...err.problems);
-      else throw err;
-    }
-    try {
-      s3 = loadS3Config(rest);
-    } catch (err) {
-      if (err instanceof ConfigError) problems.push(...err.problems);
-      else throw err;
-    }
+    const cfg = collectProblems(problems, () => loadConfig(edgeServeSpec, rest));
+    const s3 = collectProblems(problems, () => loadS3Config(rest));
     // Tokens are on unless turned off explicitly: a forgotten secret must not open the edge.
     if (tokens === false && cfg?.tokenSecret !== undefined && flags.tokenSecret !== undefined) problems.push('--token-secret and --no-tokens contradict each other: pick one');
     if (tokens !== false && cfg !== undefined && cfg.tokenSecret === undefined) problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to serve without URL tokens');

@@ -1,7 +1,7 @@
 import { startQoeFeedback } from '../steering/qoe-feedback.ts';
 import type { Command } from 'commander';
 import { request } from 'undici';
-import { ConfigError, loadConfig } from '../common/config.ts';
+import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
 import type { SteerResponse } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
@@ -73,20 +73,8 @@ export function registerSteering(program: Command): void {
   serve.action(async (flags: Record<string, unknown>) => {
     const { tokens, ...rest } = flags;
     const problems: string[] = [];
-    let cfg: ReturnType<typeof loadConfig<typeof steeringServeSpec>> | undefined;
-    let s3: ReturnType<typeof loadS3Config> | undefined;
-    try {
-      cfg = loadConfig(steeringServeSpec, rest);
-    } catch (err) {
-      if (err instanceof ConfigError) problems.push(...err.problems);
-      else throw err;
-    }
-    try {
-      s3 = loadS3Config(rest);
-    } catch (err) {
-      if (err instanceof ConfigError) problems.push(...err.problems);
-      else throw err;
-    }
+    const cfg = collectProblems(problems, () => loadConfig(steeringServeSpec, rest));
+    const s3 = collectProblems(problems, () => loadS3Config(rest));
     // Same rule as the edge: signing is on unless turned off explicitly. Checked on the raw
     // values too, so one run reports these alongside any other bad flag.
     const secret = (flags.tokenSecret as string | undefined) ?? (process.env.OCDN_TOKEN_SECRET || undefined);

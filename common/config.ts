@@ -142,3 +142,19 @@ export function loadConfig<S extends ConfigSpec>(
   if (problems.length > 0) throw new ConfigError(problems);
   return out as ConfigOf<S>;
 }
+
+/**
+ * Runs one loader of several whose problems should be reported together: returns its value, or
+ * adds its problems to `problems` and returns undefined. Other errors pass through.
+ */
+export function collectProblems<T>(problems: string[], load: () => T): T | undefined {
+  try {
+    return load();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      problems.push(...err.problems);
+      return undefined;
+    }
+    throw err;
+  }
+}
