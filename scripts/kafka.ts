@@ -125,6 +125,8 @@ export interface KafkaOptions {
   /** Client port on 127.0.0.1 (the controller takes `controllerPort`, default port + 1). */
   port: number;
   controllerPort?: number;
+  /** Port clients are told to use (default `port`): a proxy or NAT in front of the broker. */
+  advertisedPort?: number;
   heapMb?: number;
   /** Jar folder; fetched when absent. */
   libsDir?: string;
@@ -150,7 +152,7 @@ export interface KafkaHandle {
   stop(graceMs?: number): Promise<void>;
 }
 
-function serverProperties(dir: string, port: number, controllerPort: number): string {
+function serverProperties(dir: string, port: number, controllerPort: number, advertisedPort = port): string {
   // Comments in .properties must sit on their own line: a trailing "# ..." becomes part of the value.
   return [
     '# written by ocdn (scripts/kafka.ts) on each start',
@@ -158,7 +160,7 @@ function serverProperties(dir: string, port: number, controllerPort: number): st
     'node.id=1',
     `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
     `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${advertisedPort}`,
     'controller.listener.names=CONTROLLER',
     'inter.broker.listener.name=PLAINTEXT',
     'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
@@ -274,7 +276,7 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
   await mkdir(join(dir, 'data'), { recursive: true });
   const props = join(dir, 'server.properties');
   const log4j = join(dir, 'log4j.properties');
-  await writeFile(props, serverProperties(dir, port, controllerPort));
+  await writeFile(props, serverProperties(dir, port, controllerPort, opts.advertisedPort));
   await writeFile(log4j, LOG4J);
   const cp = `${libs}/*`;
   const common = ['-cp', cp, `-Dlog4j.configuration=file:${log4j}`, '-Djava.awt.headless=true'];
@@ -324,7 +326,8 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
   process.once('exit', killOnExit);
   void exited.then(() => process.off('exit', killOnExit));
 
-  const brokers = `127.0.0.1:${port}`;
+  // Clients reach the broker where it is advertised (through the proxy, when there is one).
+  const brokers = `127.0.0.1:${opts.advertisedPort ?? port}`;
   const handle: KafkaHandle = {
     brokers,
     port,

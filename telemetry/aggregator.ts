@@ -116,7 +116,10 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   const kafka: Kafka = createKafka({ brokers, clientId: `ocdn-aggregator-${instance}`, log, retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5_000 } });
   if (opts.createTopics !== false) await ensureTopics(brokers, { topics, log });
 
-  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 } });
+  // Not idempotent: a retried publish carries more records than the lost one, and kafkajs would
+  // reuse its sequence numbers, so the broker would drop it as a duplicate (see producer.ts).
+  // Records are whole-window upserts keyed by window|dimension|value|partition: a duplicate is harmless.
+  const producer: Producer = kafka.producer({ idempotent: false, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 } });
   const viewConsumer: Consumer = kafka.consumer({ groupId: `${groupId}-view-${instance}`, maxWaitTimeInMs: 200, allowAutoTopicCreation: false, sessionTimeout: 30_000 });
   const consumer: Consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200, maxBytesPerPartition: 4 << 20, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 });
   const admin = kafka.admin();

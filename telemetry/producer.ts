@@ -13,8 +13,14 @@
  * order once the broker answers again; only then does the producer go back to memory.
  *
  * "Acknowledged" = the promise returned by send()/flush() resolved: the event is either acked by
- * Kafka (acks=all, idempotent producer) or durably in the spill file, which a later producer
- * with the same spill file replays even after a crash.
+ * Kafka (acks=all) or durably in the spill file, which a later producer with the same spill file
+ * replays even after a crash.
+ *
+ * Delivery is at-least-once and the aggregator dedups by event id. The kafkajs producer is NOT
+ * idempotent on purpose: when a request is written but its answer lost, kafkajs rolls its
+ * sequence numbers back, and the replay (packed differently, from the spill file) reuses them
+ * for other content, which the broker then drops as a "duplicate" — acknowledged events lost
+ * (test/telemetry/lost-answer.test.ts).
  */
 import { closeSync, createWriteStream, fsync, mkdirSync, openSync, readFileSync, writeFileSync, type WriteStream } from 'node:fs';
 import { open, rm, writeFile, type FileHandle } from 'node:fs/promises';
@@ -143,6 +149,7 @@ export class KafkaEventProducer implements EventSink {
   private readonly eventsPerMessage: number;
   private readonly admin: Admin;
   private partitions = 0;
+  private readonly partitionCache = new Map<string, number>();
   private roundRobin = 0;
 
   private open: Chunk = newChunk();
@@ -200,7 +207,8 @@ export class KafkaEventProducer implements EventSink {
       retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1_000 },
       requestTimeout: 10_000,
     });
-    this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    // One request in flight keeps a session's events in order; see the header for why not idempotent.
+    this.producer = kafka.producer({ idempotent: false, maxInFlightRequests: 1, allowAutoTopicCreation: false });
     this.admin = kafka.admin();
     this.producer.on(this.producer.events.DISCONNECT, () => (this.connected = false));
 
@@ -355,6 +363,7 @@ export class KafkaEventProducer implements EventSink {
       await this.admin.connect();
       const meta = await this.admin.fetchTopicMetadata({ topics: [this.topic] });
       this.partitions = meta.topics[0]?.partitions.length ?? 0;
+      this.partitionCache.clear();
       if (this.partitions === 0) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `topic ${this.topic} has no partitions`);
       this.connected = true;
     }
@@ -376,7 +385,7 @@ export class KafkaEventProducer implements EventSink {
     const add = new Map<number, number>();
     for (let i = 0; i < c.values.length; i++) {
       const key = c.keys[i] ?? null;
-      const p = this.partitions > 0 && key !== null ? partitionFor(key, this.partitions) : -1;
+      const p = this.partitions > 0 && key !== null ? this.partitionOf(key) : -1;
       add.set(p, (add.get(p) ?? 0) + c.values[i]!.length + 1);
     }
     const unknown = (add.get(-1) ?? 0) + (acc.get(-1) ?? 0);
@@ -387,7 +396,15 @@ export class KafkaEventProducer implements EventSink {
   }
 
   private partitionOf(key: string | null): number {
-    return key === null ? this.roundRobin++ % this.partitions : partitionFor(key, this.partitions);
+    if (key === null) return this.roundRobin++ % this.partitions;
+    let p = this.partitionCache.get(key);
+    if (p === undefined) {
+      // A session sends many events: its partition is worked out once, not per event and per pass.
+      if (this.partitionCache.size >= 100_000) this.partitionCache.clear();
+      p = partitionFor(key, this.partitions);
+      this.partitionCache.set(key, p);
+    }
+    return p;
   }
 
   /** Packs events per partition into messages of at most eventsPerMessage events / MESSAGE_BYTES. */
@@ -434,9 +451,10 @@ export class KafkaEventProducer implements EventSink {
           else if (!(await this.replayStep())) break;
         }
         if (this.mode === 'spill' && this.spillEvents === 0 && this.ready.length === 0) {
+          // Emptied before memory mode shows, so drain() never reports done over a stale file.
+          if (this.spillSize > 0) await this.truncateSpill();
           this.mode = 'memory';
           this.log.info('spill file replayed; back to sending from memory');
-          if (this.spillSize > 0) await this.truncateSpill();
           this.pumpAgain = this.ready.length > 0;
         }
       } while (this.pumpAgain);

@@ -139,18 +139,21 @@ export function parseMessage(raw: Buffer | string | null | undefined): LineValid
     const r = parseEvent(text);
     return [r.ok ? r : { ...r, raw: text }];
   }
-  const lines = text.split('\n');
+  // One JSON.parse over the whole pack; the lines are only split out when something is wrong.
+  let count = 1;
+  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) count++;
   let values: unknown[] | undefined;
   try {
-    const arr = JSON.parse(`[${lines.join(',')}]`) as unknown;
-    if (Array.isArray(arr) && arr.length === lines.length) values = arr;
+    const arr = JSON.parse(`[${text.replaceAll('\n', ',')}]`) as unknown;
+    if (Array.isArray(arr) && arr.length === count) values = arr;
   } catch {
     values = undefined;
   }
-  const out: LineValidation[] = new Array(lines.length);
-  for (let i = 0; i < lines.length; i++) {
-    const r = values ? validateEvent(values[i]) : parseEvent(lines[i]!);
-    out[i] = r.ok ? r : { ...r, raw: lines[i]! };
+  let lines: string[] | undefined;
+  const out: LineValidation[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const r = values ? validateEvent(values[i]) : parseEvent((lines ??= text.split('\n'))[i]!);
+    out[i] = r.ok ? r : { ok: false, reason: r.reason, raw: (lines ??= text.split('\n'))[i]! };
   }
   return out;
 }
