@@ -64,11 +64,12 @@ export function registerCluster(program: Command): void {
     .option('--base-port <port>', 'steering port; edges take the next ones, aggregator +100, S3 +169', String(defaultClusterOptions.basePort))
     .option('--kafka-port <port>', 'Kafka broker port (controller = +1)', String(defaultClusterOptions.kafkaPort))
     .option('--policy <name>', 'steering policy', 'hrw-bounded')
+    .option('--shield', 'add a shield edge (base port + 90) between the edges and S3: one origin GET per object for the cluster')
     .option('--detach', 'return once everything is ready, leaving the cluster running')
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig(upSpec, flags);
       validateS3Kafka(cfg.s3, cfg.kafka);
-      const state = await clusterUp({ ...cfg, capacity: String(cfg.capacity), onProgress: say });
+      const state = await clusterUp({ ...cfg, capacity: String(cfg.capacity), shield: flags.shield === true, onProgress: say });
       printClusterTable(state);
       if (flags.detach) {
         say(`cluster running; "ocdn cluster status --dir ${cfg.dir}" to check, "ocdn cluster down --dir ${cfg.dir}" to stop`);
@@ -149,6 +150,7 @@ export function registerCluster(program: Command): void {
     .option('--zipf <s>', 'Zipf exponent of title popularity', '0.9')
     .option('--seed <n>', 'seed of the URL mix', '42')
     .option('--policy <name>', 'steering policy that places the URL mix', 'hrw-bounded')
+    .option('--workers <n>', 'autocannon worker threads per target (more load than one core of JavaScript can make)')
     .option('--dir <dir>', 'cluster state dir', '.ocdn')
     .option('--json', 'machine-readable output')
     .action(async (flags: Record<string, unknown>) => {
@@ -160,6 +162,7 @@ export function registerCluster(program: Command): void {
           zipf: { type: 'number', min: 0, max: 5, default: 0.9 },
           seed: { type: 'int', default: 42 },
           policy: { type: 'enum', values: ['random', 'round-robin', 'least-loaded', 'hash', 'hrw-bounded'], default: 'hrw-bounded' },
+          workers: { type: 'int', min: 1, max: 64 },
           dir: { type: 'string', default: '.ocdn' },
         } as const,
         flags,
@@ -176,6 +179,7 @@ export function registerCluster(program: Command): void {
         zipf: cfg.zipf,
         seed: cfg.seed,
         policy: cfg.policy,
+        workers: cfg.workers,
         catalog,
         steeringUrl: state.steeringUrl,
         edges,
@@ -194,10 +198,10 @@ export function registerCluster(program: Command): void {
         ['errors', r.errors],
         ['non-2xx', r.non2xx],
       ];
-      if (r.edgeHitRatio !== undefined) rows.push(['edge hit ratio', `${(r.edgeHitRatio * 100).toFixed(1)}%`], ['origin fetches', r.originFetches ?? 0]);
+      if (r.edgeHitRatio !== undefined) rows.push(['edge hit ratio', `${(r.edgeHitRatio * 100).toFixed(1)}%`], ['origin fetches', r.originFetches ?? 0], ['origin bytes / served', `${((r.originByteShare ?? 0) * 100).toFixed(2)}%`]);
       process.stdout.write(`${renderTable(['metric', 'value'], rows)}\n`);
       if (r.perEdge.length) {
-        process.stdout.write(`\n${renderTable(['edge', 'requests', 'hits', 'origin fetches'], r.perEdge.map((e) => [e.id, e.requests, e.hits, e.originFetches]))}\n`);
+        process.stdout.write(`\n${renderTable(['edge', 'requests', 'hits', 'origin fetches', 'served MB', 'origin MB'], r.perEdge.map((e) => [e.id, e.requests, e.hits, e.originFetches, (e.bytesServed / 1e6).toFixed(1), (e.originBytes / 1e6).toFixed(1)]))}\n`);
       }
       process.stdout.write('\n(autocannon tops out well below the edge on large bodies: use wrk or npm run bench:edge for raw throughput)\n');
     });

@@ -20,7 +20,7 @@ export const playSpec = {
   titles: { type: 'string', flag: '--titles', default: 'zipf:0.9' },
   steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL' },
   edge: { type: 'list', flag: '--edge' },
-  brokers: { type: 'list', flag: '--brokers', env: 'OCDN_KAFKA_BROKERS' },
+  brokers: { type: 'list', flag: '--brokers', env: 'KAFKA_BROKERS' },
   eventsFile: { type: 'string', flag: '--events-file', default: '.ocdn/play-events.jsonl' },
   seed: { type: 'int', flag: '--seed', default: 42, min: 0, max: 4_294_967_295 },
   virtual: { type: 'bool', flag: '--virtual', default: false },
@@ -28,7 +28,7 @@ export const playSpec = {
   cmcd: { type: 'enum', flag: '--cmcd', values: ['query', 'headers', 'off'], default: 'query' },
   watch: { type: 'string', flag: '--watch', default: '120s', pattern: /^(full|\d+(\.\d+)?(ms|s|m|h)?)$/ },
   loop: { type: 'bool', flag: '--loop', default: true },
-  region: { type: 'string', flag: '--region', env: 'OCDN_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
+  region: { type: 'string', flag: '--region', env: 'OCDN_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}(,[A-Za-z0-9._-]{1,64})*$/ },
   maxBuffer: { type: 'duration', flag: '--max-buffer', default: '30s', min: 1000 },
   startTimeout: { type: 'duration', flag: '--start-timeout', default: '15s', min: 1 },
   catalogTitles: { type: 'int', flag: '--catalog-titles', min: 1 },
@@ -110,7 +110,7 @@ export function registerPlay(program: Command): void {
     .option('--titles <spec>', 'zipf:<s> | uniform | id,id,… [default zipf:0.9]')
     .option('--steering <url>', 'steering base URL (env OCDN_STEERING_URL)')
     .option('--edge <url>', 'play from these edges instead of steering (repeatable or comma-separated; failover in this order)', collect)
-    .option('--brokers <list>', 'Kafka brokers host:port,… for QoE events (env OCDN_KAFKA_BROKERS)')
+    .option('--brokers <list>', 'Kafka brokers host:port,… for QoE events (env KAFKA_BROKERS)')
     .option('--events-file <path>', 'QoE events as JSON lines (appended) when --brokers is not given [default .ocdn/play-events.jsonl]')
     .option('--seed <n>', 'seed for traces, titles, watch times (and ids in --virtual) [default 42]')
     .option('--virtual', 'simulated clock and transfer model, no sockets')
@@ -118,7 +118,7 @@ export function registerPlay(program: Command): void {
     .option('--cmcd <mode>', 'CMCD as query|headers|off [default query]')
     .option('--watch <time|full>', 'mean watch time (geometric drop-off), or full [default 120s]')
     .option('--no-loop', 'do not replace sessions that end before the run does')
-    .option('--region <region>', 'client region sent to steering (env OCDN_REGION) [default local]')
+    .option('--region <region>', 'client region sent to steering; a list (us-east,eu-west) spreads sessions over them (env OCDN_REGION) [default local]')
     .option('--max-buffer <time>', 'player buffer target [default 30s]')
     .option('--start-timeout <time>', 'a session not playing by then is a start failure [default 15s]')
     .option('--catalog-titles <n>', 'real mode: draw from title-0001..N instead of reading catalog.json from S3')

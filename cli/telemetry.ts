@@ -26,7 +26,7 @@ const aggSpec = {
   port: { type: 'int', min: 0, max: 65_535, default: 8500, env: 'OCDN_AGGREGATOR_PORT' },
   host: { type: 'string', default: '127.0.0.1' },
   window: { type: 'duration', min: 100, default: '10s' },
-  grace: { type: 'duration', min: 0, default: '2s' },
+  grace: { type: 'duration', min: 0, default: '5s' },
   idle: { type: 'duration', min: 0, default: '5s' },
   provisional: { type: 'duration', min: 0, default: '1s' },
   group: { type: 'string', default: 'ocdn-aggregator' },
@@ -232,7 +232,7 @@ export function registerTelemetry(program: Command): void {
     .option('--port <port>', 'HTTP port', '8500')
     .option('--host <host>', 'HTTP bind address', '127.0.0.1')
     .option('--window <dur>', 'tumbling window (rolled up to 1 min on query)', '10s')
-    .option('--grace <dur>', 'how long after its end a window waits for stragglers', '2s')
+    .option('--grace <dur>', 'how long after its end a window waits for stragglers', '5s')
     .option('--idle <dur>', 'after this long without events, event time follows the clock', '5s')
     .option('--provisional <dur>', 'publish open windows this often (0 = only closed ones)', '1s')
     .option('--group <id>', 'consumer group (instances with one group share the partitions)', 'ocdn-aggregator')
@@ -327,7 +327,7 @@ export function registerTelemetry(program: Command): void {
     .option('--url <url>', 'aggregator URL (env OCDN_AGGREGATOR_URL)')
     .option('--brokers <list>', 'Kafka brokers host:port,… (env KAFKA_BROKERS)')
     .option('--window <dur>', 'the aggregator\'s window', '10s')
-    .option('--grace <dur>', 'the aggregator\'s grace', '2s')
+    .option('--grace <dur>', 'the aggregator\'s grace', '5s')
     .option('--last <dur>', 'only the newest part of the range')
     .option('--from <ms>', 'range start, ms since epoch')
     .option('--to <ms>', 'range end, ms since epoch')

@@ -186,6 +186,7 @@ export class EdgeCache {
         cacheStatusName: this.opts.cacheStatusName,
       });
       freshUntil.set(entry, Date.now() + ttl);
+      metrics.originBytes += obj.body.length;
       return entry;
     } catch (err) {
       if (isOcdnError(err, ErrorCodes.NOT_FOUND)) {

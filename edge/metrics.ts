@@ -19,6 +19,8 @@ export class EdgeMetrics {
   requestCount = 0;
   bytesServed = 0;
   readonly originFetches: Counter<'upstream' | 'result'>;
+  /** Body bytes fetched from upstream: with bytes served, the cluster's offload in bytes. */
+  originBytes = 0;
   readonly originFetchSeconds: Histogram<'upstream'>;
   readonly coalesced: Counter;
   readonly evictions: Counter;
@@ -47,6 +49,15 @@ export class EdgeMetrics {
       collect() {
         this.reset();
         this.inc(self.bytesServed);
+      },
+    });
+    new Counter({
+      name: 'ocdn_edge_origin_bytes_total',
+      help: 'Body bytes fetched from upstream (S3 or parent edge) to fill the cache.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.originBytes);
       },
     });
     this.originFetches = new Counter({

@@ -54,6 +54,7 @@ export interface RunPlayersOptions {
   requestTimeoutMs?: number;
   giveUpMs?: number;
   heartbeatMs?: number;
+  /** Client region sent to steering; a comma-separated list spreads sessions over them in turn. */
   region?: string;
   isps?: string[];
   devices?: string[];
@@ -113,6 +114,13 @@ export interface RunSummary {
 export interface RunResult {
   summary: RunSummary;
   sessions: SessionResult[];
+}
+
+/** Session `index`'s region: "a,b,c" gives sessions a, b, c, a, … (so one run can load every site). */
+function regionOf(spec: string, index: number): string {
+  if (!spec.includes(',')) return spec;
+  const list = spec.split(',').filter((r) => r.length > 0);
+  return list[index % list.length] ?? spec;
 }
 
 export const RUN_DEFAULTS = {
@@ -301,7 +309,7 @@ export async function runPlayers(opts: RunPlayersOptions = {}): Promise<RunResul
       index,
       sessionId: uuidFrom(runKey, 'session', index),
       title,
-      region: o.region,
+      region: regionOf(o.region, index),
       isp,
       device,
       watchS,

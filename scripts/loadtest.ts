@@ -17,6 +17,8 @@ export interface LoadtestOptions {
   edges: { id: string; url: string }[];
   /** Steering policy the URL mix is placed with (cluster target). */
   policy?: string;
+  /** autocannon worker threads per target (its own ceiling is one core per process). */
+  workers?: number;
   /** How many distinct request paths to draw per edge. */
   mixSize?: number;
   progress?: boolean;
@@ -34,7 +36,9 @@ export interface LoadtestResult {
   non2xx: number;
   edgeHitRatio?: number;
   originFetches?: number;
-  perEdge: { id: string; requests: number; hits: number; originFetches: number }[];
+  /** Bytes the edges fetched from upstream / bytes they served (DESIGN.md's offload figure). */
+  originByteShare?: number;
+  perEdge: { id: string; requests: number; hits: number; originFetches: number; bytesServed: number; originBytes: number }[];
 }
 
 async function text(url: string): Promise<string> {
@@ -47,6 +51,8 @@ interface EdgeCounters {
   requests: number;
   hits: number;
   originFetches: number;
+  bytesServed: number;
+  originBytes: number;
 }
 
 async function edgeCounters(url: string): Promise<EdgeCounters> {
@@ -55,6 +61,8 @@ async function edgeCounters(url: string): Promise<EdgeCounters> {
     requests: readMetric(m, 'ocdn_edge_requests_total'),
     hits: readMetric(m, 'ocdn_edge_requests_total', { cache: 'HIT' }),
     originFetches: readMetric(m, 'ocdn_edge_origin_fetches_total'),
+    bytesServed: readMetric(m, 'ocdn_edge_bytes_served_total'),
+    originBytes: readMetric(m, 'ocdn_edge_origin_bytes_total'),
   };
 }
 
@@ -92,6 +100,17 @@ async function buildMix(o: LoadtestOptions): Promise<Map<string, string[]>> {
   return mix;
 }
 
+/**
+ * The request mix for autocannon. In one process a hook draws each path; worker threads cannot
+ * be handed a function, so with workers each connection cycles through a fixed list drawn
+ * the same way up front.
+ */
+function requestsFor(paths: string[], rand: () => number, workers: number | undefined): Pick<autocannon.Options, 'requests' | 'workers'> {
+  if (!workers || workers <= 1) return { requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: paths[Math.floor(rand() * paths.length)]! }) }] };
+  const list = Array.from({ length: Math.max(paths.length, 1_000) }, () => ({ method: 'GET' as const, path: paths[Math.floor(rand() * paths.length)]! }));
+  return { requests: list, workers };
+}
+
 function runCannon(opts: autocannon.Options, progress: boolean): Promise<autocannon.Result> {
   return new Promise((resolve, reject) => {
     const inst = autocannon(opts, (err, result) => (err ? reject(err) : resolve(result)));
@@ -109,7 +128,7 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
         url: o.steeringUrl,
         connections: o.connections,
         duration: o.durationSec,
-        requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/v1/steer?title=${titles[i++ % titles.length]}` }) }],
+        ...requestsFor(titles.map((t) => `/v1/steer?title=${t}`), () => (i++ % titles.length) / titles.length, o.workers),
       },
       o.progress ?? false,
     );
@@ -129,7 +148,7 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
           url: e.url,
           connections: Math.max(1, Math.round((o.connections * paths.length) / total)),
           duration: o.durationSec,
-          requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: paths[Math.floor(rand() * paths.length)]! }) }],
+          ...requestsFor(paths, rand, o.workers),
         },
         (o.progress ?? false) && idx === 0,
       );
@@ -139,7 +158,7 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
   for (const e of o.edges) {
     const a = before.get(e.id)!;
     const b = await edgeCounters(e.url);
-    perEdge.push({ id: e.id, requests: b.requests - a.requests, hits: b.hits - a.hits, originFetches: b.originFetches - a.originFetches });
+    perEdge.push({ id: e.id, requests: b.requests - a.requests, hits: b.hits - a.hits, originFetches: b.originFetches - a.originFetches, bytesServed: b.bytesServed - a.bytesServed, originBytes: b.originBytes - a.originBytes });
   }
   return toResult(o.target, merge(results), perEdge);
 }
@@ -158,6 +177,8 @@ function merge(rs: autocannon.Result[]): autocannon.Result {
   };
 }
 
+const ratioOf = (n: number, d: number) => (d > 0 ? n / d : 0);
+
 function toResult(target: string, r: autocannon.Result, perEdge: LoadtestResult['perEdge']): LoadtestResult {
   const reqs = perEdge.reduce((s, e) => s + e.requests, 0);
   const hits = perEdge.reduce((s, e) => s + e.hits, 0);
@@ -173,6 +194,7 @@ function toResult(target: string, r: autocannon.Result, perEdge: LoadtestResult[
     non2xx: r.non2xx,
     edgeHitRatio: perEdge.length ? (reqs > 0 ? hits / reqs : 0) : undefined,
     originFetches: perEdge.length ? perEdge.reduce((s, e) => s + e.originFetches, 0) : undefined,
+    originByteShare: perEdge.length ? ratioOf(perEdge.reduce((s, e) => s + e.originBytes, 0), perEdge.reduce((s, e) => s + e.bytesServed, 0)) : undefined,
     perEdge,
   };
 }

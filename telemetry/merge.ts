@@ -30,6 +30,7 @@ export interface Agg {
   stallS: number; // Σ session_end.stalledS
   bitrateSeconds: number; // Σ avgBitrate × playedS (time-weighted average bitrate)
   endSwitches: number; // Σ session_end.switches
+  endBytes: number; // Σ session_end.bytes: what the players say they downloaded
   stalls: number; // stall_start events
   stallMs: number; // Σ stall_end.stallMs
   switches: number; // switch events
@@ -48,7 +49,7 @@ export interface Agg {
 
 export const COUNTER_KEYS = [
   'events', 'duplicates', 'late', 'sessionStarts', 'startups', 'vstSumMs', 'sessionEnds', 'startFailures', 'exitsBeforeStart',
-  'errorExits', 'playS', 'stallS', 'bitrateSeconds', 'endSwitches', 'stalls', 'stallMs', 'switches', 'errors', 'fatalErrors',
+  'errorExits', 'playS', 'stallS', 'bitrateSeconds', 'endSwitches', 'endBytes', 'stalls', 'stallMs', 'switches', 'errors', 'fatalErrors',
   'failovers', 'heartbeats', 'segments', 'cacheHits', 'cacheKnown', 'segmentBytes', 'ttfbSumMs',
 ] as const satisfies readonly (keyof Agg)[];
 type CounterKey = (typeof COUNTER_KEYS)[number];
@@ -109,6 +110,7 @@ export function applyEvent(a: Agg, e: QoeEvent): void {
       a.stallS += e.stalledS;
       a.bitrateSeconds += e.avgBitrate * e.playedS;
       a.endSwitches += e.switches;
+      a.endBytes += e.bytes;
       break;
   }
 }
@@ -175,6 +177,7 @@ export interface QoeMetrics {
   segments: number;
   cacheHitRatio: number | null;
   segmentBytes: number;
+  sessionBytes: number; // Σ session_end.bytes
   ttfbMeanMs: number | null;
   duplicates: number;
   late: number;
@@ -212,6 +215,7 @@ export function metricsOf(a: Agg): QoeMetrics {
     segments: a.segments,
     cacheHitRatio: ratio(a.cacheHits, a.cacheKnown),
     segmentBytes: a.segmentBytes,
+    sessionBytes: a.endBytes,
     ttfbMeanMs: ratio(a.ttfbSumMs, a.segments),
     duplicates: a.duplicates,
     late: a.late,

@@ -29,7 +29,7 @@ export interface WindowOptions {
 
 export const defaultWindowOptions: WindowOptions = {
   windowMs: 10_000,
-  graceMs: 2_000,
+  graceMs: 5_000,
   idleMs: 5_000,
   lateRetentionMs: 15 * 60_000,
   provisionalMs: 1_000,

@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { ErrorCodes, OcdnError } from '../../common/errors.ts';
 import { waitFor } from '../../common/http.ts';
 import type { Logger } from '../../common/log.ts';
+import { parseBytes } from '../../common/units.ts';
 import { isAlive, portInUse, spawnOcdn, stopProcess } from './processes.ts';
 import { readState, removeState, writeState, type ClusterState, type ComponentState } from './state.ts';
 
@@ -16,8 +17,9 @@ export interface ClusterOptions {
   bucket: string;
   /** "local" or a comma-separated broker list. */
   kafka: string;
-  basePort: number; // steering = base, edges = base+1.., aggregator = base+100, s3 = base+169
+  basePort: number; // steering = base, edges = base+1.., shield = base+90, aggregator = base+100, s3 = base+169
   kafkaPort: number;
+  /** One shield edge (not steered to) between the edges and S3: edges send their misses to it. */
   shield: boolean;
   policy: string;
   readyTimeoutMs: number;
@@ -86,10 +88,13 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
   const ports = {
     steering: o.basePort,
     edge: (i: number) => o.basePort + 1 + i,
+    shield: o.basePort + 90,
     aggregator: o.basePort + 100,
     s3: o.basePort + 169,
   };
+  if (o.edges > 89) throw new OcdnError(ErrorCodes.CONFIG, '--edges must be at most 89 (the shield takes base port + 90)');
   const wanted = [ports.steering, ports.aggregator, ...Array.from({ length: o.edges }, (_, i) => ports.edge(i))];
+  if (o.shield) wanted.push(ports.shield);
   if (embeddedS3) wanted.push(ports.s3);
   if (localKafka) wanted.push(o.kafkaPort, o.kafkaPort + 1);
   const busy: number[] = [];
@@ -148,12 +153,26 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
     await add({ name: 'steering', kind: 'steering', pid: st.pid, port: ports.steering, url: state.steeringUrl, log: st.log, args: stArgs });
     await waitFor(() => healthy(state.steeringUrl), { timeoutMs: o.readyTimeoutMs, what: 'steering /healthz' });
 
+    // The shield holds what any edge fetched, so S3 sees one GET per object for the whole
+    // cluster; it is a parent, not a place players are steered to (no --steering).
+    let parentFlags: string[] = s3Flags;
+    if (o.shield) {
+      const url = `http://127.0.0.1:${ports.shield}`;
+      const region = o.regions[0]!;
+      say(`starting shield-1 (${region}) on ${url}`);
+      const args = ['edge', 'serve', '--id', 'shield-1', '--port', String(ports.shield), '--region', region, '--capacity', shieldCapacity(o.capacity, o.edges), '--token-secret', state.tokenSecret, '--admin-token', state.adminToken, ...s3Flags];
+      const p = await spawnOcdn(args, join(logs, 'shield-1.log'));
+      await add({ name: 'shield-1', kind: 'shield', pid: p.pid, port: ports.shield, url, log: p.log, region, args });
+      await waitFor(() => healthy(url), { timeoutMs: o.readyTimeoutMs, what: `shield-1 /healthz (log: ${p.log})` });
+      parentFlags = ['--parent', url];
+    }
+
     for (let i = 0; i < o.edges; i++) {
       const id = `edge-${i + 1}`;
       const region = o.regions[i % o.regions.length]!;
       const url = `http://127.0.0.1:${ports.edge(i)}`;
       say(`starting ${id} (${region}) on ${url}`);
-      const args = ['edge', 'serve', '--id', id, '--port', String(ports.edge(i)), '--region', region, '--capacity', o.capacity, '--steering', state.steeringUrl, '--token-secret', state.tokenSecret, '--admin-token', state.adminToken, ...s3Flags];
+      const args = ['edge', 'serve', '--id', id, '--port', String(ports.edge(i)), '--region', region, '--capacity', o.capacity, '--steering', state.steeringUrl, '--token-secret', state.tokenSecret, '--admin-token', state.adminToken, ...parentFlags];
       const p = await spawnOcdn(args, join(logs, `${id}.log`));
       await add({ name: id, kind: 'edge', pid: p.pid, port: ports.edge(i), url, log: p.log, region, args });
     }
@@ -181,6 +200,12 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
     await clusterDown(dir).catch(() => undefined);
     throw err;
   }
+}
+
+/** The shield holds the working set of all edges: their capacities added up. */
+function shieldCapacity(edgeCapacity: string, edges: number): string {
+  const bytes = parseBytes(edgeCapacity);
+  return String(bytes * Math.max(1, edges));
 }
 
 async function startKafkaComponent(
@@ -240,7 +265,7 @@ export async function clusterDown(dirArg: string, onProgress: (line: string) => 
   if (!state) return { stopped, killed };
   // Players and edges first so nothing new reaches steering/telemetry, Kafka after the aggregator
   // so it can commit its offsets, S3 last.
-  const order: ComponentState['kind'][] = ['players', 'edge', 'steering', 'aggregator', 'kafka', 's3'];
+  const order: ComponentState['kind'][] = ['players', 'edge', 'shield', 'steering', 'aggregator', 'kafka', 's3'];
   for (const kind of order) {
     const group = state.components.filter((c) => c.kind === kind && !c.external && c.pid > 0);
     await Promise.all(

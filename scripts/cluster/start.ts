@@ -53,7 +53,9 @@ export async function startAll(o: StartOptions, say: (s: string) => void): Promi
   process.on('SIGTERM', () => void stopAll());
   try {
     await seedIfEmpty(state, o, say);
-    const playArgs = ['play', '--players', String(o.players), '--ramp', '20s', '--duration', '24h', '--steering', state.steeringUrl, '--brokers', state.brokers, '--titles', 'zipf:0.9', '--s3-endpoint', state.s3Endpoint, '--bucket', state.bucket];
+    // Players spread over the edges' regions, so every site carries load in the live view.
+    const regions = [...new Set(state.components.filter((c) => c.kind === 'edge' && c.region).map((c) => c.region!))];
+    const playArgs = ['play', '--players', String(o.players), '--ramp', '20s', '--duration', '24h', '--steering', state.steeringUrl, '--brokers', state.brokers, '--titles', 'zipf:0.9', '--s3-endpoint', state.s3Endpoint, '--bucket', state.bucket, ...(regions.length ? ['--region', regions.join(',')] : [])];
     const p = await spawnOcdn(playArgs, join(state.dir, 'logs', 'players.log'));
     state.components.push({ name: 'players', kind: 'players', pid: p.pid, port: 0, url: '', log: p.log, args: playArgs });
     await writeState(state);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 
 export interface ComponentState {
   name: string; // e.g. "s3", "kafka", "steering", "edge-1", "aggregator"
-  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'aggregator' | 'players';
+  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'shield' | 'aggregator' | 'players';
   pid: number;
   port: number;
   url: string;

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { waitFor } from '../../common/http.ts';
+import { readMetric } from '../../common/metrics.ts';
 import { killEdge } from '../../scripts/chaos.ts';
 import { clusterDown, clusterUp } from '../../scripts/cluster/cluster.ts';
 import { isAlive, portInUse } from '../../scripts/cluster/processes.ts';
@@ -25,6 +26,7 @@ interface Totals {
   stallS: number;
   playS: number;
   segmentBytes: number;
+  sessionBytes: number;
   segments: number;
   failovers: number;
 }
@@ -36,13 +38,13 @@ async function qoe(state: ClusterState, by: string): Promise<Totals[]> {
 }
 
 /**
- * A block of free ports for steering, edges, aggregator and S3 (base, base+1.., +100, +169), below
+ * A block of free ports for steering, edges, shield, aggregator and S3 (base, base+1.., +90, +100, +169), below
  * the kernel's ephemeral range (32768+) so other tests' port-0 servers cannot take one meanwhile.
  */
 async function freeBase(): Promise<number> {
   for (let attempt = 0; attempt < 20; attempt++) {
     const base = 20_000 + Math.floor(Math.random() * 120) * 100;
-    const ports = [base, base + 1, base + 2, base + 3, base + 100, base + 169];
+    const ports = [base, base + 1, base + 2, base + 3, base + 90, base + 100, base + 169];
     let ok = true;
     for (const p of ports) if (await portInUse(p)) ok = false;
     if (ok) return base;
@@ -57,7 +59,7 @@ describe('local cluster end to end', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-e2e-'));
-    state = await clusterUp({ dir, edges: 3, basePort: await freeBase(), kafka: brokers, capacity: '256MB', readyTimeoutMs: 90_000 });
+    state = await clusterUp({ dir, edges: 3, basePort: await freeBase(), kafka: brokers, capacity: '256MB', shield: true, readyTimeoutMs: 90_000 });
     await seedIfEmpty(state, { titles: 4, titleDurationSec: 180, ladder: 'small' }, () => undefined);
   }, 240_000);
 
@@ -82,6 +84,8 @@ describe('local cluster end to end', () => {
       titles: 'zipf:0.9',
       network: 'const:8mbps',
       watchMeanS: 'full',
+      // One region per edge: steering puts each site's players on its own edge first.
+      region: 'us-east,us-west,eu-west',
       sink: producer,
       seed: 7,
       onEvent: (e) => {
@@ -109,15 +113,25 @@ describe('local cluster end to end', () => {
     expect(all.stallS).toBeCloseTo(stall, 6);
     expect(all.playS).toBeCloseTo(played, 6);
     expect(all.segmentBytes).toBe(bytes);
+    expect(all.sessionBytes).toBe(ends.reduce((s, e) => s + e.bytes, 0));
 
     // Every edge and every title the players used has its own rows, and they add up.
     const usedEdges = new Set(segments.map((e) => e.edgeId));
+    expect([...usedEdges].sort()).toEqual(['edge-1', 'edge-2', 'edge-3']);
     const byEdge = await qoe(state, 'edge');
     for (const id of usedEdges) expect(byEdge.find((r) => r.value === id), `edge ${id}`).toBeDefined();
     expect(byEdge.reduce((s, r) => s + r.segmentBytes, 0)).toBe(bytes);
     const usedTitles = new Set(ends.map((e) => e.title));
     const byTitle = await qoe(state, 'title');
     for (const t of usedTitles) expect(byTitle.find((r) => r.value === t)?.sessionEnds, `title ${t}`).toBe(ends.filter((e) => e.title === t).length);
+
+    // The shield took the edges' misses: S3 saw at most one GET per object the edges fetched.
+    const shield = state.components.find((c) => c.kind === 'shield')!;
+    const fetches = async (url: string) => readMetric(await (await fetch(`${url}/metrics`)).text(), 'ocdn_edge_origin_fetches_total');
+    const edgeFetches = (await Promise.all(state.components.filter((c) => c.kind === 'edge').map((c) => fetches(c.url)))).reduce((a, b) => a + b, 0);
+    const shieldFetches = await fetches(shield.url);
+    expect(shieldFetches).toBeGreaterThan(0);
+    expect(shieldFetches).toBeLessThanOrEqual(edgeFetches);
   }, 240_000);
 
   it('killing one of three edges every 15 s during playback fails no session and shows failovers', async () => {

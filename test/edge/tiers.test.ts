@@ -112,6 +112,22 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     expect((await post(`${noAdmin.url}/admin/purge`, { prefix: '/vod/' }, auth)).status).toBe(403);
   });
 
+  it('admin fill keeps to its byte rate: the bytes it pulled take at least bytes/rate seconds', async () => {
+    const auth = { authorization: `Bearer ${ADMIN}` };
+    const probe = track(await startEdge({ id: 'edge-probe', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }));
+    const total = JSON.parse((await post(`${probe.url}/admin/fill`, { title: 'film', bytesPerSecond: '1GB', wait: true }, auth)).body.toString()).bytesFetched as number;
+    expect(total).toBeGreaterThan(0);
+    const paced = track(await startEdge({ id: 'edge-paced', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }));
+    const rate = Math.ceil(total / 1.5); // the whole title at this rate: 1.5 s
+    const t0 = performance.now();
+    const job = JSON.parse((await post(`${paced.url}/admin/fill`, { title: 'film', bytesPerSecond: rate, wait: true }, auth)).body.toString());
+    const elapsedMs = performance.now() - t0;
+    expect(job).toMatchObject({ state: 'done', bytesFetched: total, failed: [] });
+    expect(await metric(paced, 'ocdn_edge_origin_bytes_total')).toBe(total);
+    // A lower bound only: a slow machine can take longer, never shorter (timer slop allowed).
+    expect(elapsedMs).toBeGreaterThanOrEqual((total / rate) * 1000 - 50);
+  });
+
   it('sends heartbeats with the design fields to steering, and a last unhealthy one on close', async () => {
     const beats: EdgeHeartbeat[] = [];
     const receiver: Server = createServer((req: IncomingMessage, res) => {

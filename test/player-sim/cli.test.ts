@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliEnv as sharedCliEnv, runCli as runCliChild } from '../cli-run.ts';
 import type { RunSummary } from '../../player-sim/runner.ts';
 
-const run = (args: string[]) => runCliChild(args, sharedCliEnv({ unset: ['OCDN_STEERING_URL', 'OCDN_KAFKA_BROKERS', 'OCDN_PLAYERS'] }));
+const run = (args: string[]) => runCliChild(args, sharedCliEnv({ unset: ['OCDN_STEERING_URL', 'KAFKA_BROKERS', 'OCDN_PLAYERS'] }));
 
 let dir: string;
 beforeAll(async () => {

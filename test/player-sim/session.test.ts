@@ -213,6 +213,8 @@ describe('virtual sessions', () => {
       // startup flag on the first segment, a throughput measurement and buffer length later
       expect(payloadOf(segs[0]!)).toMatch(/(^|,)su(,|$)/);
       expect(payloadOf(segs[segs.length - 1]!)).toMatch(/(^|,)mtp=\d+/);
+      // once playing: buffer length, deadline (= buffer) and the next object's relative URL
+      for (const k of ['bl', 'dl', 'nor']) expect(payloadOf(segs[segs.length - 2]!)).toMatch(new RegExp(`(^|,)${k}=`));
       expect(payloadOf(segs[segs.length - 1]!)).toMatch(/(^|,)bl=\d+/);
       expect(payloadOf(segs[0]!)).toMatch(/nor="seg-00001\.ts"/);
     }
