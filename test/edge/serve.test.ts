@@ -235,6 +235,8 @@ describe('edge serving from the embedded S3', () => {
       'ocdn_edge_cache_evictions_total',
       'ocdn_edge_cache_items',
       'ocdn_edge_coalesced_total',
+      // beyond DESIGN.md's list: the offload target is in bytes (origin bytes / bytes served)
+      'ocdn_edge_origin_bytes_total',
       'ocdn_edge_origin_fetch_seconds',
       'ocdn_edge_origin_fetches_total',
       'ocdn_edge_requests_total',
