@@ -35,7 +35,7 @@ function closest(list: number[], target: number): number {
 }
 
 describe('real sockets through an edge', () => {
-  it('transfer times match the closed form within 10% (constant 1 Mbps; step 6→1 Mbps)', async () => {
+  it('transfer times match the closed form within 10% (constant 1 and 5 Mbps; step 6→1 Mbps)', async () => {
     const agent = createPlayerAgent();
     try {
       const seg = (rendition: string, i: number) => `${cdn.edges[0]!.url}/vod/title-0001/${rendition}/seg-${String(i).padStart(5, '0')}.ts`;
@@ -43,8 +43,9 @@ describe('real sockets through an edge', () => {
       const s3000 = sizes('3000k', 3_000_000);
       const constIdx = closest(s1100, 550_000); // ≈ 4.4 s at 1 Mbps
       const stepIdx = closest(s3000, 1_000_000); // ≈ 1 s at 6 Mbps, then ≈ 2 s at 1 Mbps
+      const fiveIdx = closest(s3000, 1_900_000); // ≈ 3 s at 5 Mbps
       // Warm the edge so TTFB is a cache hit, not an S3 round trip.
-      for (const u of [seg('1100k', constIdx), seg('3000k', stepIdx)]) await (await request(u, { dispatcher: agent })).body.arrayBuffer();
+      for (const u of [seg('1100k', constIdx), seg('3000k', stepIdx), seg('3000k', fiveIdx)]) await (await request(u, { dispatcher: agent })).body.arrayBuffer();
 
       const rtt = 20;
       const measure = async (spec: string, url: string) => {
@@ -55,7 +56,12 @@ describe('real sockets through an edge', () => {
         expect(r.status).toBe(200);
         return r;
       };
-      const [c, s] = await Promise.all([measure('const:1mbps', seg('1100k', constIdx)), measure('step:6mbps,1mbps@1s', seg('3000k', stepIdx))]);
+      const [c, s, f] = await Promise.all([measure('const:1mbps', seg('1100k', constIdx)), measure('step:6mbps,1mbps@1s', seg('3000k', stepIdx)), measure('const:5mbps', seg('3000k', fiveIdx))]);
+
+      expect(f.bytes).toBe(s3000[fiveIdx]);
+      const fiveClosed = rtt + (f.bytes * 8 * 1000) / 5e6;
+      expect(fiveClosed).toBeGreaterThan(2_000);
+      expect(Math.abs(f.totalMs - fiveClosed) / fiveClosed).toBeLessThan(0.1);
 
       expect(c.bytes).toBe(s1100[constIdx]);
       const constClosed = rtt + (c.bytes * 8 * 1000) / 1e6;
