@@ -27,6 +27,13 @@ export function buildProgram(): Command {
 
 /** Usage mistakes exit 2 (like most Unix tools); runtime failures exit 1, as one clear line. */
 export async function main(argv: string[]): Promise<void> {
+  // A reader that went away (`ocdn … | head`, or `| tee` killed by the same Ctrl-C) must not
+  // crash a command halfway through its shutdown: what is left to print goes nowhere.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
+  }
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
