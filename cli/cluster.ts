@@ -8,7 +8,7 @@ import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '..
 import { readState, type ClusterState } from '../scripts/cluster/state.ts';
 import { startAll } from '../scripts/cluster/start.ts';
 import { printClusterTable } from '../scripts/cluster/table.ts';
-import { proactiveFill } from '../scripts/fill.ts';
+import { proactiveFill, recentDemand } from '../scripts/fill.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
 import { renderTable } from './table.ts';
 
@@ -240,20 +240,22 @@ export function registerCluster(program: Command): void {
 
   program
     .command('fill')
-    .description('prefetch the most popular titles into the edges steering would pick for them')
+    .description('prefetch the most wanted titles (recent demand from the aggregator, then catalog rank) into the edges steering would pick for them')
     .option('--top <n>', 'how many titles', '10')
     .option('--rate <bytes/s>', 'fill rate per edge, e.g. 50MB', '50MB')
+    .option('--recent <time>', 'titles players asked for in this span (from the aggregator) go first; the catalog rank orders the rest', '15m')
     .option('--dir <dir>', 'cluster state dir', '.ocdn')
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig({ top: { type: 'int', min: 1, default: 10 }, rate: { type: 'string', default: '50MB' }, dir: { type: 'string', default: '.ocdn' } } as const, flags);
+      const cfg = loadConfig({ top: { type: 'int', min: 1, default: 10 }, rate: { type: 'string', default: '50MB' }, recent: { type: 'duration', min: 1000, default: '15m' }, dir: { type: 'string', default: '.ocdn' } } as const, flags);
       const rate = parseBytes(cfg.rate.replace(/\/s$/i, ''));
       const state = await requireState(cfg.dir);
       const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
       if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
       const edgeComps = state.components.filter((c) => c.kind === 'edge');
       const regions = [...new Set(edgeComps.map((c) => c.region ?? ''))].filter(Boolean);
-      const plan = await proactiveFill({ catalog, top: cfg.top, bytesPerSecond: rate, steeringUrl: state.steeringUrl, regions, edges: edgeComps.map((c) => ({ id: c.name, url: c.url })), adminToken: state.adminToken });
-      process.stdout.write(`${renderTable(['title', 'edge', 'status', 'detail'], plan.map((p) => [p.title, p.edgeId, p.status, p.detail]))}\n`);
+      const demand = await recentDemand(state.aggregatorUrl, cfg.recent);
+      const plan = await proactiveFill({ catalog, top: cfg.top, bytesPerSecond: rate, steeringUrl: state.steeringUrl, regions, edges: edgeComps.map((c) => ({ id: c.name, url: c.url })), adminToken: state.adminToken, demand });
+      process.stdout.write(`${renderTable(['title', 'why', 'edge', 'status', 'detail'], plan.map((p) => [p.title, p.why, p.edgeId, p.status, p.detail]))}\n`);
       if (plan.some((p) => p.status >= 300)) process.exitCode = 1;
     });
 }
