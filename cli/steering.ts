@@ -31,6 +31,7 @@ export const steeringServeSpec = {
   catalogRefresh: { type: 'duration', flag: '--catalog-refresh', default: '30s', min: 100 },
   manifestTtl: { type: 'duration', flag: '--manifest-ttl', default: '30s', min: 1_000 },
   aggregator: { type: 'url', flag: '--aggregator', env: 'OCDN_AGGREGATOR_URL' },
+  logDecisions: { type: 'bool', flag: '--log-decisions', env: 'OCDN_LOG_DECISIONS', default: false },
 } as const;
 
 const steerSpec = {
@@ -68,7 +69,8 @@ export function registerSteering(program: Command): void {
     .option('--fall <n>', 'failed probes in a row before an edge is out [default 3]')
     .option('--catalog-refresh <time>', 'how often catalog.json is re-read [default 30s]')
     .option('--manifest-ttl <time>', 'TTL of Content Steering manifests [default 30s]')
-    .option('--aggregator <url>', 'telemetry aggregator URL: edges far above their peers in rebuffering or errors are demoted (reason qoe-demoted)');
+    .option('--aggregator <url>', 'telemetry aggregator URL: edges far above their peers in rebuffering or errors are demoted (reason qoe-demoted)')
+    .option('--log-decisions', 'log every decision at info (title, site, policy, ranked edges with reasons); counted in /metrics always');
   addS3Options(serve);
   serve.action(async (flags: Record<string, unknown>) => {
     const { tokens, ...rest } = flags;
@@ -117,6 +119,7 @@ export function registerSteering(program: Command): void {
         fall: cfg.fall,
       },
       log,
+      logDecisions: cfg.logDecisions,
       defaultMetrics: true,
     });
     const feedback = cfg.aggregator ? startQoeFeedback({ aggregatorUrl: cfg.aggregator, registry: st.registry, log }) : undefined;

@@ -48,6 +48,8 @@ export interface SteeringOptions {
   manifestTtlSec?: number;
   registry?: RegistryOptions;
   log?: Logger;
+  /** One info line per decision (steer, play master, manifest); otherwise at debug level only. */
+  logDecisions?: boolean;
   defaultMetrics?: boolean;
 }
 
@@ -95,6 +97,8 @@ interface Decision {
 export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   const log = opts.log ?? createLogger('steering');
   const debug = log.isLevelEnabled('debug');
+  // Decisions are always counted; a line each is opt-in, at 10k decisions/s it would cost more than deciding.
+  const logDecision = opts.logDecisions ? (o: object, msg: string) => log.info(o, msg) : debug ? (o: object, msg: string) => log.debug(o, msg) : undefined;
   const topology = opts.topology ?? new Topology(DEFAULT_TOPOLOGY);
   const defaultPolicy = opts.policy ?? DEFAULT_POLICY;
   const epsilon = opts.epsilon ?? DEFAULT_EPSILON;
@@ -233,7 +237,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
     res.end(body);
     steerTimer.observe((performance.now() - t0) / 1000);
-    if (debug) log.debug({ sessionId, title: d.title, site: d.site, policy: d.policy, isp: q.get('isp') ?? undefined, edges: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) }, 'steer');
+    logDecision?.({ sessionId, title: d.title, site: d.site, policy: d.policy, isp: q.get('isp') ?? undefined, edges: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) }, 'steer');
   }
 
   // ---- content steering ------------------------------------------------------------------
@@ -270,7 +274,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     registry.noteSteered(d.ranked[0]!.edge.id);
     res.writeHead(200, { 'content-type': 'application/vnd.apple.mpegurl', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
     res.end(text);
-    if (debug) log.debug({ sessionId: id, title: d.title, site: d.site, policy: d.policy, pathways: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) }, 'play master');
+    logDecision?.({ sessionId: id, title: d.title, site: d.site, policy: d.policy, pathways: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) }, 'play master');
   }
 
   function steeringManifest(req: IncomingMessage, res: ServerResponse, id: string, q: URLSearchParams): void {
@@ -291,7 +295,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     countDecision(s.policy, `manifest+${note}`);
     const manifest: SteeringManifest = { VERSION: 1, TTL: manifestTtlSec, 'RELOAD-URI': `${baseUrl(req)}/v1/steering/${id}.json`, 'PATHWAY-PRIORITY': priority };
     sendJson(res, 200, manifest);
-    if (debug) log.debug({ sessionId: id, title: s.title, current, throughput, note, priority }, 'steering manifest');
+    logDecision?.({ sessionId: id, title: s.title, current, throughput, note, priority }, 'steering manifest');
   }
 
   // ---- routing -------------------------------------------------------------------------

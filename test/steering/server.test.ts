@@ -1,4 +1,5 @@
 import * as HLS from 'hls-parser';
+import { pino } from 'pino';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SteerResponse } from '../../common/contracts.ts';
@@ -212,6 +213,24 @@ describe('steering server without tokens', () => {
       st.registry.heartbeat(heartbeat({ id: 'odd', url: 'http://127.0.0.1:9201/p"q\u2028é', region: 'eu-west' }));
       const r = await get(`${st.url}/v1/steer?title=title-0001&region=eu-west&session=abc`);
       expect(r.json()).toMatchObject({ sessionId: 'abc', edges: [{ id: 'odd', url: 'http://127.0.0.1:9201/p"q\u2028é/vod/title-0001/master.m3u8', region: 'eu-west' }, { id: 'only' }] });
+    } finally {
+      await st.close();
+    }
+  });
+});
+
+describe('steering server with --log-decisions', () => {
+  it('logs one info line per decision with the title, site, policy and ranked edges', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+    const st = await startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(3), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 }, log, logDecisions: true });
+    try {
+      st.registry.heartbeat(heartbeat({ id: 'e1', region: 'us-east', url: 'http://127.0.0.1:9301' }));
+      st.registry.heartbeat(heartbeat({ id: 'w1', region: 'us-west', url: 'http://127.0.0.1:9302' }));
+      for (const t of ['title-0001', 'title-0002']) expect((await get(`${st.url}/v1/steer?title=${t}&region=us-east`)).status).toBe(200);
+      const steers = lines.filter((l) => l.msg === 'steer');
+      expect(steers).toHaveLength(2);
+      expect(steers[0]).toMatchObject({ level: 30, title: 'title-0001', site: 'us-east', policy: 'hrw-bounded', edges: ['e1:site+hash', expect.stringMatching(/^w1:backup-site/)] });
     } finally {
       await st.close();
     }
