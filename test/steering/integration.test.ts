@@ -193,4 +193,18 @@ describe('steering with real edges', () => {
       return !m['PATHWAY-PRIORITY'].includes(gone) && m['PATHWAY-PRIORITY'].length === 2;
     }, { timeoutMs: 5_000, intervalMs: 20, what: `${gone} out of PATHWAY-PRIORITY` });
   });
+
+  it('a title added to the bucket is steered once the catalog is re-read (404 before)', async () => {
+    const quick = await startSteering({ port: 0, tokenSecret: SECRET, origin: reader, catalogRefreshMs: 200, registry: { heartbeatIntervalMs: 60_000, probeIntervalMs: 0 } });
+    try {
+      const [id, edge] = [...edges.entries()][0]!;
+      quick.registry.heartbeat({ id, url: edge.url, region: 'us-east', capacityBytes: 1, usedBytes: 0, inFlight: 0, rps: 0, egressBps: 0, healthy: true, titles: [], ts: Date.now() });
+      await waitFor(() => quick.catalog.size === 3, { timeoutMs: 10_000, what: 'the catalog loaded' });
+      expect((await get(`${quick.url}/v1/steer?title=title-0004`)).status).toBe(404);
+      await seedContent({ client, bucket: BUCKET, endpoint: s3.endpoint, titles: 1, firstTitle: 4, durationSec: 8, segmentSec: 4, ladder: 'small', concurrency: 4 });
+      await waitFor(async () => (await get(`${quick.url}/v1/steer?title=title-0004`)).status === 200, { timeoutMs: 10_000, intervalMs: 100, what: 'title-0004 steered after the refresh' });
+    } finally {
+      await quick.close();
+    }
+  });
 });
