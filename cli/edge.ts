@@ -13,7 +13,7 @@ export const edgeServeSpec = {
   region: { type: 'string', flag: '--region', env: 'OCDN_EDGE_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
   capacity: { type: 'bytes', flag: '--capacity', env: 'OCDN_EDGE_CAPACITY', default: '512MB', min: 64 * 1024 },
   parent: { type: 'url', flag: '--parent', env: 'OCDN_EDGE_PARENT' },
-  steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL' },
+  steering: { type: 'urls', flag: '--steering', env: 'OCDN_STEERING_URL' },
   publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_EDGE_PUBLIC_URL' },
   tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET' },
   adminToken: { type: 'string', flag: '--admin-token', env: 'OCDN_ADMIN_TOKEN' },
@@ -41,7 +41,7 @@ export function registerEdge(program: Command): void {
     .option('--region <region>', 'region reported to steering (env OCDN_EDGE_REGION) [default local]')
     .option('--capacity <bytes>', 'cache capacity, e.g. 512MB, 2GiB (env OCDN_EDGE_CAPACITY) [default 512MB]')
     .option('--parent <url>', 'shield tier: send misses to this edge instead of S3 (env OCDN_EDGE_PARENT)')
-    .option('--steering <url>', 'steering base URL for heartbeats (env OCDN_STEERING_URL)')
+    .option('--steering <urls>', 'steering base URL(s) for heartbeats, comma-separated for several replicas (env OCDN_STEERING_URL)')
     .option('--public-url <url>', 'URL players reach this edge at, sent in heartbeats [default http://host:port]')
     .option('--token-secret <secret>', 'URL token HMAC secret shared with steering (env OCDN_TOKEN_SECRET)')
     .option('--no-tokens', 'serve without URL tokens (explicit opt-out)')
@@ -76,7 +76,7 @@ export function registerEdge(program: Command): void {
       capacityBytes: cfg.capacity,
       origin,
       parentUrl: cfg.parent,
-      steeringUrl: cfg.steering,
+      steeringUrl: cfg.steering?.join(','),
       publicUrl: cfg.publicUrl,
       tokenSecret: tokens === false ? null : cfg.tokenSecret!,
       adminToken: cfg.adminToken,

@@ -15,6 +15,7 @@ export type FieldSpec =
   | ({ type: 'bitrate'; default?: string } & Common) // result in bit/s
   | ({ type: 'bool'; default?: boolean } & Common)
   | ({ type: 'url'; default?: string } & Common)
+  | ({ type: 'urls'; default?: string[] } & Common) // comma-separated http(s) URLs
   | ({ type: 'enum'; values: readonly string[]; default?: string } & Common)
   | ({ type: 'list'; default?: string[] } & Common); // comma-separated
 
@@ -32,7 +33,7 @@ type ValueOf<F extends FieldSpec> = F extends { type: 'string' | 'url' | 'enum' 
   ? string
   : F extends { type: 'bool' }
     ? boolean
-    : F extends { type: 'list' }
+    : F extends { type: 'list' | 'urls' }
       ? string[]
       : number;
 
@@ -96,6 +97,18 @@ function parseOne(key: string, spec: FieldSpec, raw: unknown): { value?: unknown
         const u = new URL(String(str));
         if (u.protocol !== 'http:' && u.protocol !== 'https:') return { problem: `${name}: "${String(raw)}" must be an http(s) URL` };
         return { value: String(str).replace(/\/+$/, '') };
+      }
+      case 'urls': {
+        const list = (Array.isArray(str) ? str : String(str).split(',')).map((x) => String(x).trim()).filter(Boolean);
+        const bad = list.filter((x) => {
+          try {
+            return !/^https?:$/.test(new URL(x).protocol);
+          } catch {
+            return true;
+          }
+        });
+        if (bad.length) return { problem: `${name}: ${bad.map((b) => `"${b}"`).join(', ')} must be http(s) URLs (several: comma-separated)` };
+        return { value: list.map((x) => x.replace(/\/+$/, '')) };
       }
       case 'enum': {
         const s = String(str);

@@ -3,18 +3,20 @@ import type { EdgeHeartbeat } from '../common/contracts.ts';
 import type { Logger } from '../common/log.ts';
 
 /**
- * Pushes an EdgeHeartbeat to steering every interval. Steering being slow or down must never
- * touch serving: one beat at a time (a slow steering skips beats rather than piling them up),
- * a timeout shorter than the interval, failures logged once per outage.
+ * Pushes an EdgeHeartbeat to steering every interval, to every steering replica given (each
+ * keeps its own registry, so each must hear from every edge). Steering being slow or down must
+ * never touch serving: one beat at a time (a slow steering skips beats rather than piling them
+ * up), a timeout shorter than the interval, failures logged once per outage and replica.
  */
 export class Heartbeat {
   private timer: NodeJS.Timeout | undefined;
   private sending: Promise<void> | undefined;
-  private failing = false;
+  private readonly failing = new Set<string>();
   sent = 0;
 
   constructor(
     private readonly opts: {
+      /** One steering base URL, or several comma-separated. */
       steeringUrl: string;
       intervalMs: number;
       build: () => EdgeHeartbeat;
@@ -44,12 +46,22 @@ export class Heartbeat {
     });
   }
 
+  private get urls(): string[] {
+    return this.opts.steeringUrl.split(',').map((u) => u.trim().replace(/\/+$/, '')).filter(Boolean);
+  }
+
+  /** The same beat (built once: its rates cover the interval) to every replica. */
   private async send(body: EdgeHeartbeat, timeoutMs: number): Promise<void> {
+    const text = JSON.stringify(body);
+    await Promise.all(this.urls.map((u) => this.sendTo(u, text, timeoutMs)));
+  }
+
+  private async sendTo(steeringUrl: string, body: string, timeoutMs: number): Promise<void> {
     try {
-      const res = await request(`${this.opts.steeringUrl}/v1/edges/heartbeat`, {
+      const res = await request(`${steeringUrl}/v1/edges/heartbeat`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
+        body,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
         signal: AbortSignal.timeout(timeoutMs),
@@ -57,13 +69,12 @@ export class Heartbeat {
       await res.body.dump();
       if (res.statusCode >= 300) throw new Error(`steering answered ${res.statusCode}`);
       this.sent++;
-      if (this.failing) this.opts.log.info({ steering: this.opts.steeringUrl }, 'heartbeats reach steering again');
-      this.failing = false;
+      if (this.failing.delete(steeringUrl)) this.opts.log.info({ steering: steeringUrl }, 'heartbeats reach steering again');
     } catch (err) {
-      if (!this.failing) {
-        this.opts.log.warn({ steering: this.opts.steeringUrl, err: err instanceof Error ? err.message : String(err) }, 'heartbeat failed (serving continues; logged once until it recovers)');
+      if (!this.failing.has(steeringUrl)) {
+        this.opts.log.warn({ steering: steeringUrl, err: err instanceof Error ? err.message : String(err) }, 'heartbeat failed (serving continues; logged once until it recovers)');
       }
-      this.failing = true;
+      this.failing.add(steeringUrl);
     }
   }
 }

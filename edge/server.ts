@@ -30,6 +30,7 @@ export interface EdgeOptions {
   origin?: OriginReader;
   /** Shield tier: misses go to this edge (same path) instead of S3. */
   parentUrl?: string;
+  /** Steering base URL for heartbeats; several replicas comma-separated. */
   steeringUrl?: string;
   /** HMAC secret shared with steering; `null` turns token checks off (so does leaving it out). */
   tokenSecret?: string | null;
@@ -384,7 +385,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     return hb;
   };
   const heartbeat = opts.steeringUrl
-    ? new Heartbeat({ steeringUrl: opts.steeringUrl.replace(/\/+$/, ''), intervalMs: opts.heartbeatIntervalMs ?? 1_000, build: () => buildHeartbeat(!draining), log })
+    ? new Heartbeat({ steeringUrl: opts.steeringUrl, intervalMs: opts.heartbeatIntervalMs ?? 1_000, build: () => buildHeartbeat(!draining), log })
     : undefined;
   heartbeat?.start();
 

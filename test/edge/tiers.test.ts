@@ -6,6 +6,8 @@ import { listen, waitFor } from '../../common/http.ts';
 import { signPath, withToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { BUCKET, GatedReader, bytes, get, metric, post, sha256, startOrigin, type TestOrigin } from './helpers.ts';
+import { startSteering } from '../../steering/server.ts';
+import { testCatalog } from '../steering/helpers.ts';
 
 const SECRET = 'tier-secret-0123456789';
 const ADMIN = 'admin-token-xyz';
@@ -151,6 +153,20 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     } finally {
       receiver.closeAllConnections();
       await new Promise((r) => receiver.close(r));
+    }
+  });
+
+  it('heartbeats every steering replica given, so each one steers to the edge', async () => {
+    const replicas = await Promise.all([0, 1].map(() => startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 1_000 } })));
+    try {
+      track(await startEdge({ id: 'edge-multi', region: 'us-east', capacityBytes: 2_000_000, origin: origin.reader, tokenSecret: null, steeringUrl: replicas.map((r) => r.url).join(','), heartbeatIntervalMs: 100 }));
+      for (const r of replicas) {
+        await waitFor(() => r.registry.counts().up === 1, { what: `edge registered with ${r.url}` });
+        const steer = (await (await fetch(`${r.url}/v1/steer?title=title-0001`)).json()) as { edges: { id: string }[] };
+        expect(steer.edges.map((e) => e.id)).toEqual(['edge-multi']);
+      }
+    } finally {
+      await Promise.all(replicas.map((r) => r.close()));
     }
   });
 
