@@ -43,6 +43,28 @@ export async function readTopic(topic: string, count: number, brokerList = broke
   return out;
 }
 
+/**
+ * Heartbeat events over `sessions` sessions, sent in bursts through a producer; `acked` holds the
+ * ids whose send() resolved (in Kafka or in the spill file), i.e. what must never be lost.
+ */
+export function ackedEmitter(prod: Pick<KafkaEventProducer, 'send'>, sessions: number): { acked: Set<string>; emit(count: number): Promise<void> } {
+  const acked = new Set<string>();
+  let seq = 0;
+  const emit = async (count: number) => {
+    await Promise.all(
+      Array.from({ length: count }, () => {
+        const i = seq++;
+        const e = {
+          v: 1, id: randomUUID(), type: 'heartbeat', ts: Date.now(), sessionId: `sess-${i % sessions}`, seq: i, title: 'T', edgeId: `e${i % 3}`,
+          region: 'eu', isp: 'isp', device: 'tv', abr: 'bba', bufferS: 10, rendition: '730k', bitrate: 730_000, playedS: i,
+        } as QoeEvent;
+        return prod.send(e).then(() => void acked.add(e.id));
+      }),
+    );
+  };
+  return { acked, emit };
+}
+
 export async function qoe(url: string, params: Record<string, string>): Promise<QoeResult> {
   const res = await fetch(`${url}/v1/qoe?${new URLSearchParams(params)}`);
   if (!res.ok) throw new Error(`GET /v1/qoe → ${res.status}: ${await res.text()}`);

@@ -5,7 +5,7 @@
  * producer would reuse the lost request's sequence numbers for different content, and the
  * broker would drop the replay as a "duplicate" or refuse it as out of order.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,10 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../common/http.ts';
 import { createLogger } from '../../common/log.ts';
 import { freePorts, startKafka, type KafkaHandle } from '../../scripts/kafka.ts';
-import type { QoeEvent } from '../../telemetry/events.ts';
 import { createKafka, type TopicNames } from '../../telemetry/kafka.ts';
 import { createProducer, type KafkaEventProducer } from '../../telemetry/producer.ts';
-import { freshTopics } from './helpers.ts';
+import { ackedEmitter, freshTopics } from './helpers.ts';
 import { startFaultProxy, type FaultProxy } from './kafka-fault-proxy.ts';
 
 describe('produce answers lost after the broker wrote the batch', () => {
@@ -43,19 +42,7 @@ describe('produce answers lost after the broker wrote the batch', () => {
   });
 
   it('every acknowledged event is in the topic and the producer drains', { timeout: 240_000 }, async () => {
-    const acked = new Set<string>();
-    let seq = 0;
-    const emit = (count: number) =>
-      Promise.all(
-        Array.from({ length: count }, () => {
-          const i = seq++;
-          const e = {
-            v: 1, id: randomUUID(), type: 'heartbeat', ts: Date.now(), sessionId: `sess-${i % 40}`, seq: i, title: 'T', edgeId: 'e1',
-            region: 'eu', isp: 'isp', device: 'tv', abr: 'bba', bufferS: 10, rendition: '730k', bitrate: 730_000, playedS: i,
-          } as QoeEvent;
-          return prod.send(e).then(() => void acked.add(e.id));
-        }),
-      );
+    const { acked, emit } = ackedEmitter(prod, 40);
 
     await emit(200);
     expect(prod.backlog()).toMatchObject({ memory: 0, spill: 0, mode: 'memory' });

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,9 +8,8 @@ import { waitFor } from '../../common/http.ts';
 import { createLogger } from '../../common/log.ts';
 import { freePorts, startKafka, type KafkaHandle } from '../../scripts/kafka.ts';
 import { startAggregator, type AggregatorHandle } from '../../telemetry/aggregator.ts';
-import type { QoeEvent } from '../../telemetry/events.ts';
 import { createProducer, type KafkaEventProducer } from '../../telemetry/producer.ts';
-import { freshTopics, qoe } from './helpers.ts';
+import { ackedEmitter, freshTopics, qoe } from './helpers.ts';
 
 /**
  * Needs a broker of its own to stop and start (the shared one serves other files in parallel).
@@ -40,19 +39,7 @@ describe('Kafka stopped mid-stream and restarted', () => {
   });
 
   it('every acknowledged event reaches the aggregates (0 lost), the outage spilled to disk and replayed', { timeout: 300_000 }, async () => {
-    const acked = new Set<string>();
-    let seq = 0;
-    const emit = (count: number) =>
-      Promise.all(
-        Array.from({ length: count }, () => {
-          const i = seq++;
-          const e = {
-            v: 1, id: randomUUID(), type: 'heartbeat', ts: Date.now(), sessionId: `sess-${i % 25}`, seq: i, title: 'T', edgeId: `e${i % 3}`,
-            region: 'eu', isp: 'isp', device: 'tv', abr: 'bba', bufferS: 10, rendition: '730k', bitrate: 730_000, playedS: i,
-          } as QoeEvent;
-          return prod.send(e).then(() => void acked.add(e.id));
-        }),
-      );
+    const { acked, emit } = ackedEmitter(prod, 25);
 
     await emit(300);
     expect(prod.backlog()).toMatchObject({ memory: 0, spill: 0, mode: 'memory' });
