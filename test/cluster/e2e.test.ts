@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { waitFor } from '../../common/http.ts';
 import { readMetric } from '../../common/metrics.ts';
 import { killEdge } from '../../scripts/chaos.ts';
-import { clusterDown, clusterUp } from '../../scripts/cluster/cluster.ts';
+import { clusterDown, clusterStatus, clusterUp } from '../../scripts/cluster/cluster.ts';
 import { isAlive, portInUse } from '../../scripts/cluster/processes.ts';
 import { seedIfEmpty } from '../../scripts/cluster/start.ts';
 import { readState, type ClusterState } from '../../scripts/cluster/state.ts';
@@ -188,7 +188,10 @@ describe('local cluster end to end', () => {
     });
   }, 300_000);
 
-  it('cluster down leaves no process and no bound port', async () => {
+  it('cluster status shows every component alive and healthy; cluster down leaves no process and no bound port', async () => {
+    const status = (await clusterStatus(state.dir))!;
+    expect(status.components.map((c) => c.name).sort()).toEqual(['aggregator', 'edge-1', 'edge-2', 'edge-3', 'kafka', 's3', 'shield-1', 'steering']);
+    for (const c of status.components) expect({ name: c.name, alive: c.alive, healthy: c.healthy }).toEqual({ name: c.name, alive: true, healthy: true });
     const now = (await readState(state.dir))!;
     const pids = now.components.filter((c) => !c.external).map((c) => c.pid);
     const ports = now.components.filter((c) => !c.external && c.port > 0).map((c) => c.port);
