@@ -32,7 +32,26 @@ export class SessionEmitter {
     private readonly onEvent?: (e: QoeEvent) => void,
   ) {}
 
+  private startAt: number | undefined;
+
+  /**
+   * The session started at `atMs`; its session_start goes out once the first edge is known
+   * (edgeId set, so sessions count per edge) or before any other event, whichever comes first.
+   */
+  begin(atMs: number): void {
+    this.startAt = atMs;
+  }
+
+  /** Sends a pending session_start now (call right after setting edgeId). */
+  flushStart(): void {
+    if (this.startAt === undefined) return;
+    const at = this.startAt;
+    this.startAt = undefined;
+    this.emit('session_start', {}, at);
+  }
+
   emit<T extends QoeEventType>(type: T, fields: EventFields<T>, atMs: number = this.clock.now()): QoeEvent {
+    if (this.startAt !== undefined && type !== 'session_start') this.flushStart();
     const seq = this.seq++;
     const event = {
       v: EVENT_VERSION,

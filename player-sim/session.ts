@@ -222,7 +222,7 @@ class Session {
   }
 
   async run(): Promise<SessionResult> {
-    this.em.emit('session_start', {});
+    this.em.begin(this.clock.now());
     this.cancelStartTimeout = this.clock.timer(this.t0 + this.cfg.startTimeoutMs, () => {
       if (!this.started) this.end('start-failure');
     });
@@ -385,6 +385,7 @@ class Session {
   private setEdge(id: string): void {
     this.edgeId = id;
     this.em.edgeId = id;
+    this.em.flushStart();
   }
 
   private async backoff(): Promise<void> {

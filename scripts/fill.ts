@@ -52,6 +52,21 @@ export async function recentDemand(aggregatorUrl: string | undefined, lastMs = 1
  * where each would be sent (one first-choice edge per region), and tell those edges to prefetch
  * the title at a bounded byte rate so the fill never starves live traffic.
  */
+/** One line for a fill answer: the job's progress, or the edge's reason for refusing. */
+function describeJob(text: string): string {
+  try {
+    const j = JSON.parse(text) as { id?: string; state?: string; keys?: number; done?: number; bytesFetched?: number; alreadyCached?: number; failed?: number; reason?: string };
+    if (j.id && j.state) {
+      const mb = ((j.bytesFetched ?? 0) / 1e6).toFixed(1);
+      return j.state === 'running' ? `job ${j.id.slice(0, 8)} running` : `${j.state}: ${j.done ?? 0}/${j.keys ?? 0} keys, ${mb} MB fetched, ${j.alreadyCached ?? 0} already cached, ${j.failed ?? 0} failed`;
+    }
+    if (j.reason) return j.reason.slice(0, 200);
+  } catch {
+    /* not JSON: show it as it is */
+  }
+  return text.trim().slice(0, 200);
+}
+
 export async function proactiveFill(opts: {
   catalog: Catalog;
   top: number;
@@ -87,7 +102,7 @@ export async function proactiveFill(opts: {
       body: JSON.stringify({ title, bytesPerSecond: opts.bytesPerSecond, wait: opts.wait ?? false }),
       signal: AbortSignal.timeout(opts.wait ? 600_000 : 10_000),
     });
-    out.push({ title, why, edgeId, edgeUrl, status: res.status, detail: (await res.text()).trim().slice(0, 200) });
+    out.push({ title, why, edgeId, edgeUrl, status: res.status, detail: describeJob(await res.text()) });
   }
   return out;
 }

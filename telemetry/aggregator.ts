@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
-import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from 'kafkajs';
+import { Partitioners, type Consumer, type EachBatchPayload, type Kafka, type Message, type Producer } from 'kafkajs';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
 import { closeServer, listen, sendJson, sendText } from '../common/http.ts';
@@ -119,7 +119,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   // Not idempotent: a retried publish carries more records than the lost one, and kafkajs would
   // reuse its sequence numbers, so the broker would drop it as a duplicate (see producer.ts).
   // Records are whole-window upserts keyed by window|dimension|value|partition: a duplicate is harmless.
-  const producer: Producer = kafka.producer({ idempotent: false, maxInFlightRequests: 1, allowAutoTopicCreation: false, retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 } });
+  const producer: Producer = kafka.producer({ idempotent: false, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner, retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 } });
   const viewConsumer: Consumer = kafka.consumer({ groupId: `${groupId}-view-${instance}`, maxWaitTimeInMs: 200, allowAutoTopicCreation: false, sessionTimeout: 30_000 });
   const consumer: Consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200, maxBytesPerPartition: 4 << 20, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 });
   const admin = kafka.admin();

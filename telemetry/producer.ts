@@ -25,7 +25,7 @@
 import { closeSync, createWriteStream, fsync, mkdirSync, openSync, readFileSync, writeFileSync, type WriteStream } from 'node:fs';
 import { open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { CompressionTypes, type Admin, type Message, type Producer } from 'kafkajs';
+import { CompressionTypes, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
@@ -208,7 +208,8 @@ export class KafkaEventProducer implements EventSink {
       requestTimeout: 10_000,
     });
     // One request in flight keeps a session's events in order; see the header for why not idempotent.
-    this.producer = kafka.producer({ idempotent: false, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    // The Java client's murmur2 partitioner (kafkajs' default since 2.0), named so kafkajs does not warn about its change.
+    this.producer = kafka.producer({ idempotent: false, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
     this.admin = kafka.admin();
     this.producer.on(this.producer.events.DISCONNECT, () => (this.connected = false));
 

@@ -121,6 +121,8 @@ describe('local cluster end to end', () => {
     const byEdge = await qoe(state, 'edge');
     for (const id of usedEdges) expect(byEdge.find((r) => r.value === id), `edge ${id}`).toBeDefined();
     expect(byEdge.reduce((s, r) => s + r.segmentBytes, 0)).toBe(bytes);
+    // session_start goes out once the session has its edge, so sessions count per edge too.
+    expect(byEdge.reduce((s, r) => s + r.sessions, 0)).toBe(50);
     const usedTitles = new Set(ends.map((e) => e.title));
     const byTitle = await qoe(state, 'title');
     for (const t of usedTitles) expect(byTitle.find((r) => r.value === t)?.sessionEnds, `title ${t}`).toBe(ends.filter((e) => e.title === t).length);
