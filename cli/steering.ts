@@ -84,7 +84,7 @@ export function registerSteering(program: Command): void {
     if (tokens !== false && secret === undefined) problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to hand out unsigned URLs');
     if (tokens !== false && secret !== undefined && secret.length < 8) problems.push('--token-secret: use at least 8 characters');
     const topologyFile = (flags.topology as string | undefined) ?? (process.env.OCDN_STEERING_TOPOLOGY || undefined);
-    let topology;
+    let topology: Awaited<ReturnType<typeof loadTopologyFile>> | undefined;
     if (topologyFile !== undefined) {
       try {
         topology = await loadTopologyFile(topologyFile);

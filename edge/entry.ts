@@ -36,7 +36,7 @@ export type Entry = ObjectEntry | NegativeEntry;
 
 export function ageSec(entry: Entry, now: number): number {
   const a = Math.floor((now - entry.bornAt) / 1000);
-  return a > 0 ? a : 0;
+  return Math.max(a, 0);
 }
 
 /** The 200-hit header object of `entry`, with a current Age. */

@@ -241,7 +241,7 @@ export class VirtualCdn {
     m = MEDIA_PATH.exec(path);
     if (m) {
       const t = this.byId.get(m[1]!);
-      if (!t || !t.renditions.some((r) => r.name === m![2])) return { status: 404, headers, bytes: 0 };
+      if (!t?.renditions.some((r) => r.name === m![2])) return { status: 404, headers, bytes: 0 };
       let text = this.medias.get(t.id);
       if (!text) {
         text = buildMediaPlaylist(segmentDurations(t.durationSec, t.segmentSec));

@@ -300,7 +300,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
 
   // ---- routing -------------------------------------------------------------------------
   async function heartbeat(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    let hb;
+    let hb: ReturnType<typeof validateHeartbeat>;
     try {
       hb = validateHeartbeat(await readJsonBody(req, 8 << 20));
     } catch (err) {

@@ -198,7 +198,10 @@ export function validateTopology(raw: unknown): string[] {
   const ids = new Set<string>();
   spec.sites.forEach((s: unknown, i) => {
     const where = `sites[${i}]`;
-    if (typeof s !== 'object' || s === null) return void problems.push(`${where}: must be an object with an "id"`);
+    if (typeof s !== 'object' || s === null) {
+      problems.push(`${where}: must be an object with an "id"`);
+      return;
+    }
     const site = s as Record<string, unknown>;
     if (typeof site.id !== 'string' || !ID_PATTERN.test(site.id)) problems.push(`${where}.id: must be 1-64 characters of A-Z a-z 0-9 . _ -`);
     else if (ids.has(site.id)) problems.push(`${where}.id: duplicate site "${site.id}"`);
@@ -211,7 +214,10 @@ export function validateTopology(raw: unknown): string[] {
   spec.sites.forEach((s: unknown, i) => {
     const site = s as { id?: unknown; backups?: unknown } | null;
     if (site?.backups === undefined) return;
-    if (!Array.isArray(site.backups)) return void problems.push(`sites[${i}].backups: must be an array of site ids`);
+    if (!Array.isArray(site.backups)) {
+      problems.push(`sites[${i}].backups: must be an array of site ids`);
+      return;
+    }
     const seen = new Set<unknown>();
     site.backups.forEach((b: unknown, j) => {
       if (typeof b !== 'string' || !ids.has(b)) problems.push(`sites[${i}].backups[${j}]: unknown site ${JSON.stringify(b)}`);

@@ -78,7 +78,7 @@ export class AggregateView {
     const key = partialKey(r);
     const prev = this.records.get(key);
     // A provisional record that arrives after the final one (reordered by a rebalance) must not win.
-    if (prev && prev.final && !r.final && prev.maxOffset >= r.maxOffset) return;
+    if (prev?.final && !r.final && prev.maxOffset >= r.maxOffset) return;
     this.records.set(key, r);
     let set = this.byStart.get(r.start);
     if (!set) {

@@ -151,12 +151,12 @@ if (values.json) {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   process.stdout.write(
-    [
+    `${[
       `ABR benchmark: ${SEEDS} seeds × ${SESSIONS} sessions × ${TITLE_S} s titles (Apple ladder, 4 s segments), virtual time; QoE = bitrate − 4.3·stall − |switch| per segment (Mbit/s)`,
       line(head),
       widths.map((w) => '-'.repeat(w)).join('  '),
       ...body.map(line),
       `wall ${((performance.now() - started) / 1000).toFixed(1)} s`,
-    ].join('\n') + '\n',
+    ].join('\n')}\n`,
   );
 }

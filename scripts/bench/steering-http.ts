@@ -183,7 +183,7 @@ async function main(): Promise<void> {
       process.stdout.write(`${JSON.stringify(report)}\n`);
     } else {
       process.stdout.write(
-        [
+        `${[
           `steering /v1/steer  policy=${report.policy}  edges=${nEdges}  titles=${nTitles}  connections=${report.connections}  ${report.durationSec}s (autocannon in its own process)`,
           `  decisions/s   ${report.decisionsPerSec.toLocaleString('en-US')}   (target ≥ 10,000)`,
           `  latency ms    p50 ${r.latency.p50}  p90 ${r.latency.p90}  p99 ${r.latency.p99}  p99.9 ${r.latency.p999}  max ${r.latency.max}   (target p99 < 5)`,
@@ -202,7 +202,7 @@ async function main(): Promise<void> {
               ]
             : []),
           `  ${report.pass ? 'PASS' : 'FAIL'} (autocannon figures against the target)`,
-        ].join('\n') + '\n',
+        ].join('\n')}\n`,
       );
     }
     if (!report.pass) process.exitCode = 1;

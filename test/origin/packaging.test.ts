@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import * as HLS from 'hls-parser';
+import type * as HLS from 'hls-parser';
 import { getLadder, LADDER_NAMES } from '../../origin/ladder.ts';
 import { buildMasterPlaylist, buildMediaPlaylist, HLS_VERSION, parsePlaylist, segmentFileName, targetDuration } from '../../origin/playlists.ts';
 import { buildCatalog, parseCatalog, sameCatalogContent, serializeCatalog, syntheticTitle, titleId } from '../../origin/catalog.ts';
