@@ -21,7 +21,13 @@ describe('ocdn kafka up / status / down', () => {
 
   it('starts a broker in the background, reports its topics, and stops it cleanly', { timeout: 240_000 }, async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-kafka-cli-'));
-    const [port] = await freePorts(1);
+    // `kafka up` puts the controller on port + 1: both must be free.
+    let port: number | undefined;
+    for (let i = 0; i < 20 && port === undefined; i++) {
+      const [p] = await freePorts(1);
+      if (!(await portInUse(p! + 1))) port = p;
+    }
+    if (port === undefined) throw new Error('no free port pair');
     const env = cliEnv({ unset: ['KAFKA_BROKERS'] });
     const up = await runCli(['kafka', 'up', '--dir', dir, '--port', String(port)], env);
     expect(up.code, up.stderr).toBe(0);
@@ -44,8 +50,8 @@ describe('ocdn kafka up / status / down', () => {
     const down = await runCli(['kafka', 'down', '--dir', dir], env);
     expect(down.code, down.stderr).toBe(0);
     expect(isAlive(pid)).toBe(false);
-    expect(await portInUse(port!)).toBe(false);
-    expect(await portInUse(port! + 1)).toBe(false);
+    expect(await portInUse(port)).toBe(false);
+    expect(await portInUse(port + 1)).toBe(false);
 
     const after = await runCli(['kafka', 'status', '--dir', dir, '--port', String(port), '--json'], env);
     expect(after.code).not.toBe(0);
