@@ -76,7 +76,7 @@ export function registerEdge(program: Command): void {
       capacityBytes: cfg.capacity,
       origin,
       parentUrl: cfg.parent,
-      steeringUrl: cfg.steering?.join(','),
+      steeringUrl: cfg.steering,
       publicUrl: cfg.publicUrl,
       tokenSecret: tokens === false ? null : cfg.tokenSecret!,
       adminToken: cfg.adminToken,

@@ -55,6 +55,16 @@ function flagOf(key: string, spec: FieldSpec): string {
   return spec.flag ?? `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
+/** An http(s) URL without trailing slashes, or undefined when `s` is not one. */
+function httpUrl(s: string): string | undefined {
+  try {
+    const u = new URL(s);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? s.replace(/\/+$/, '') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function parseOne(key: string, spec: FieldSpec, raw: unknown): { value?: unknown; problem?: string } {
   const name = flagOf(key, spec);
   const str = typeof raw === 'string' ? raw.trim() : raw;
@@ -94,21 +104,14 @@ function parseOne(key: string, spec: FieldSpec, raw: unknown): { value?: unknown
         return { problem: `${name}: "${String(raw)}" is not a boolean (true/false)` };
       }
       case 'url': {
-        const u = new URL(String(str));
-        if (u.protocol !== 'http:' && u.protocol !== 'https:') return { problem: `${name}: "${String(raw)}" must be an http(s) URL` };
-        return { value: String(str).replace(/\/+$/, '') };
+        const u = httpUrl(String(str));
+        return u === undefined ? { problem: `${name}: "${String(raw)}" must be an http(s) URL` } : { value: u };
       }
       case 'urls': {
         const list = (Array.isArray(str) ? str : String(str).split(',')).map((x) => String(x).trim()).filter(Boolean);
-        const bad = list.filter((x) => {
-          try {
-            return !/^https?:$/.test(new URL(x).protocol);
-          } catch {
-            return true;
-          }
-        });
+        const bad = list.filter((x) => httpUrl(x) === undefined);
         if (bad.length) return { problem: `${name}: ${bad.map((b) => `"${b}"`).join(', ')} must be http(s) URLs (several: comma-separated)` };
-        return { value: list.map((x) => x.replace(/\/+$/, '')) };
+        return { value: list.map((x) => httpUrl(x)!) };
       }
       case 'enum': {
         const s = String(str);

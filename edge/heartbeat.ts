@@ -16,8 +16,8 @@ export class Heartbeat {
 
   constructor(
     private readonly opts: {
-      /** One steering base URL, or several comma-separated. */
-      steeringUrl: string;
+      /** Steering base URLs (no trailing slash): every replica gets each beat. */
+      steeringUrls: readonly string[];
       intervalMs: number;
       build: () => EdgeHeartbeat;
       log: Logger;
@@ -46,14 +46,10 @@ export class Heartbeat {
     });
   }
 
-  private get urls(): string[] {
-    return this.opts.steeringUrl.split(',').map((u) => u.trim().replace(/\/+$/, '')).filter(Boolean);
-  }
-
   /** The same beat (built once: its rates cover the interval) to every replica. */
   private async send(body: EdgeHeartbeat, timeoutMs: number): Promise<void> {
     const text = JSON.stringify(body);
-    await Promise.all(this.urls.map((u) => this.sendTo(u, text, timeoutMs)));
+    await Promise.all(this.opts.steeringUrls.map((u) => this.sendTo(u, text, timeoutMs)));
   }
 
   private async sendTo(steeringUrl: string, body: string, timeoutMs: number): Promise<void> {

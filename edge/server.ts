@@ -30,8 +30,8 @@ export interface EdgeOptions {
   origin?: OriginReader;
   /** Shield tier: misses go to this edge (same path) instead of S3. */
   parentUrl?: string;
-  /** Steering base URL for heartbeats; several replicas comma-separated. */
-  steeringUrl?: string;
+  /** Steering base URL(s) for heartbeats: one, a list, or a comma-separated string of replicas. */
+  steeringUrl?: string | readonly string[];
   /** HMAC secret shared with steering; `null` turns token checks off (so does leaving it out). */
   tokenSecret?: string | null;
   /** Bearer token for /admin/*; without it the admin API answers 403. */
@@ -384,12 +384,15 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     last = { at: now, requests: metrics.requestCount, bytes: metrics.bytesServed };
     return hb;
   };
-  const heartbeat = opts.steeringUrl
-    ? new Heartbeat({ steeringUrl: opts.steeringUrl, intervalMs: opts.heartbeatIntervalMs ?? 1_000, build: () => buildHeartbeat(!draining), log })
+  const steeringUrls = (typeof opts.steeringUrl === 'string' ? opts.steeringUrl.split(',') : (opts.steeringUrl ?? []))
+    .map((u) => u.trim().replace(/\/+$/, ''))
+    .filter(Boolean);
+  const heartbeat = steeringUrls.length
+    ? new Heartbeat({ steeringUrls, intervalMs: opts.heartbeatIntervalMs ?? 1_000, build: () => buildHeartbeat(!draining), log })
     : undefined;
   heartbeat?.start();
 
-  log.info({ id, url, publicUrl, port, region: opts.region, capacityBytes: opts.capacityBytes, upstream: upstream.kind, parent: opts.parentUrl, steering: opts.steeringUrl, tokens: tokens !== null, accessLog: logHits ? 'all requests (debug)' : 'non-hits (info); hits at debug' }, 'edge listening');
+  log.info({ id, url, publicUrl, port, region: opts.region, capacityBytes: opts.capacityBytes, upstream: upstream.kind, parent: opts.parentUrl, steering: steeringUrls, tokens: tokens !== null, accessLog: logHits ? 'all requests (debug)' : 'non-hits (info); hits at debug' }, 'edge listening');
 
   let closing: Promise<void> | undefined;
   return {

@@ -159,7 +159,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   it('heartbeats every steering replica given, so each one steers to the edge', async () => {
     const replicas = await Promise.all([0, 1].map(() => startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 1_000 } })));
     try {
-      track(await startEdge({ id: 'edge-multi', region: 'us-east', capacityBytes: 2_000_000, origin: origin.reader, tokenSecret: null, steeringUrl: replicas.map((r) => r.url).join(','), heartbeatIntervalMs: 100 }));
+      track(await startEdge({ id: 'edge-multi', region: 'us-east', capacityBytes: 2_000_000, origin: origin.reader, tokenSecret: null, steeringUrl: replicas.map((r) => r.url), heartbeatIntervalMs: 100 }));
       for (const r of replicas) {
         await waitFor(() => r.registry.counts().up === 1, { what: `edge registered with ${r.url}` });
         const steer = (await (await fetch(`${r.url}/v1/steer?title=title-0001`)).json()) as { edges: { id: string }[] };
