@@ -27,7 +27,6 @@ const upSpec = {
   bucket: { type: 'string', default: 'ocdn-media' },
 } as const;
 
-
 async function requireState(dir: string): Promise<ClusterState> {
   const state = await readState(dir);
   if (!state) throw new OcdnError(ErrorCodes.USAGE, `no cluster is running from ${dir} (start one with "ocdn cluster up")`);
@@ -44,7 +43,8 @@ function validateS3Kafka(s3: string, kafka: string): void {
       problems.push(`--s3: "${s3}" must be "embedded" or an http(s) URL`);
     }
   }
-  if (kafka !== 'local' && !kafka.split(',').every((b) => /^[\w.-]+:\d+$/.test(b.trim()))) problems.push(`--kafka: "${kafka}" must be "local" or host:port[,host:port…]`);
+  if (kafka !== 'local' && !kafka.split(',').every((b) => /^[\w.-]+:\d+$/.test(b.trim())))
+    problems.push(`--kafka: "${kafka}" must be "local" or host:port[,host:port…]`);
   if (problems.length) throw new OcdnError(ErrorCodes.CONFIG, problems.join('; '));
 }
 
@@ -59,7 +59,7 @@ export function registerCluster(program: Command): void {
     .option('--capacity <bytes>', 'cache capacity per edge', defaultClusterOptions.capacity)
     .option('--s3 <embedded|URL>', 'embedded S3 or an existing S3 endpoint', 'embedded')
     .option('--bucket <name>', 'bucket', 'ocdn-media')
-    .option('--kafka <local|BROKERS>', 'the project\'s broker or existing brokers host:port,…', 'local')
+    .option('--kafka <local|BROKERS>', "the project's broker or existing brokers host:port,…", 'local')
     .option('--dir <dir>', 'state, data and logs', '.ocdn')
     .option('--base-port <port>', 'steering port; edges take the next ones, aggregator +100, S3 +169', String(defaultClusterOptions.basePort))
     .option('--kafka-port <port>', 'Kafka broker port (controller = +1)', String(defaultClusterOptions.kafkaPort))
@@ -96,7 +96,13 @@ export function registerCluster(program: Command): void {
       const st = await clusterStatus(flags.dir);
       if (!st) throw new OcdnError(ErrorCodes.USAGE, `no cluster state in ${flags.dir} (nothing running)`);
       if (flags.json) {
-        process.stdout.write(`${JSON.stringify(st.components.map(({ args: _a, ...c }) => c), null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify(
+            st.components.map(({ args: _a, ...c }) => c),
+            null,
+            2,
+          )}\n`,
+        );
       } else {
         const rows = st.components.map((c) => [c.name, c.external ? 'external' : String(c.pid), c.alive ? 'yes' : 'NO', c.healthy ? 'ok' : 'DOWN', c.url]);
         process.stdout.write(`${renderTable(['component', 'pid', 'alive', 'health', 'url'], rows)}\n`);
@@ -198,10 +204,20 @@ export function registerCluster(program: Command): void {
         ['errors', r.errors],
         ['non-2xx', r.non2xx],
       ];
-      if (r.edgeHitRatio !== undefined) rows.push(['edge hit ratio', `${(r.edgeHitRatio * 100).toFixed(1)}%`], ['origin fetches', r.originFetches ?? 0], ['origin bytes / served', `${((r.originByteShare ?? 0) * 100).toFixed(2)}%`]);
+      if (r.edgeHitRatio !== undefined)
+        rows.push(
+          ['edge hit ratio', `${(r.edgeHitRatio * 100).toFixed(1)}%`],
+          ['origin fetches', r.originFetches ?? 0],
+          ['origin bytes / served', `${((r.originByteShare ?? 0) * 100).toFixed(2)}%`],
+        );
       process.stdout.write(`${renderTable(['metric', 'value'], rows)}\n`);
       if (r.perEdge.length) {
-        process.stdout.write(`\n${renderTable(['edge', 'requests', 'hits', 'origin fetches', 'served MB', 'origin MB'], r.perEdge.map((e) => [e.id, e.requests, e.hits, e.originFetches, (e.bytesServed / 1e6).toFixed(1), (e.originBytes / 1e6).toFixed(1)]))}\n`);
+        process.stdout.write(
+          `\n${renderTable(
+            ['edge', 'requests', 'hits', 'origin fetches', 'served MB', 'origin MB'],
+            r.perEdge.map((e) => [e.id, e.requests, e.hits, e.originFetches, (e.bytesServed / 1e6).toFixed(1), (e.originBytes / 1e6).toFixed(1)]),
+          )}\n`,
+        );
       }
       process.stdout.write('\n(autocannon tops out well below the edge on large bodies: use wrk or npm run bench:edge for raw throughput)\n');
     });
@@ -215,7 +231,14 @@ export function registerCluster(program: Command): void {
     .option('--restart-after <time>', 'restart the edge after this long')
     .option('--dir <dir>', 'cluster state dir', '.ocdn')
     .action(async (id: string | undefined, flags: Record<string, unknown>) => {
-      const cfg = loadConfig({ every: { type: 'duration', min: 1000 }, restartAfter: { type: 'duration', flag: '--restart-after' }, dir: { type: 'string', default: '.ocdn' } } as const, flags);
+      const cfg = loadConfig(
+        {
+          every: { type: 'duration', min: 1000 },
+          restartAfter: { type: 'duration', flag: '--restart-after' },
+          dir: { type: 'string', default: '.ocdn' },
+        } as const,
+        flags,
+      );
       if (!id && !flags.random) throw new OcdnError(ErrorCodes.USAGE, 'name an edge id or pass --random');
       for (;;) {
         await killEdge(cfg.dir, { id, random: Boolean(flags.random), restartAfterMs: cfg.restartAfter, log: say });
@@ -246,7 +269,15 @@ export function registerCluster(program: Command): void {
     .option('--recent <time>', 'titles players asked for in this span (from the aggregator) go first; the catalog rank orders the rest', '15m')
     .option('--dir <dir>', 'cluster state dir', '.ocdn')
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig({ top: { type: 'int', min: 1, default: 10 }, rate: { type: 'string', default: '50MB' }, recent: { type: 'duration', min: 1000, default: '15m' }, dir: { type: 'string', default: '.ocdn' } } as const, flags);
+      const cfg = loadConfig(
+        {
+          top: { type: 'int', min: 1, default: 10 },
+          rate: { type: 'string', default: '50MB' },
+          recent: { type: 'duration', min: 1000, default: '15m' },
+          dir: { type: 'string', default: '.ocdn' },
+        } as const,
+        flags,
+      );
       const rate = parseBytes(cfg.rate.replace(/\/s$/i, ''));
       const state = await requireState(cfg.dir);
       const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
@@ -254,8 +285,22 @@ export function registerCluster(program: Command): void {
       const edgeComps = state.components.filter((c) => c.kind === 'edge');
       const regions = [...new Set(edgeComps.map((c) => c.region ?? ''))].filter(Boolean);
       const demand = await recentDemand(state.aggregatorUrl, cfg.recent);
-      const plan = await proactiveFill({ catalog, top: cfg.top, bytesPerSecond: rate, steeringUrl: state.steeringUrl, regions, edges: edgeComps.map((c) => ({ id: c.name, url: c.url })), adminToken: state.adminToken, demand });
-      process.stdout.write(`${renderTable(['title', 'why', 'edge', 'status', 'detail'], plan.map((p) => [p.title, p.why, p.edgeId, p.status, p.detail]))}\n`);
+      const plan = await proactiveFill({
+        catalog,
+        top: cfg.top,
+        bytesPerSecond: rate,
+        steeringUrl: state.steeringUrl,
+        regions,
+        edges: edgeComps.map((c) => ({ id: c.name, url: c.url })),
+        adminToken: state.adminToken,
+        demand,
+      });
+      process.stdout.write(
+        `${renderTable(
+          ['title', 'why', 'edge', 'status', 'detail'],
+          plan.map((p) => [p.title, p.why, p.edgeId, p.status, p.detail]),
+        )}\n`,
+      );
       if (plan.some((p) => p.status >= 300)) process.exitCode = 1;
     });
 }

@@ -128,21 +128,21 @@ export function registerContent(program: Command): void {
     }
   });
 
-  addS3Options(content.command('ls').description('show what the bucket holds: titles, objects, bytes (and catalog.json facts)').option('--json', 'print as JSON')).action(
-    async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(lsSpec, normalizeS3Flags(flags));
-      const client = clientFor(cfg);
-      try {
-        await ensureBucket(client, cfg.bucket, { endpoint: cfg.s3Endpoint, create: false });
-        const listing = await listBucket(client, cfg.bucket);
-        const catalog = await readCatalog(client, cfg.bucket).catch(() => undefined);
-        if (cfg.json) process.stdout.write(`${JSON.stringify({ endpoint: cfg.s3Endpoint, bucket: cfg.bucket, ...listing, catalog })}\n`);
-        else process.stdout.write(formatListing(cfg.s3Endpoint, cfg.bucket, listing, catalog));
-      } finally {
-        client.destroy();
-      }
-    },
-  );
+  addS3Options(
+    content.command('ls').description('show what the bucket holds: titles, objects, bytes (and catalog.json facts)').option('--json', 'print as JSON'),
+  ).action(async (flags: Record<string, unknown>) => {
+    const cfg = loadConfig(lsSpec, normalizeS3Flags(flags));
+    const client = clientFor(cfg);
+    try {
+      await ensureBucket(client, cfg.bucket, { endpoint: cfg.s3Endpoint, create: false });
+      const listing = await listBucket(client, cfg.bucket);
+      const catalog = await readCatalog(client, cfg.bucket).catch(() => undefined);
+      if (cfg.json) process.stdout.write(`${JSON.stringify({ endpoint: cfg.s3Endpoint, bucket: cfg.bucket, ...listing, catalog })}\n`);
+      else process.stdout.write(formatListing(cfg.s3Endpoint, cfg.bucket, listing, catalog));
+    } finally {
+      client.destroy();
+    }
+  });
 }
 
 export interface BucketListing {
@@ -172,7 +172,9 @@ export async function listBucket(client: S3Client, bucket: string): Promise<Buck
 }
 
 function formatListing(endpoint: string, bucket: string, listing: BucketListing, catalog: Catalog | undefined): string {
-  const names = Object.keys(listing.titles).filter((t) => t !== '(other)').sort();
+  const names = Object.keys(listing.titles)
+    .filter((t) => t !== '(other)')
+    .sort();
   const lines = [
     `s3://${bucket} at ${endpoint}: ${names.length} titles, ${listing.objects} objects, ${formatBytes(listing.bytes)}`,
     catalog ? `catalog.json: ${catalog.titles.length} titles, ladder ${catalog.ladder}, generated ${catalog.generatedAt}` : 'catalog.json: none',
@@ -192,6 +194,12 @@ function formatListing(endpoint: string, bucket: string, listing: BucketListing,
     ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) lines.push(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  for (const r of rows)
+    lines.push(
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    );
   return `${lines.join('\n')}\n`;
 }

@@ -60,8 +60,10 @@ export function registerEdge(program: Command): void {
     const cfg = collectProblems(problems, () => loadConfig(edgeServeSpec, rest));
     const s3 = collectProblems(problems, () => loadS3Config(rest));
     // Tokens are on unless turned off explicitly: a forgotten secret must not open the edge.
-    if (tokens === false && cfg?.tokenSecret !== undefined && flags.tokenSecret !== undefined) problems.push('--token-secret and --no-tokens contradict each other: pick one');
-    if (tokens !== false && cfg !== undefined && cfg.tokenSecret === undefined) problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to serve without URL tokens');
+    if (tokens === false && cfg?.tokenSecret !== undefined && flags.tokenSecret !== undefined)
+      problems.push('--token-secret and --no-tokens contradict each other: pick one');
+    if (tokens !== false && cfg !== undefined && cfg.tokenSecret === undefined)
+      problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to serve without URL tokens');
     if (cfg?.tokenSecret !== undefined && cfg.tokenSecret.length < 8 && tokens !== false) problems.push('--token-secret: use at least 8 characters');
     if (problems.length > 0 || !cfg || !s3) throw new ConfigError(problems);
 

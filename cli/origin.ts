@@ -29,7 +29,8 @@ export function registerOrigin(program: Command): void {
       const log = createLogger('origin');
       const dir = resolve(cfg.dir);
       const s3 = await startEmbeddedS3({ port: cfg.port, dir, bucket: cfg.bucket }).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'EADDRINUSE') throw new OcdnError(ErrorCodes.PORT_IN_USE, `port 127.0.0.1:${cfg.port} is already in use (another origin running? pick --port)`, { cause: err });
+        if (err.code === 'EADDRINUSE')
+          throw new OcdnError(ErrorCodes.PORT_IN_USE, `port 127.0.0.1:${cfg.port} is already in use (another origin running? pick --port)`, { cause: err });
         throw err;
       });
       const shutdown = new Shutdown({ log });

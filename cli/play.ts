@@ -39,7 +39,13 @@ export const playSpec = {
 } as const;
 
 function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), ...value.split(',').map((s) => s.trim()).filter(Boolean)];
+  return [
+    ...(previous ?? []),
+    ...value
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  ];
 }
 
 /** Title ids by rank for zipf/uniform draws: title-0001..N when given, else catalog.json from S3. */
@@ -48,7 +54,10 @@ async function loadCatalog(cfg: { catalogTitles?: number; s3Endpoint: string; bu
   const { fetchCatalog } = await import('../scripts/catalog-client.ts');
   const catalog = await fetchCatalog(cfg.s3Endpoint, cfg.bucket);
   if (!catalog || catalog.titles.length === 0) {
-    throw new OcdnError(ErrorCodes.CONFIG, `no catalog.json in ${cfg.s3Endpoint}/${cfg.bucket}: seed content first, or pass --catalog-titles N or --titles id,id`);
+    throw new OcdnError(
+      ErrorCodes.CONFIG,
+      `no catalog.json in ${cfg.s3Endpoint}/${cfg.bucket}: seed content first, or pass --catalog-titles N or --titles id,id`,
+    );
   }
   return [...catalog.titles].sort((a, b) => a.popularityRank - b.popularityRank).map((t) => t.id);
 }
@@ -73,7 +82,22 @@ const mbps = (x: number) => `${(x / 1e6).toFixed(2)} Mbit/s`;
 export function formatSummary(s: RunSummary): string {
   const head = renderTable(
     ['sessions', 'started', 'start failures', 'errors', 'VST p50', 'VST p95', 'rebuffer', 'stalls/min', 'avg bitrate', 'switches/min', 'failovers', 'bytes'],
-    [[s.sessions, s.started, s.startFailures, s.errors, ms(s.vstP50Ms), ms(s.vstP95Ms), pct(s.rebufferRatio), s.stallsPerMin.toFixed(2), mbps(s.avgBitrate), s.switchesPerMin.toFixed(2), s.failovers, formatBytes(s.bytes)]],
+    [
+      [
+        s.sessions,
+        s.started,
+        s.startFailures,
+        s.errors,
+        ms(s.vstP50Ms),
+        ms(s.vstP95Ms),
+        pct(s.rebufferRatio),
+        s.stallsPerMin.toFixed(2),
+        mbps(s.avgBitrate),
+        s.switchesPerMin.toFixed(2),
+        s.failovers,
+        formatBytes(s.bytes),
+      ],
+    ],
   );
   const edges = renderTable(
     ['edge', 'bytes', 'requests', 'segments', 'hit ratio', 'byte hit ratio'],
@@ -104,7 +128,10 @@ export function registerPlay(program: Command): void {
     .option('--ramp <time>', 'spread session starts over this [default 10s]')
     .option('--duration <time>', 'run length; sessions still playing then end "aborted" [default 60s]')
     .option('--abr <name>', `ABR algorithm: ${ABR_NAMES.join('|')} [default throughput]`)
-    .option('--network <trace>', 'per-session bandwidth: const:5mbps | step:6mbps,1mbps@30s | walk[:3mbps] | markov[:on,off,onMean,offMean] | file:trace.json [default const:5mbps]')
+    .option(
+      '--network <trace>',
+      'per-session bandwidth: const:5mbps | step:6mbps,1mbps@30s | walk[:3mbps] | markov[:on,off,onMean,offMean] | file:trace.json [default const:5mbps]',
+    )
     .option('--rtt <time>', 'added round-trip time per request [default 20ms]')
     .option('--speed <x>', 'real mode: session time runs this many times faster than real time [default 1]')
     .option('--titles <spec>', 'zipf:<s> | uniform | id,id,… [default zipf:0.9]')

@@ -50,7 +50,7 @@ export function registerSteering(program: Command): void {
     .description(
       'rank healthy edges per playback (GET /v1/steer), serve HLS Content Steering (GET /v1/play/{title}/master.m3u8, ' +
         '/v1/steering/{session}.json), take edge heartbeats (POST /v1/edges/heartbeat), list edges (GET /v1/edges); ' +
-        '/healthz, /readyz, /metrics. Titles come from the bucket\'s catalog.json. Decisions are logged at OCDN_LOG_LEVEL=debug.',
+        "/healthz, /readyz, /metrics. Titles come from the bucket's catalog.json. Decisions are logged at OCDN_LOG_LEVEL=debug.",
     )
     .option('--port <port>', 'port, 0 = any free port (env OCDN_STEERING_PORT) [default 8400]')
     .option('--host <addr>', 'listen address (env OCDN_STEERING_HOST) [default 127.0.0.1]')
@@ -81,7 +81,8 @@ export function registerSteering(program: Command): void {
     // values too, so one run reports these alongside any other bad flag.
     const secret = (flags.tokenSecret as string | undefined) ?? (process.env.OCDN_TOKEN_SECRET || undefined);
     if (tokens === false && flags.tokenSecret !== undefined) problems.push('--token-secret and --no-tokens contradict each other: pick one');
-    if (tokens !== false && secret === undefined) problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to hand out unsigned URLs');
+    if (tokens !== false && secret === undefined)
+      problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to hand out unsigned URLs');
     if (tokens !== false && secret !== undefined && secret.length < 8) problems.push('--token-secret: use at least 8 characters');
     const topologyFile = (flags.topology as string | undefined) ?? (process.env.OCDN_STEERING_TOPOLOGY || undefined);
     let topology: Awaited<ReturnType<typeof loadTopologyFile>> | undefined;
@@ -155,7 +156,10 @@ export function registerSteering(program: Command): void {
         text = await res.body.text();
       } catch (err) {
         const e = err as Error & { code?: string };
-        throw new OcdnError(ErrorCodes.NO_EDGE, `cannot reach steering at ${cfg.steering}: ${e.code ?? e.name} (start it with "ocdn steering serve" or pass --steering)`);
+        throw new OcdnError(
+          ErrorCodes.NO_EDGE,
+          `cannot reach steering at ${cfg.steering}: ${e.code ?? e.name} (start it with "ocdn steering serve" or pass --steering)`,
+        );
       }
       if (status !== 200) {
         let reason = text.trim();
@@ -164,7 +168,10 @@ export function registerSteering(program: Command): void {
         } catch {
           // not JSON: the text is the reason
         }
-        throw new OcdnError(status === 404 ? ErrorCodes.NOT_FOUND : status === 400 ? ErrorCodes.USAGE : ErrorCodes.NO_EDGE, `steering answered ${status}: ${reason.slice(0, 300)}`);
+        throw new OcdnError(
+          status === 404 ? ErrorCodes.NOT_FOUND : status === 400 ? ErrorCodes.USAGE : ErrorCodes.NO_EDGE,
+          `steering answered ${status}: ${reason.slice(0, 300)}`,
+        );
       }
       if (flags.json) {
         process.stdout.write(`${text.trim()}\n`);
@@ -173,6 +180,8 @@ export function registerSteering(program: Command): void {
       const body = JSON.parse(text) as SteerResponse & { site?: string };
       const rows = body.edges.map((e, i) => [i + 1, e.id, e.region, e.reason, e.score.toFixed(4), e.url]);
       process.stdout.write(`${renderTable(['#', 'edge', 'region', 'reason', 'score', 'url'], rows)}\n`);
-      process.stdout.write(`title ${body.title}  policy ${body.policy}${body.site ? `  site ${body.site}` : ''}  session ${body.sessionId}  expires ${new Date(body.expiresAt).toISOString()}\n`);
+      process.stdout.write(
+        `title ${body.title}  policy ${body.policy}${body.site ? `  site ${body.site}` : ''}  session ${body.sessionId}  expires ${new Date(body.expiresAt).toISOString()}\n`,
+      );
     });
 }

@@ -50,7 +50,10 @@ export async function fetchQoe(url: string, q: { by: string; windowMs: number; l
   try {
     res = await fetch(`${url}/v1/qoe?${params}`, { signal: AbortSignal.timeout(5_000) });
   } catch (err) {
-    throw new OcdnError(ErrorCodes.NOT_FOUND, `no aggregator answers at ${url} (${describeError(err)}); start one with "ocdn telemetry aggregate" or pass --url`);
+    throw new OcdnError(
+      ErrorCodes.NOT_FOUND,
+      `no aggregator answers at ${url} (${describeError(err)}); start one with "ocdn telemetry aggregate" or pass --url`,
+    );
   }
   if (!res.ok) throw new OcdnError(ErrorCodes.BAD_REQUEST, `aggregator at ${url} answered ${res.status}: ${(await res.text()).trim()}`);
   return (await res.json()) as QoeResult;
@@ -62,7 +65,7 @@ const kbps = (v: number | null) => (v === null ? '-' : `${Math.round(v / 1000)}`
 const num = (v: number | null, d = 2) => (v === null ? '-' : v.toFixed(d));
 
 const COLUMNS: { head: string; get: (r: QoeRow) => string | number }[] = [
-  { head: 'value', get: (r) => r.value === '' ? '(none)' : r.value },
+  { head: 'value', get: (r) => (r.value === '' ? '(none)' : r.value) },
   { head: 'events', get: (r) => r.events },
   { head: 'sessions', get: (r) => r.sessions },
   { head: 'vst p50', get: (r) => ms(r.vstP50Ms) },
@@ -82,13 +85,43 @@ const COLUMNS: { head: string; get: (r: QoeRow) => string | number }[] = [
 
 export function qoeTable(rows: QoeRow[]): string {
   // renderTable right-aligns a column when the first row's cell is a number: keep types uniform.
-  return renderTable(COLUMNS.map((c) => c.head), rows.map((r) => COLUMNS.map((c) => String(c.get(r)))));
+  return renderTable(
+    COLUMNS.map((c) => c.head),
+    rows.map((r) => COLUMNS.map((c) => String(c.get(r)))),
+  );
 }
 
 const CSV_FIELDS: (keyof QoeMetrics)[] = [
-  'events', 'sessions', 'sessionEnds', 'vstP50Ms', 'vstP95Ms', 'vstP99Ms', 'vstMeanMs', 'startups', 'startFailures', 'startFailureRate',
-  'exitsBeforeStart', 'ebvsRate', 'playS', 'stallS', 'rebufferRatio', 'stalls', 'stallsPerMin', 'avgBitrate', 'switches', 'switchesPerMin',
-  'errors', 'fatalErrors', 'errorRate', 'failovers', 'segments', 'cacheHitRatio', 'segmentBytes', 'ttfbMeanMs', 'duplicates', 'late',
+  'events',
+  'sessions',
+  'sessionEnds',
+  'vstP50Ms',
+  'vstP95Ms',
+  'vstP99Ms',
+  'vstMeanMs',
+  'startups',
+  'startFailures',
+  'startFailureRate',
+  'exitsBeforeStart',
+  'ebvsRate',
+  'playS',
+  'stallS',
+  'rebufferRatio',
+  'stalls',
+  'stallsPerMin',
+  'avgBitrate',
+  'switches',
+  'switchesPerMin',
+  'errors',
+  'fatalErrors',
+  'errorRate',
+  'failovers',
+  'segments',
+  'cacheHitRatio',
+  'segmentBytes',
+  'ttfbMeanMs',
+  'duplicates',
+  'late',
 ];
 
 function csvCell(v: unknown): string {
@@ -172,7 +205,13 @@ export function registerTelemetry(program: Command): void {
       else {
         process.stdout.write(`brokers   ${st.brokers}\nreachable ${st.reachable ? 'yes' : `no${st.error ? ` (${st.error})` : ''}`}\n`);
         if (st.pid) process.stdout.write(`pid       ${st.pid} (${st.alive ? 'alive' : 'not running'})\n`);
-        if (st.topics?.length) process.stdout.write(`\n${renderTable(['topic', 'partitions'], st.topics.map((t) => [t.name, t.partitions]))}\n`);
+        if (st.topics?.length)
+          process.stdout.write(
+            `\n${renderTable(
+              ['topic', 'partitions'],
+              st.topics.map((t) => [t.name, t.partitions]),
+            )}\n`,
+          );
       }
       if (!st.reachable) process.exitCode = 1;
     });
@@ -265,7 +304,7 @@ export function registerTelemetry(program: Command): void {
     c
       .option('--url <url>', 'aggregator URL (env OCDN_AGGREGATOR_URL)')
       .option('--by <dim>', `dimension: ${DIMENSIONS.join('|')}`, 'edge')
-      .option('--window <dur>', 'window size (a multiple of the aggregator\'s, e.g. 10s or 1m)', '10s')
+      .option('--window <dur>', "window size (a multiple of the aggregator's, e.g. 10s or 1m)", '10s')
       .option('--last <dur>', 'how far back from the newest window', '5m');
 
   common(qoe.command('top').description('table of the dimension values over the range, busiest first'))
@@ -278,7 +317,9 @@ export function registerTelemetry(program: Command): void {
         return;
       }
       const w = r.windows;
-      process.stdout.write(`QoE by ${r.by} over ${w.length} windows of ${r.windowMs / 1000}s${w.length ? ` (${new Date(w[0]!.start).toISOString()} → ${new Date(w.at(-1)!.end).toISOString()})` : ''}\n\n`);
+      process.stdout.write(
+        `QoE by ${r.by} over ${w.length} windows of ${r.windowMs / 1000}s${w.length ? ` (${new Date(w[0]!.start).toISOString()} → ${new Date(w.at(-1)!.end).toISOString()})` : ''}\n\n`,
+      );
       process.stdout.write(`${qoeTable(r.totals.slice(0, cfg.limit))}\n`);
     });
 
@@ -326,8 +367,8 @@ export function registerTelemetry(program: Command): void {
     .description('recount the aggregates from the raw events topic and compare them with the live aggregator')
     .option('--url <url>', 'aggregator URL (env OCDN_AGGREGATOR_URL)')
     .option('--brokers <list>', 'Kafka brokers host:port,… (env KAFKA_BROKERS)')
-    .option('--window <dur>', 'the aggregator\'s window', '10s')
-    .option('--grace <dur>', 'the aggregator\'s grace', '5s')
+    .option('--window <dur>', "the aggregator's window", '10s')
+    .option('--grace <dur>', "the aggregator's grace", '5s')
     .option('--last <dur>', 'only the newest part of the range')
     .option('--from <ms>', 'range start, ms since epoch')
     .option('--to <ms>', 'range end, ms since epoch')
@@ -358,12 +399,16 @@ export function registerTelemetry(program: Command): void {
         lastMs: cfg.last,
         finalOnly: !flags.allWindows,
       });
-      process.stdout.write(`recounted ${report.events} events (${report.invalid} invalid) from the raw topic; compared ${report.compared} window×value rows over 7 dimensions\n`);
+      process.stdout.write(
+        `recounted ${report.events} events (${report.invalid} invalid) from the raw topic; compared ${report.compared} window×value rows over 7 dimensions\n`,
+      );
       if (report.mismatches.length === 0) {
         process.stdout.write('live aggregates equal the recount\n');
         return;
       }
-      const rows = report.mismatches.slice(0, 50).map((mm) => [mm.dim, new Date(mm.window).toISOString(), mm.value, mm.field, String(mm.live ?? '-'), String(mm.recount ?? '-')]);
+      const rows = report.mismatches
+        .slice(0, 50)
+        .map((mm) => [mm.dim, new Date(mm.window).toISOString(), mm.value, mm.field, String(mm.live ?? '-'), String(mm.recount ?? '-')]);
       process.stdout.write(`${renderTable(['dim', 'window', 'value', 'field', 'live', 'recount'], rows)}\n`);
       throw new OcdnError(ErrorCodes.INTERNAL, `${report.mismatches.length} differences between live aggregates and the recount`);
     });

@@ -120,9 +120,7 @@ function parseOne(key: string, spec: FieldSpec, raw: unknown): { value?: unknown
       }
       case 'list':
         return {
-          value: (Array.isArray(str) ? str : String(str).split(','))
-            .map((s) => String(s).trim())
-            .filter(Boolean),
+          value: (Array.isArray(str) ? str : String(str).split(',')).map((s) => String(s).trim()).filter(Boolean),
         };
     }
   } catch (err) {
@@ -135,11 +133,7 @@ function parseOne(key: string, spec: FieldSpec, raw: unknown): { value?: unknown
  * Resolves a config from parsed flags (commander's opts(): undefined when not given), the
  * environment, and defaults, in that order. Throws ConfigError listing every problem.
  */
-export function loadConfig<S extends ConfigSpec>(
-  spec: S,
-  flags: Record<string, unknown> = {},
-  env: NodeJS.ProcessEnv = process.env,
-): ConfigOf<S> {
+export function loadConfig<S extends ConfigSpec>(spec: S, flags: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): ConfigOf<S> {
   const out: Record<string, unknown> = {};
   const problems: string[] = [];
   for (const [key, field] of Object.entries(spec)) {

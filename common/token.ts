@@ -7,9 +7,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  * every rendition and every segment of that title for the session.
  */
 
-export type TokenCheck =
-  | { ok: true; expires: number }
-  | { ok: false; reason: 'missing' | 'malformed' | 'expired' | 'invalid-signature' | 'bad-path' };
+export type TokenCheck = { ok: true; expires: number } | { ok: false; reason: 'missing' | 'malformed' | 'expired' | 'invalid-signature' | 'bad-path' };
 
 /** `/vod/{title}/...` → `/vod/{title}/`; undefined when the path is not under a title. */
 export function titlePrefix(path: string): string | undefined {

@@ -2,9 +2,15 @@ import { ErrorCodes, OcdnError } from './errors.ts';
 
 const BYTE_UNITS: Record<string, number> = {
   b: 1,
-  k: 1e3, kb: 1e3, kib: 1024,
-  m: 1e6, mb: 1e6, mib: 1024 ** 2,
-  g: 1e9, gb: 1e9, gib: 1024 ** 3,
+  k: 1e3,
+  kb: 1e3,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  g: 1e9,
+  gb: 1e9,
+  gib: 1024 ** 3,
 };
 
 /** "512MB", "1.5GiB", "4096" → bytes. Throws on anything else. */

@@ -49,9 +49,7 @@ export class Admin {
   private readonly jobs = new Map<string, FillJob>();
   private readonly stop = new AbortController();
 
-  constructor(
-    private readonly opts: { cache: EdgeCache; adminToken: string | undefined; log: Logger },
-  ) {}
+  constructor(private readonly opts: { cache: EdgeCache; adminToken: string | undefined; log: Logger }) {}
 
   async handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     if (this.opts.adminToken === undefined) return sendText(res, 403, 'forbidden: admin API disabled (start the edge with --admin-token)');
@@ -66,7 +64,8 @@ export class Admin {
         const job = this.jobs.get(path.slice('/admin/fill/'.length));
         return job ? sendJson(res, 200, job) : sendText(res, 404, 'no such fill job');
       }
-      if (['/admin/purge', '/admin/fill'].includes(path)) return sendText(res, 405, `method ${req.method} not allowed`, { allow: path === '/admin/fill' ? 'GET, POST' : 'POST' });
+      if (['/admin/purge', '/admin/fill'].includes(path))
+        return sendText(res, 405, `method ${req.method} not allowed`, { allow: path === '/admin/fill' ? 'GET, POST' : 'POST' });
       return sendText(res, 404, `no admin endpoint ${path}`);
     } catch (err) {
       if (isOcdnError(err, ErrorCodes.BAD_REQUEST)) return sendText(res, 400, `bad request: ${err.message}`);
@@ -101,7 +100,8 @@ export class Admin {
   }
 
   private async startFill(res: ServerResponse, fill: FillRequest): Promise<void> {
-    if (this.runningJobs >= MAX_RUNNING_JOBS) return sendText(res, 429, `too many fills running (max ${MAX_RUNNING_JOBS}); retry later`, { 'retry-after': '5' });
+    if (this.runningJobs >= MAX_RUNNING_JOBS)
+      return sendText(res, 429, `too many fills running (max ${MAX_RUNNING_JOBS}); retry later`, { 'retry-after': '5' });
     const job: FillJob = {
       id: randomUUID(),
       title: fill.title,
@@ -117,13 +117,15 @@ export class Admin {
     this.jobs.set(job.id, job);
     this.trimJobs();
     this.opts.log.info({ job: job.id, title: fill.title, keys: fill.keys.length, bytesPerSecond: fill.bytesPerSecond }, 'fill started');
-    const running = this.runFill(job, fill).catch((err: unknown) => {
-      job.state = this.stop.signal.aborted ? 'cancelled' : 'failed';
-      job.error = describeError(err);
-    }).finally(() => {
-      job.finishedAt = new Date().toISOString();
-      this.opts.log.info({ job: job.id, state: job.state, done: job.done, failed: job.failed.length, bytes: job.bytesFetched }, 'fill finished');
-    });
+    const running = this.runFill(job, fill)
+      .catch((err: unknown) => {
+        job.state = this.stop.signal.aborted ? 'cancelled' : 'failed';
+        job.error = describeError(err);
+      })
+      .finally(() => {
+        job.finishedAt = new Date().toISOString();
+        this.opts.log.info({ job: job.id, state: job.state, done: job.done, failed: job.failed.length, bytes: job.bytesFetched }, 'fill finished');
+      });
     if (!fill.wait) return sendJson(res, 202, summary(job));
     await running;
     sendJson(res, 200, job);
@@ -199,7 +201,13 @@ function parseFill(body: unknown): FillRequest {
       if (checkPath(key) !== undefined) bad.push(raw);
       else keys.push(key);
     }
-    if (bad.length > 0) throw badRequest(`invalid keys: ${bad.slice(0, 5).map((k) => JSON.stringify(k.slice(0, 80))).join(', ')}${bad.length > 5 ? ` and ${bad.length - 5} more` : ''}`);
+    if (bad.length > 0)
+      throw badRequest(
+        `invalid keys: ${bad
+          .slice(0, 5)
+          .map((k) => JSON.stringify(k.slice(0, 80)))
+          .join(', ')}${bad.length > 5 ? ` and ${bad.length - 5} more` : ''}`,
+      );
   }
   let title: string | undefined;
   if (b.title !== undefined) {

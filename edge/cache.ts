@@ -116,7 +116,9 @@ export class EdgeCache {
       }
       return { entry, outcome: 'MISS', stored: this.lru.peek(key, { allowStale: true }) === entry, fwd };
     } catch (raw) {
-      const error = isOcdnError(raw) ? raw : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `fill of ${key} failed: ${raw instanceof Error ? raw.message : String(raw)}`, { cause: raw });
+      const error = isOcdnError(raw)
+        ? raw
+        : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `fill of ${key} failed: ${raw instanceof Error ? raw.message : String(raw)}`, { cause: raw });
       const stale = this.lru.peek(key, { allowStale: true });
       if (stale !== undefined && Date.now() - (freshUntil.get(stale) ?? 0) <= this.opts.staleIfErrorMs) {
         return { entry: stale, outcome: 'STALE', stored: false, fwd: 'stale', error };
@@ -167,7 +169,10 @@ export class EdgeCache {
       if (this.opts.verifyHash || declared === undefined) {
         const actual = createHash('sha256').update(obj.body).digest('hex');
         if (declared !== undefined && declared !== actual) {
-          throw new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `content hash mismatch for ${key}: upstream declares ${declared.slice(0, 12)}…, body hashes to ${actual.slice(0, 12)}…`);
+          throw new OcdnError(
+            ErrorCodes.ORIGIN_UNAVAILABLE,
+            `content hash mismatch for ${key}: upstream declares ${declared.slice(0, 12)}…, body hashes to ${actual.slice(0, 12)}…`,
+          );
         }
         sha256 = actual;
       }

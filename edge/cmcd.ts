@@ -17,8 +17,24 @@ type Kind = 'int' | 'num' | 'str' | 'token' | 'bool';
 
 /** Types of the keys CTA-5004 defines; keys outside this list are kept only if they look custom (`x-…`, `com.example-…`). */
 const KEY_KINDS: Record<string, Kind> = {
-  br: 'int', bl: 'int', bs: 'bool', cid: 'str', d: 'int', dl: 'int', mtp: 'int', nor: 'str', nrr: 'str',
-  ot: 'token', pr: 'num', rtp: 'int', sf: 'token', sid: 'str', st: 'token', su: 'bool', tb: 'int', v: 'int',
+  br: 'int',
+  bl: 'int',
+  bs: 'bool',
+  cid: 'str',
+  d: 'int',
+  dl: 'int',
+  mtp: 'int',
+  nor: 'str',
+  nrr: 'str',
+  ot: 'token',
+  pr: 'num',
+  rtp: 'int',
+  sf: 'token',
+  sid: 'str',
+  st: 'token',
+  su: 'bool',
+  tb: 'int',
+  v: 'int',
 };
 
 const TOKENS: Record<string, RegExp> = {

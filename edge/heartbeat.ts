@@ -68,7 +68,10 @@ export class Heartbeat {
       if (this.failing.delete(steeringUrl)) this.opts.log.info({ steering: steeringUrl }, 'heartbeats reach steering again');
     } catch (err) {
       if (!this.failing.has(steeringUrl)) {
-        this.opts.log.warn({ steering: steeringUrl, err: err instanceof Error ? err.message : String(err) }, 'heartbeat failed (serving continues; logged once until it recovers)');
+        this.opts.log.warn(
+          { steering: steeringUrl, err: err instanceof Error ? err.message : String(err) },
+          'heartbeat failed (serving continues; logged once until it recovers)',
+        );
       }
       this.failing.add(steeringUrl);
     }

@@ -75,7 +75,7 @@ export class EdgeMetrics {
     });
     this.coalesced = new Counter({
       name: 'ocdn_edge_coalesced_total',
-      help: 'Requests that waited on another request\'s upstream fetch instead of making their own.',
+      help: "Requests that waited on another request's upstream fetch instead of making their own.",
       registers,
     });
     new Gauge({

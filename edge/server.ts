@@ -122,19 +122,32 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
 
   // ---- responses -------------------------------------------------------------------------
 
-  function accessLog(level: 'info' | 'debug', req: IncomingMessage, path: string, query: string, status: number, cache: CacheLabel, bytes: number, startedAt: number, detail?: string): void {
+  function accessLog(
+    level: 'info' | 'debug',
+    req: IncomingMessage,
+    path: string,
+    query: string,
+    status: number,
+    cache: CacheLabel,
+    bytes: number,
+    startedAt: number,
+    detail?: string,
+  ): void {
     const cmcdArg = query === '' ? undefined : queryArg(query, 'CMCD');
-    log[level]({
-      method: req.method,
-      path,
-      status,
-      cache,
-      bytes,
-      ms: Date.now() - startedAt,
-      cmcd: parseCmcd(cmcdArg, req.headers),
-      remote: req.socket.remoteAddress,
-      ...(detail ? { detail } : {}),
-    }, 'request');
+    log[level](
+      {
+        method: req.method,
+        path,
+        status,
+        cache,
+        bytes,
+        ms: Date.now() - startedAt,
+        cmcd: parseCmcd(cmcdArg, req.headers),
+        remote: req.socket.remoteAddress,
+        ...(detail ? { detail } : {}),
+      },
+      'request',
+    );
   }
 
   function refuse(req: IncomingMessage, res: ServerResponse, path: string, query: string, status: number, text: string, extra: OutgoingHttpHeaders = {}): void {
@@ -158,7 +171,17 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   }
 
   /** Everything but the plain 200 hit: misses, coalesced, stale, 304, 206, 416, negative entries. */
-  function respond(req: IncomingMessage, res: ServerResponse, path: string, query: string, lookup: Lookup, range: string | undefined, inm: string | undefined, ifRange: string | undefined, startedAt: number): void {
+  function respond(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    query: string,
+    lookup: Lookup,
+    range: string | undefined,
+    inm: string | undefined,
+    ifRange: string | undefined,
+    startedAt: number,
+  ): void {
     if (res.destroyed) return;
     // While draining, every response closes its connection so close() is not held by keep-alive.
     if (draining) res.shouldKeepAlive = false;
@@ -168,7 +191,13 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     const common = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatus(lookup) };
     if (entry.kind === 'missing') {
       const body = `not found: ${path}\n`;
-      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': negativeCacheControl, age: String(ageSec(entry, Date.now())), ...common });
+      res.writeHead(404, {
+        'content-type': 'text/plain; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+        'cache-control': negativeCacheControl,
+        age: String(ageSec(entry, Date.now())),
+        ...common,
+      });
       res.end(head ? undefined : body);
       metrics.count(outcome, 404, 0);
       if (level === 'info' || logHits) accessLog(level, req, path, query, 404, outcome, 0, startedAt);
@@ -200,7 +229,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     if (sent === 0) res.end();
     else res.end(body);
     metrics.count(outcome, status, sent);
-    if (level === 'info' || logHits) accessLog(level, req, path, query, status, outcome, sent, startedAt, lookup.error ? describeError(lookup.error) : undefined);
+    if (level === 'info' || logHits)
+      accessLog(level, req, path, query, status, outcome, sent, startedAt, lookup.error ? describeError(lookup.error) : undefined);
   }
 
   function upstreamFailed(req: IncomingMessage, res: ServerResponse, path: string, query: string, err: unknown, startedAt: number): void {
@@ -275,14 +305,17 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     if (entry !== undefined) return respond(req, res, path, query, { entry, outcome: 'HIT', stored: false, fwd: 'miss' }, range, inm, ifRange, startedAt);
     inFlight++;
     res.once('close', onSlowDone);
-    edgeCache.lookup(path).then(
-      (lookup) => respond(req, res, path, query, lookup, range, inm, ifRange, startedAt),
-      (err: unknown) => upstreamFailed(req, res, path, query, err, startedAt),
-    ).catch((err: unknown) => {
-      log.error({ err: describeError(err), path }, 'response failed');
-      if (!res.headersSent) sendText(res, 500, 'internal error');
-      else res.destroy();
-    });
+    edgeCache
+      .lookup(path)
+      .then(
+        (lookup) => respond(req, res, path, query, lookup, range, inm, ifRange, startedAt),
+        (err: unknown) => upstreamFailed(req, res, path, query, err, startedAt),
+      )
+      .catch((err: unknown) => {
+        log.error({ err: describeError(err), path }, 'response failed');
+        if (!res.headersSent) sendText(res, 500, 'internal error');
+        else res.destroy();
+      });
   }
 
   // ---- readiness -------------------------------------------------------------------------
@@ -296,7 +329,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       .ping()
       .then(
         () => void (readiness = { at: Date.now(), ok: true }),
-        (err: unknown) => void (readiness = { at: Date.now(), ok: false, reason: `${upstream.kind === 's3' ? 'origin' : 'parent'} unreachable: ${describeError(err)}` }),
+        (err: unknown) =>
+          void (readiness = { at: Date.now(), ok: false, reason: `${upstream.kind === 's3' ? 'origin' : 'parent'} unreachable: ${describeError(err)}` }),
       )
       .finally(() => (probing = undefined));
     await probing;
@@ -392,7 +426,22 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     : undefined;
   heartbeat?.start();
 
-  log.info({ id, url, publicUrl, port, region: opts.region, capacityBytes: opts.capacityBytes, upstream: upstream.kind, parent: opts.parentUrl, steering: steeringUrls, tokens: tokens !== null, accessLog: logHits ? 'all requests (debug)' : 'non-hits (info); hits at debug' }, 'edge listening');
+  log.info(
+    {
+      id,
+      url,
+      publicUrl,
+      port,
+      region: opts.region,
+      capacityBytes: opts.capacityBytes,
+      upstream: upstream.kind,
+      parent: opts.parentUrl,
+      steering: steeringUrls,
+      tokens: tokens !== null,
+      accessLog: logHits ? 'all requests (debug)' : 'non-hits (info); hits at debug',
+    },
+    'edge listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {
@@ -426,4 +475,3 @@ function notModifiedHeaders(base: OutgoingHttpHeaders): OutgoingHttpHeaders {
   const { 'content-length': _l, 'content-type': _t, ...rest } = base;
   return rest;
 }
-

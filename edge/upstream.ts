@@ -88,7 +88,9 @@ export class ParentUpstream implements Upstream {
       const text = (await res.body.text().catch(() => '')).trim().split('\n')[0]?.slice(0, 200) ?? '';
       if (res.statusCode === 404) throw new OcdnError(ErrorCodes.NOT_FOUND, `not found at parent: ${path}`);
       const code = res.statusCode === 504 ? ErrorCodes.ORIGIN_TIMEOUT : ErrorCodes.ORIGIN_UNAVAILABLE;
-      throw new OcdnError(code, `parent ${this.parentUrl} answered ${res.statusCode} for ${path}${text ? `: ${text}` : ''}`, { details: { status: res.statusCode } });
+      throw new OcdnError(code, `parent ${this.parentUrl} answered ${res.statusCode} for ${path}${text ? `: ${text}` : ''}`, {
+        details: { status: res.statusCode },
+      });
     } catch (err) {
       throw this.classify(path, err);
     }

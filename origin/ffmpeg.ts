@@ -39,7 +39,10 @@ export async function findFfmpeg(bin = process.env.OCDN_FFMPEG ?? 'ffmpeg'): Pro
     throw err;
   }
   if (out.code !== 0) {
-    throw new OcdnError(ErrorCodes.DEPENDENCY_MISSING, `${bin} cannot encode H.264 with libx264 (${out.stderr.trim().split('\n').pop() ?? 'unknown error'}); install Debian's ffmpeg with \`apt-get install ffmpeg\``);
+    throw new OcdnError(
+      ErrorCodes.DEPENDENCY_MISSING,
+      `${bin} cannot encode H.264 with libx264 (${out.stderr.trim().split('\n').pop() ?? 'unknown error'}); install Debian's ffmpeg with \`apt-get install ffmpeg\``,
+    );
   }
   return bin;
 }
@@ -53,16 +56,58 @@ export function ffmpegArgs(opts: { rung: LadderRung; durationSec: number; segmen
   const fps = rung.frameRate;
   const video = Math.max(64_000, rung.bitrate - AUDIO_BITRATE);
   return [
-    '-hide_banner', '-loglevel', 'error', '-y',
-    '-f', 'lavfi', '-i', `testsrc2=size=${rung.width}x${rung.height}:rate=${fps}:duration=${durationSec}`,
-    '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000:duration=${durationSec}`,
-    '-c:v', 'libx264', '-profile:v', 'high', '-preset', 'veryfast', '-pix_fmt', 'yuv420p',
-    '-b:v', String(video), '-maxrate', String(Math.round(video * 1.5)), '-bufsize', String(video * 2),
-    '-g', String(Math.round(fps * segmentSec)), '-keyint_min', String(Math.round(fps * segmentSec)), '-sc_threshold', '0',
-    '-force_key_frames', `expr:gte(t,n_forced*${segmentSec})`,
-    '-c:a', 'aac', '-b:a', String(AUDIO_BITRATE), '-ac', '2',
-    '-f', 'hls', '-hls_time', String(segmentSec), '-hls_list_size', '0', '-hls_playlist_type', 'vod',
-    '-hls_segment_type', 'mpegts', '-hls_segment_filename', join(outDir, 'seg-%05d.ts'),
+    '-hide_banner',
+    '-loglevel',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    `testsrc2=size=${rung.width}x${rung.height}:rate=${fps}:duration=${durationSec}`,
+    '-f',
+    'lavfi',
+    '-i',
+    `sine=frequency=440:sample_rate=48000:duration=${durationSec}`,
+    '-c:v',
+    'libx264',
+    '-profile:v',
+    'high',
+    '-preset',
+    'veryfast',
+    '-pix_fmt',
+    'yuv420p',
+    '-b:v',
+    String(video),
+    '-maxrate',
+    String(Math.round(video * 1.5)),
+    '-bufsize',
+    String(video * 2),
+    '-g',
+    String(Math.round(fps * segmentSec)),
+    '-keyint_min',
+    String(Math.round(fps * segmentSec)),
+    '-sc_threshold',
+    '0',
+    '-force_key_frames',
+    `expr:gte(t,n_forced*${segmentSec})`,
+    '-c:a',
+    'aac',
+    '-b:a',
+    String(AUDIO_BITRATE),
+    '-ac',
+    '2',
+    '-f',
+    'hls',
+    '-hls_time',
+    String(segmentSec),
+    '-hls_list_size',
+    '0',
+    '-hls_playlist_type',
+    'vod',
+    '-hls_segment_type',
+    'mpegts',
+    '-hls_segment_filename',
+    join(outDir, 'seg-%05d.ts'),
     join(outDir, MEDIA_FILE),
   ];
 }
@@ -94,14 +139,16 @@ export async function encodeTitle(opts: {
       const outDir = join(root, rung.name);
       await mkdir(outDir, { recursive: true });
       const res = await run(opts.ffmpeg, ffmpegArgs({ rung, durationSec: opts.durationSec, segmentSec: opts.segmentSec, outDir }), opts.signal);
-      if (res.code !== 0) throw new OcdnError(ErrorCodes.INTERNAL, `ffmpeg failed for ${opts.id}/${rung.name}: ${res.stderr.trim().split('\n').pop() ?? `exit ${res.code}`}`);
+      if (res.code !== 0)
+        throw new OcdnError(ErrorCodes.INTERNAL, `ffmpeg failed for ${opts.id}/${rung.name}: ${res.stderr.trim().split('\n').pop() ?? `exit ${res.code}`}`);
 
       // Re-write ffmpeg's playlist with ours so every title has the same tags whatever the ffmpeg version.
       const parsed = parsePlaylist(await readFile(join(outDir, MEDIA_FILE), 'utf8'));
       if (parsed.isMasterPlaylist) throw new OcdnError(ErrorCodes.BAD_PLAYLIST, `ffmpeg wrote a master playlist for ${rung.name}`);
       const durations = parsed.segments.map((s) => s.duration);
       parsed.segments.forEach((s, i) => {
-        if (s.uri !== segmentFileName(i)) throw new OcdnError(ErrorCodes.BAD_PLAYLIST, `unexpected ffmpeg segment name ${s.uri} (wanted ${segmentFileName(i)})`);
+        if (s.uri !== segmentFileName(i))
+          throw new OcdnError(ErrorCodes.BAD_PLAYLIST, `unexpected ffmpeg segment name ${s.uri} (wanted ${segmentFileName(i)})`);
       });
       if (segments !== undefined && segments !== durations.length) {
         throw new OcdnError(ErrorCodes.INTERNAL, `ffmpeg cut ${rung.name} into ${durations.length} segments, other renditions into ${segments}`);
@@ -115,15 +162,38 @@ export async function encodeTitle(opts: {
         const size = (await stat(file)).size;
         totalBytes += size;
         peak = Math.max(peak, (size * 8) / durations[i]!);
-        objects.push({ key: contentKeys.segment(opts.id, rung.name, i), contentType: 'video/mp2t', cacheControl: 'public, max-age=31536000, immutable', body: () => readFile(file) });
+        objects.push({
+          key: contentKeys.segment(opts.id, rung.name, i),
+          contentType: 'video/mp2t',
+          cacheControl: 'public, max-age=31536000, immutable',
+          body: () => readFile(file),
+        });
       }
       const mediaText = buildMediaPlaylist(durations);
-      objects.push({ key: contentKeys.media(opts.id, rung.name), contentType: PLAYLIST_CONTENT_TYPE, cacheControl: 'public, max-age=300', body: () => Buffer.from(mediaText) });
+      objects.push({
+        key: contentKeys.media(opts.id, rung.name),
+        contentType: PLAYLIST_CONTENT_TYPE,
+        cacheControl: 'public, max-age=300',
+        body: () => Buffer.from(mediaText),
+      });
       const seconds = durations.reduce((a, b) => a + b, 0);
-      renditions.push({ name: rung.name, bandwidth: Math.ceil(peak), averageBandwidth: Math.ceil((totalBytes * 8) / seconds), width: rung.width, height: rung.height, codecs: rung.codecs, frameRate: rung.frameRate });
+      renditions.push({
+        name: rung.name,
+        bandwidth: Math.ceil(peak),
+        averageBandwidth: Math.ceil((totalBytes * 8) / seconds),
+        width: rung.width,
+        height: rung.height,
+        codecs: rung.codecs,
+        frameRate: rung.frameRate,
+      });
     }
     const masterText = buildMasterPlaylist(renditions);
-    objects.unshift({ key: contentKeys.master(opts.id), contentType: PLAYLIST_CONTENT_TYPE, cacheControl: 'public, max-age=300', body: () => Buffer.from(masterText) });
+    objects.unshift({
+      key: contentKeys.master(opts.id),
+      contentType: PLAYLIST_CONTENT_TYPE,
+      cacheControl: 'public, max-age=300',
+      body: () => Buffer.from(masterText),
+    });
     const title: CatalogTitle = {
       id: opts.id,
       durationSec: opts.durationSec,

@@ -43,7 +43,10 @@ export function normalizeS3Flags(flags: Record<string, unknown>): Record<string,
   return { ...flags, forcePathStyle: flags.pathStyle };
 }
 
-export function createS3Client(cfg: Pick<S3Config, 's3Endpoint' | 's3Region' | 'accessKeyId' | 'secretAccessKey' | 'forcePathStyle'>, opts: { maxAttempts?: number; requestTimeoutMs?: number; connectTimeoutMs?: number } = {}): S3Client {
+export function createS3Client(
+  cfg: Pick<S3Config, 's3Endpoint' | 's3Region' | 'accessKeyId' | 'secretAccessKey' | 'forcePathStyle'>,
+  opts: { maxAttempts?: number; requestTimeoutMs?: number; connectTimeoutMs?: number } = {},
+): S3Client {
   // The SDK warns (on stderr, once per process) that releases after January 2027 need Node 22.
   // This project pins Node 20 and the SDK version in the lockfile; the warning would break the
   // CLI's "one line on stderr" contract for every command that talks to S3. An explicit setting wins.

@@ -89,7 +89,11 @@ function networkCode(err: SdkError): string | undefined {
  * Fails fast and clearly when S3 is not there: one HeadBucket bounded by `timeoutMs`, no SDK
  * retry loop, and the endpoint named in the message. Creates the bucket when it is missing.
  */
-export async function ensureBucket(client: S3Client, bucket: string, opts: { endpoint?: string; timeoutMs?: number; create?: boolean } = {}): Promise<'exists' | 'created'> {
+export async function ensureBucket(
+  client: S3Client,
+  bucket: string,
+  opts: { endpoint?: string; timeoutMs?: number; create?: boolean } = {},
+): Promise<'exists' | 'created'> {
   const where = opts.endpoint ?? 'the S3 endpoint';
   const timeoutMs = opts.timeoutMs ?? 5_000;
   const call = async <T>(what: string, run: (signal: AbortSignal) => Promise<T>, passThrough: (err: SdkError) => boolean): Promise<T> => {
@@ -100,12 +104,22 @@ export async function ensureBucket(client: S3Client, bucket: string, opts: { end
     } catch (raw) {
       const err = raw as SdkError;
       const status = err.$metadata?.httpStatusCode;
-      if (ac.signal.aborted) throw new OcdnError(ErrorCodes.S3_UNREACHABLE, `S3 endpoint ${where} did not answer ${what} within ${timeoutMs} ms`, { cause: err });
-      if (status === 403) throw new OcdnError(ErrorCodes.FORBIDDEN, `S3 endpoint ${where} refused access to bucket "${bucket}" (403): check --access-key-id/--secret-access-key`, { cause: err });
+      if (ac.signal.aborted)
+        throw new OcdnError(ErrorCodes.S3_UNREACHABLE, `S3 endpoint ${where} did not answer ${what} within ${timeoutMs} ms`, { cause: err });
+      if (status === 403)
+        throw new OcdnError(
+          ErrorCodes.FORBIDDEN,
+          `S3 endpoint ${where} refused access to bucket "${bucket}" (403): check --access-key-id/--secret-access-key`,
+          { cause: err },
+        );
       if (passThrough(err)) throw err;
       const code = networkCode(err);
       if (!code && status) {
-        throw new OcdnError(ErrorCodes.S3_UNREACHABLE, `S3 endpoint ${where} answered ${what} for bucket "${bucket}" with HTTP ${status} (${err.name}): is it an S3 server, and the right one?`, { cause: err });
+        throw new OcdnError(
+          ErrorCodes.S3_UNREACHABLE,
+          `S3 endpoint ${where} answered ${what} for bucket "${bucket}" with HTTP ${status} (${err.name}): is it an S3 server, and the right one?`,
+          { cause: err },
+        );
       }
       const why = code ?? (status ? `HTTP ${status}` : err.message || err.name);
       const hint = code ? ' (start one with `ocdn origin serve`, or point --s3-endpoint at a running S3)' : '';
@@ -115,7 +129,11 @@ export async function ensureBucket(client: S3Client, bucket: string, opts: { end
     }
   };
   try {
-    await call('HeadBucket', (signal) => client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal: signal }), (e) => e.$metadata?.httpStatusCode === 404 || e.name === 'NotFound' || e.name === 'NoSuchBucket');
+    await call(
+      'HeadBucket',
+      (signal) => client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal: signal }),
+      (e) => e.$metadata?.httpStatusCode === 404 || e.name === 'NotFound' || e.name === 'NoSuchBucket',
+    );
     return 'exists';
   } catch (err) {
     if (err instanceof OcdnError) throw err;
@@ -123,7 +141,11 @@ export async function ensureBucket(client: S3Client, bucket: string, opts: { end
   if (opts.create === false) throw new OcdnError(ErrorCodes.NOT_FOUND, `bucket "${bucket}" does not exist at ${where} (seed it with \`ocdn content seed\`)`);
   try {
     // Another seeder may have created it between our two calls: that is success.
-    await call('CreateBucket', (signal) => client.send(new CreateBucketCommand({ Bucket: bucket }), { abortSignal: signal }), (e) => e.name === 'BucketAlreadyOwnedByYou');
+    await call(
+      'CreateBucket',
+      (signal) => client.send(new CreateBucketCommand({ Bucket: bucket }), { abortSignal: signal }),
+      (e) => e.name === 'BucketAlreadyOwnedByYou',
+    );
   } catch (err) {
     if ((err as SdkError).name !== 'BucketAlreadyOwnedByYou') throw err;
   }
@@ -197,13 +219,34 @@ export async function forEachBounded<T>(items: Iterable<T>, concurrency: number,
 
 /** Every object of a synthetic title, playlists first, in key order. */
 export function* syntheticObjects(title: CatalogTitle, ladder: readonly LadderRung[]): Generator<SeedObject> {
-  yield { key: contentKeys.master(title.id), contentType: PLAYLIST_CONTENT_TYPE, cacheControl: CACHE_CONTROL.playlist, body: () => Buffer.from(buildMasterPlaylist(title.renditions.map((r, i) => ({ ...r, frameRate: ladder[i]?.frameRate })))) };
+  yield {
+    key: contentKeys.master(title.id),
+    contentType: PLAYLIST_CONTENT_TYPE,
+    cacheControl: CACHE_CONTROL.playlist,
+    body: () => Buffer.from(buildMasterPlaylist(title.renditions.map((r, i) => ({ ...r, frameRate: ladder[i]?.frameRate })))),
+  };
   const durations = segmentDurations(title.durationSec, title.segmentSec);
   for (const rung of ladder) {
-    yield { key: contentKeys.media(title.id, rung.name), contentType: PLAYLIST_CONTENT_TYPE, cacheControl: CACHE_CONTROL.playlist, body: () => Buffer.from(buildMediaPlaylist(durations)) };
-    const spec: SyntheticRendition = { title: title.id, rendition: rung.name, bitrate: rung.bitrate, durationSec: title.durationSec, segmentSec: title.segmentSec };
+    yield {
+      key: contentKeys.media(title.id, rung.name),
+      contentType: PLAYLIST_CONTENT_TYPE,
+      cacheControl: CACHE_CONTROL.playlist,
+      body: () => Buffer.from(buildMediaPlaylist(durations)),
+    };
+    const spec: SyntheticRendition = {
+      title: title.id,
+      rendition: rung.name,
+      bitrate: rung.bitrate,
+      durationSec: title.durationSec,
+      segmentSec: title.segmentSec,
+    };
     for (let i = 0; i < durations.length; i++) {
-      yield { key: contentKeys.segment(title.id, rung.name, i), contentType: SEGMENT_CONTENT_TYPE, cacheControl: CACHE_CONTROL.segment, body: () => syntheticSegment(spec, i) };
+      yield {
+        key: contentKeys.segment(title.id, rung.name, i),
+        contentType: SEGMENT_CONTENT_TYPE,
+        cacheControl: CACHE_CONTROL.segment,
+        body: () => syntheticSegment(spec, i),
+      };
     }
   }
 }
@@ -234,7 +277,12 @@ export async function seedContent(opts: SeedOptions): Promise<SeedResult> {
 
   const write = async (obj: SeedObject): Promise<void> => {
     const body = await obj.body();
-    const wrote = await putObjectIfChanged(opts.client, opts.bucket, { key: obj.key, body, contentType: obj.contentType, cacheControl: obj.cacheControl }, putOpts);
+    const wrote = await putObjectIfChanged(
+      opts.client,
+      opts.bucket,
+      { key: obj.key, body, contentType: obj.contentType, cacheControl: obj.cacheControl },
+      putOpts,
+    );
     counts.totalBytes += body.length;
     if (wrote) {
       counts.uploaded++;
@@ -257,8 +305,25 @@ export async function seedContent(opts: SeedOptions): Promise<SeedResult> {
     const { encodeTitle } = await import('./ffmpeg.ts');
     for (let n = first; n < first + opts.titles; n++) {
       const id = titleId(n);
-      opts.onProgress?.({ total, done: counts.done, uploaded: counts.uploaded, skipped: counts.skipped, bytes: counts.bytes, key: `vod/${id}/`, phase: 'encode' });
-      const encoded = await encodeTitle({ ffmpeg, id, rank: n, durationSec: opts.durationSec, segmentSec: opts.segmentSec, ladder, workDir: opts.workDir, signal: opts.signal });
+      opts.onProgress?.({
+        total,
+        done: counts.done,
+        uploaded: counts.uploaded,
+        skipped: counts.skipped,
+        bytes: counts.bytes,
+        key: `vod/${id}/`,
+        phase: 'encode',
+      });
+      const encoded = await encodeTitle({
+        ffmpeg,
+        id,
+        rank: n,
+        durationSec: opts.durationSec,
+        segmentSec: opts.segmentSec,
+        ladder,
+        workDir: opts.workDir,
+        signal: opts.signal,
+      });
       try {
         // ffmpeg decides the real segment count; correct the estimate.
         total += encoded.objects.length - (1 + ladder.length * (1 + segmentsPerRendition));
@@ -286,7 +351,15 @@ export async function seedContent(opts: SeedOptions): Promise<SeedResult> {
     const body = Buffer.from(serializeCatalog(catalog));
     await write({ key: CATALOG_KEY, contentType: CATALOG_CONTENT_TYPE, cacheControl: CACHE_CONTROL.catalog, body: () => body });
   }
-  return { uploaded: counts.uploaded, skipped: counts.skipped, bytes: counts.bytes, totalBytes: counts.totalBytes, objects: counts.done, catalog, elapsedMs: Date.now() - started };
+  return {
+    uploaded: counts.uploaded,
+    skipped: counts.skipped,
+    bytes: counts.bytes,
+    totalBytes: counts.totalBytes,
+    objects: counts.done,
+    catalog,
+    elapsedMs: Date.now() - started,
+  };
 }
 
 /** catalog.json from the bucket, or undefined when there is none. */

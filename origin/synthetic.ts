@@ -155,7 +155,8 @@ export function verifySyntheticSegment(r: SyntheticRendition, index: number, bod
 
 /** The generator input for a rendition of a catalog title (synthetic titles only). */
 export function syntheticFromCatalog(title: CatalogTitle, rendition: string): SyntheticRendition {
-  if (title.mode !== 'synthetic') throw new OcdnError(ErrorCodes.BAD_REQUEST, `${title.id} was encoded with ${title.mode}; only synthetic titles can be regenerated`);
+  if (title.mode !== 'synthetic')
+    throw new OcdnError(ErrorCodes.BAD_REQUEST, `${title.id} was encoded with ${title.mode}; only synthetic titles can be regenerated`);
   const r = title.renditions.find((x) => x.name === rendition);
   if (!r) throw new OcdnError(ErrorCodes.NOT_FOUND, `${title.id} has no rendition ${rendition}`);
   return { title: title.id, rendition: r.name, bitrate: r.averageBandwidth, durationSec: title.durationSec, segmentSec: title.segmentSec };

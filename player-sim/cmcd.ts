@@ -41,9 +41,20 @@ const ROUND_100 = new Set(['bl', 'dl', 'mtp']);
 
 /** Header each key belongs in (CTA-5004 §3.2). */
 const HEADER_OF: Record<keyof CmcdData, 'CMCD-Object' | 'CMCD-Request' | 'CMCD-Session' | 'CMCD-Status'> = {
-  br: 'CMCD-Object', d: 'CMCD-Object', ot: 'CMCD-Object', tb: 'CMCD-Object',
-  bl: 'CMCD-Request', dl: 'CMCD-Request', mtp: 'CMCD-Request', nor: 'CMCD-Request', su: 'CMCD-Request',
-  cid: 'CMCD-Session', sf: 'CMCD-Session', sid: 'CMCD-Session', st: 'CMCD-Session', v: 'CMCD-Session',
+  br: 'CMCD-Object',
+  d: 'CMCD-Object',
+  ot: 'CMCD-Object',
+  tb: 'CMCD-Object',
+  bl: 'CMCD-Request',
+  dl: 'CMCD-Request',
+  mtp: 'CMCD-Request',
+  nor: 'CMCD-Request',
+  su: 'CMCD-Request',
+  cid: 'CMCD-Session',
+  sf: 'CMCD-Session',
+  sid: 'CMCD-Session',
+  st: 'CMCD-Session',
+  v: 'CMCD-Session',
 };
 
 function pairs(data: CmcdData): [keyof CmcdData, string | undefined][] {

@@ -250,11 +250,15 @@ export function parseTraceFile(text: string, bad: (why: string) => Error): { tim
       const q = p as Record<string, unknown>;
       t = Number(q.t ?? q.atS ?? q.time);
       rate =
-        typeof q.rate === 'string' ? parseBitrate(q.rate)
-        : q.bps !== undefined ? Number(q.bps)
-        : q.kbps !== undefined ? Number(q.kbps) * 1e3
-        : q.mbps !== undefined ? Number(q.mbps) * 1e6
-        : Number.NaN;
+        typeof q.rate === 'string'
+          ? parseBitrate(q.rate)
+          : q.bps !== undefined
+            ? Number(q.bps)
+            : q.kbps !== undefined
+              ? Number(q.kbps) * 1e3
+              : q.mbps !== undefined
+                ? Number(q.mbps) * 1e6
+                : Number.NaN;
     }
     if (!Number.isFinite(t) || t < 0 || !Number.isFinite(rate) || rate < 0) throw bad(`bad trace point ${JSON.stringify(p)}`);
     const ms = t * 1000;

@@ -137,7 +137,12 @@ function toMedia(p: HLS.types.MediaPlaylist, baseUrl: string): MediaInfo {
     segments.push({ index: i, url, durationS: s.duration, startS: start, range, init, discontinuity: Boolean(s.discontinuity) });
     start += s.duration;
   }
-  return { segments, endlist: Boolean(p.endlist), totalS: start, targetDurationS: Number(p.targetDuration) || Math.ceil(Math.max(...segments.map((s) => s.durationS))) };
+  return {
+    segments,
+    endlist: Boolean(p.endlist),
+    totalS: start,
+    targetDurationS: Number(p.targetDuration) || Math.ceil(Math.max(...segments.map((s) => s.durationS))),
+  };
 }
 
 /** A URL the session was told is a master playlist; a media playlist there is played as one rendition. */

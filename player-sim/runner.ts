@@ -153,12 +153,16 @@ export function titlePicker(spec: string, catalog: string[] | undefined): TitleP
   const s = spec.trim();
   const m = /^zipf(?::(\d+(?:\.\d+)?))?$/i.exec(s);
   if (m || /^uniform$/i.test(s)) {
-    if (!catalog || catalog.length === 0) throw new OcdnError(ErrorCodes.CONFIG, `--titles ${spec} needs a catalog (seed content first, or list titles: --titles title-0001,title-0002)`);
+    if (!catalog || catalog.length === 0)
+      throw new OcdnError(ErrorCodes.CONFIG, `--titles ${spec} needs a catalog (seed content first, or list titles: --titles title-0001,title-0002)`);
     if (!m) return (u) => catalog[Math.min(catalog.length - 1, Math.floor(u * catalog.length))]!;
     const zipf = new Zipf(catalog.length, m[1] === undefined ? 0.9 : Number(m[1]));
     return (u) => catalog[zipf.rank(u) - 1]!;
   }
-  const list = s.split(',').map((x) => x.trim()).filter(Boolean);
+  const list = s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   if (list.length === 0) throw new OcdnError(ErrorCodes.CONFIG, `--titles "${spec}": use zipf:<s>, uniform, or a list of title ids`);
   for (const t of list) if (!/^[A-Za-z0-9._-]+$/.test(t)) throw new OcdnError(ErrorCodes.CONFIG, `--titles: "${t}" is not a title id`);
   return (u) => list[Math.min(list.length - 1, Math.floor(u * list.length))]!;
@@ -170,7 +174,10 @@ function percentile(sorted: number[], p: number): number | undefined {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
 }
 
-export function summarize(results: SessionResult[], meta: Pick<RunSummary, 'mode' | 'abr' | 'network' | 'seed' | 'players' | 'peakConcurrent' | 'simulatedMs' | 'wallMs'>): RunSummary {
+export function summarize(
+  results: SessionResult[],
+  meta: Pick<RunSummary, 'mode' | 'abr' | 'network' | 'seed' | 'players' | 'peakConcurrent' | 'simulatedMs' | 'wallMs'>,
+): RunSummary {
   const exitReasons: Record<ExitReason, number> = { completed: 0, 'watch-time': 0, error: 0, 'start-failure': 0, aborted: 0 };
   const vst: number[] = [];
   let played = 0;
@@ -259,7 +266,8 @@ export async function runPlayers(opts: RunPlayersOptions = {}): Promise<RunResul
     edgeSource = new VirtualSteering(cdn, clock);
     catalog ??= cdn.titles.map((t) => t.id);
   } else {
-    if (!opts.steering && !(opts.edges && opts.edges.length > 0)) throw new OcdnError(ErrorCodes.CONFIG, 'real mode needs --steering URL or --edge URL (or use --virtual)');
+    if (!opts.steering && !(opts.edges && opts.edges.length > 0))
+      throw new OcdnError(ErrorCodes.CONFIG, 'real mode needs --steering URL or --edge URL (or use --virtual)');
     clock = new RealClock(o.speed);
     agent = opts.agent ?? createPlayerAgent();
     ownAgent = !opts.agent;

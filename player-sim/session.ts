@@ -242,7 +242,13 @@ class Session {
   }
 
   private fail(err: unknown): void {
-    const code = isOcdnError(err) ? err.code : err instanceof HttpStatusError ? `HTTP_${err.status}` : err instanceof TransportError ? `NET_${err.kind.toUpperCase()}` : ErrorCodes.INTERNAL;
+    const code = isOcdnError(err)
+      ? err.code
+      : err instanceof HttpStatusError
+        ? `HTTP_${err.status}`
+        : err instanceof TransportError
+          ? `NET_${err.kind.toUpperCase()}`
+          : ErrorCodes.INTERNAL;
     const message = describeError(err);
     this.errors.push({ code, message });
     this.em.emit('error', { code, message, fatal: true });
@@ -337,7 +343,11 @@ class Session {
       this.cancelHeartbeat = this.clock.timer(at, () => {
         this.advance(at);
         const cur = this.playingSegment();
-        this.em.emit('heartbeat', { bufferS: round3(this.bufferS), rendition: cur?.rendition ?? '', bitrate: cur?.bitrate ?? 0, playedS: round3(this.position) }, at);
+        this.em.emit(
+          'heartbeat',
+          { bufferS: round3(this.bufferS), rendition: cur?.rendition ?? '', bitrate: cur?.bitrate ?? 0, playedS: round3(this.position) },
+          at,
+        );
         tick(at + this.cfg.heartbeatMs);
       });
     };
@@ -368,7 +378,10 @@ class Session {
   private async steer(): Promise<void> {
     for (;;) {
       try {
-        const edges = await this.env.edges.steer({ title: this.cfg.title, sessionId: this.cfg.sessionId, region: this.cfg.region, isp: this.cfg.isp }, this.stop.signal);
+        const edges = await this.env.edges.steer(
+          { title: this.cfg.title, sessionId: this.cfg.sessionId, region: this.cfg.region, isp: this.cfg.isp },
+          this.stop.signal,
+        );
         if (edges.length === 0) throw new OcdnError(ErrorCodes.NO_EDGE, 'steering returned no edges');
         this.edges = edges;
         this.edgeIdx = 0;

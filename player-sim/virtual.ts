@@ -326,7 +326,8 @@ export class VirtualTransport implements Transport {
       await this.clock.sleep(req.timeoutMs, req.signal);
       throw new TransportError('timeout', `no response from ${u.host} within ${req.timeoutMs} ms`);
     }
-    const res: VirtualResponse = fault?.kind === '503' ? { status: 503, headers: { 'x-edge-id': edgeId }, bytes: 0 } : this.cdn.respond(edgeId, u.pathname, req.range);
+    const res: VirtualResponse =
+      fault?.kind === '503' ? { status: 503, headers: { 'x-edge-id': edgeId }, bytes: 0 } : this.cdn.respond(edgeId, u.pathname, req.range);
     const ttfb = this.rttMs + (res.headers['x-cache'] === 'MISS' ? this.cdn.missPenaltyMs : 0);
     const firstByte = t0 + ttfb;
     const end = res.bytes > 0 ? transferEnd(this.trace, firstByte - this.traceOrigin, res.bytes) + this.traceOrigin : firstByte;

@@ -43,7 +43,10 @@ async function restart(dir: string, name: string): Promise<ComponentState> {
   return c;
 }
 
-export async function killEdge(dir: string, opts: { id?: string; random?: boolean; restartAfterMs?: number; log: ChaosLog; rand?: () => number }): Promise<string> {
+export async function killEdge(
+  dir: string,
+  opts: { id?: string; random?: boolean; restartAfterMs?: number; log: ChaosLog; rand?: () => number },
+): Promise<string> {
   const state = await loadRunning(dir);
   const edges = state.components.filter((c) => c.kind === 'edge' && isAlive(c.pid));
   if (edges.length === 0) throw new OcdnError(ErrorCodes.NO_EDGE, 'no running edge to kill');

@@ -40,7 +40,8 @@ export async function recentDemand(aggregatorUrl: string | undefined, lastMs = 1
   try {
     const res = await fetch(`${aggregatorUrl.replace(/\/+$/, '')}/v1/qoe?by=title&last=${Math.round(lastMs / 1000)}s`, { signal: AbortSignal.timeout(3_000) });
     if (!res.ok) return out;
-    for (const r of ((await res.json()) as { totals?: ({ value: string } & TitleDemand)[] }).totals ?? []) out.set(r.value, { sessions: r.sessions ?? 0, segments: r.segments ?? 0 });
+    for (const r of ((await res.json()) as { totals?: ({ value: string } & TitleDemand)[] }).totals ?? [])
+      out.set(r.value, { sessions: r.sessions ?? 0, segments: r.segments ?? 0 });
   } catch {
     /* no aggregator: the catalog alone decides */
   }
@@ -55,10 +56,21 @@ export async function recentDemand(aggregatorUrl: string | undefined, lastMs = 1
 /** One line for a fill answer: the job's progress, or the edge's reason for refusing. */
 function describeJob(text: string): string {
   try {
-    const j = JSON.parse(text) as { id?: string; state?: string; keys?: number; done?: number; bytesFetched?: number; alreadyCached?: number; failed?: number; reason?: string };
+    const j = JSON.parse(text) as {
+      id?: string;
+      state?: string;
+      keys?: number;
+      done?: number;
+      bytesFetched?: number;
+      alreadyCached?: number;
+      failed?: number;
+      reason?: string;
+    };
     if (j.id && j.state) {
       const mb = ((j.bytesFetched ?? 0) / 1e6).toFixed(1);
-      return j.state === 'running' ? `job ${j.id.slice(0, 8)} running` : `${j.state}: ${j.done ?? 0}/${j.keys ?? 0} keys, ${mb} MB fetched, ${j.alreadyCached ?? 0} already cached, ${j.failed ?? 0} failed`;
+      return j.state === 'running'
+        ? `job ${j.id.slice(0, 8)} running`
+        : `${j.state}: ${j.done ?? 0}/${j.keys ?? 0} keys, ${mb} MB fetched, ${j.alreadyCached ?? 0} already cached, ${j.failed ?? 0} failed`;
     }
     if (j.reason) return j.reason.slice(0, 200);
   } catch {
@@ -85,7 +97,9 @@ export async function proactiveFill(opts: {
   const plan = new Map<string, { title: string; why: string; edgeId: string }>();
   for (const t of titles) {
     for (const region of opts.regions) {
-      const res = await fetch(`${opts.steeringUrl}/v1/steer?title=${encodeURIComponent(t.id)}&region=${encodeURIComponent(region)}`, { signal: AbortSignal.timeout(5_000) });
+      const res = await fetch(`${opts.steeringUrl}/v1/steer?title=${encodeURIComponent(t.id)}&region=${encodeURIComponent(region)}`, {
+        signal: AbortSignal.timeout(5_000),
+      });
       if (!res.ok) throw new OcdnError(ErrorCodes.NO_EDGE, `steering answered ${res.status} for ${t.id} in ${region}: ${(await res.text()).trim()}`);
       const steer = (await res.json()) as SteerResponse;
       const first = steer.edges[0];

@@ -111,7 +111,10 @@ export function findJava(env: NodeJS.ProcessEnv = process.env): string {
     const m = /version "(\d+)/.exec(`${r.stderr}${r.stdout}`);
     const major = m ? Number(m[1]) : 0;
     if (major >= 11) return java;
-    throw new OcdnError(ErrorCodes.DEPENDENCY_MISSING, `Kafka ${KAFKA_VERSION} needs Java 11 or newer, found "${(r.stderr || r.stdout).split('\n')[0]}": install openjdk-17-jre-headless (apt-get install -y openjdk-17-jre-headless)`);
+    throw new OcdnError(
+      ErrorCodes.DEPENDENCY_MISSING,
+      `Kafka ${KAFKA_VERSION} needs Java 11 or newer, found "${(r.stderr || r.stdout).split('\n')[0]}": install openjdk-17-jre-headless (apt-get install -y openjdk-17-jre-headless)`,
+    );
   }
   throw new OcdnError(
     ErrorCodes.DEPENDENCY_MISSING,
@@ -246,11 +249,15 @@ function portFree(port: number): Promise<boolean> {
 /** Free TCP ports on 127.0.0.1 chosen by the OS (for tests and benchmarks). */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<import('node:net').Server>((res, rej) => {
-      const s = createServer();
-      s.once('error', rej);
-      s.listen(0, '127.0.0.1', () => res(s));
-    })),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<import('node:net').Server>((res, rej) => {
+          const s = createServer();
+          s.once('error', rej);
+          s.listen(0, '127.0.0.1', () => res(s));
+        }),
+    ),
   );
   const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port);
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
@@ -271,7 +278,11 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
   const libs = opts.libsDir ?? (await fetchKafkaLibs({ log: progress }));
   const busy = [];
   for (const p of [port, controllerPort]) if (!(await portFree(p))) busy.push(p);
-  if (busy.length) throw new OcdnError(ErrorCodes.PORT_IN_USE, `Kafka ports already in use on 127.0.0.1: ${busy.join(', ')} (another broker? "ocdn kafka status", or choose --port)`);
+  if (busy.length)
+    throw new OcdnError(
+      ErrorCodes.PORT_IN_USE,
+      `Kafka ports already in use on 127.0.0.1: ${busy.join(', ')} (another broker? "ocdn kafka status", or choose --port)`,
+    );
 
   await mkdir(join(dir, 'data'), { recursive: true });
   const props = join(dir, 'server.properties');
@@ -285,7 +296,8 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
     progress(`formatting KRaft storage in ${join(dir, 'data')}`);
     const id = await clusterId(dir);
     const r = await runJava(java, ['-Xmx256m', ...common, 'kafka.tools.StorageTool', 'format', `--cluster-id=${id}`, '-c', props, '--ignore-formatted'], dir);
-    if (r.code !== 0) throw new OcdnError(ErrorCodes.INTERNAL, `Kafka storage format failed (exit ${r.code}):\n${r.output.trim().split('\n').slice(-8).join('\n')}`);
+    if (r.code !== 0)
+      throw new OcdnError(ErrorCodes.INTERNAL, `Kafka storage format failed (exit ${r.code}):\n${r.output.trim().split('\n').slice(-8).join('\n')}`);
   }
 
   const heap = opts.heapMb ?? 512;
@@ -315,10 +327,12 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
   if (pid === undefined) throw new OcdnError(ErrorCodes.INTERNAL, 'could not start the Kafka JVM');
   await writeFile(join(dir, 'broker.pid'), `${pid}\n`);
   let exitCode: number | null | undefined;
-  const exited = new Promise<number | null>((res) => child.once('exit', (code, sig) => {
-    exitCode = code ?? (sig ? 128 : null);
-    res(exitCode);
-  }));
+  const exited = new Promise<number | null>((res) =>
+    child.once('exit', (code, sig) => {
+      exitCode = code ?? (sig ? 128 : null);
+      res(exitCode);
+    }),
+  );
   // A test runner or CLI that dies must not leave a JVM holding the ports.
   const killOnExit = () => {
     if (exitCode === undefined) child.kill('SIGKILL');
@@ -350,9 +364,17 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 180_000);
   try {
     for (;;) {
-      if (exitCode !== undefined) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka exited with code ${exitCode} during start-up${logFile ? `; last lines of ${logFile}:\n${tailOf(logFile)}` : ''}`);
+      if (exitCode !== undefined)
+        throw new OcdnError(
+          ErrorCodes.BROKER_UNAVAILABLE,
+          `Kafka exited with code ${exitCode} during start-up${logFile ? `; last lines of ${logFile}:\n${tailOf(logFile)}` : ''}`,
+        );
       if (await brokerAnswers(brokers)) break;
-      if (Date.now() > deadline) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka did not answer on ${brokers} within ${opts.readyTimeoutMs ?? 180_000} ms${logFile ? ` (log: ${logFile})` : ''}`);
+      if (Date.now() > deadline)
+        throw new OcdnError(
+          ErrorCodes.BROKER_UNAVAILABLE,
+          `Kafka did not answer on ${brokers} within ${opts.readyTimeoutMs ?? 180_000} ms${logFile ? ` (log: ${logFile})` : ''}`,
+        );
       await new Promise((r) => setTimeout(r, 300));
     }
     await ensureTopics(brokers, { topics: opts.topics ?? topicNames(), eventPartitions: opts.eventPartitions, log });
@@ -367,7 +389,13 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
 /** True when a kafkajs admin can connect and list topics. */
 export async function brokerAnswers(brokers: string): Promise<boolean> {
   const { Kafka, logLevel } = await import('kafkajs');
-  const admin = new Kafka({ clientId: 'ocdn-kafka-probe', brokers: brokers.split(','), logLevel: logLevel.NOTHING, retry: { retries: 0 }, connectionTimeout: 1_000 }).admin();
+  const admin = new Kafka({
+    clientId: 'ocdn-kafka-probe',
+    brokers: brokers.split(','),
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 0 },
+    connectionTimeout: 1_000,
+  }).admin();
   try {
     await admin.connect();
     await admin.listTopics();
@@ -409,7 +437,13 @@ export async function kafkaStatus(brokers: string, dir?: string): Promise<KafkaS
     }
   }
   const { Kafka, logLevel } = await import('kafkajs');
-  const admin = new Kafka({ clientId: 'ocdn-kafka-status', brokers: brokers.split(','), logLevel: logLevel.NOTHING, retry: { retries: 0 }, connectionTimeout: 1_000 }).admin();
+  const admin = new Kafka({
+    clientId: 'ocdn-kafka-status',
+    brokers: brokers.split(','),
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 0 },
+    connectionTimeout: 1_000,
+  }).admin();
   try {
     await admin.connect();
     const names = (await admin.listTopics()).filter((t) => !t.startsWith('__'));
@@ -438,7 +472,10 @@ export async function kafkaUpDetached(opts: { dir: string; port: number; readyTi
       opts.onProgress?.(`Kafka already running (pid ${old}) on ${brokers}`);
       return kafkaStatus(brokers, dir);
     }
-    throw new OcdnError(ErrorCodes.USAGE, `a Kafka process (pid ${old}) from ${dir} is running but does not answer on ${brokers}; "ocdn kafka down --dir ${opts.dir}" first`);
+    throw new OcdnError(
+      ErrorCodes.USAGE,
+      `a Kafka process (pid ${old}) from ${dir} is running but does not answer on ${brokers}; "ocdn kafka down --dir ${opts.dir}" first`,
+    );
   }
   // Fetch in the foreground so the user sees progress and a missing Maven/Java fails here.
   findJava();
@@ -465,8 +502,10 @@ export async function kafkaUpDetached(opts: { dir: string; port: number; readyTi
   for (;;) {
     const st = await kafkaStatus(brokers, dir);
     if (st.reachable && st.topics?.some((t) => t.name === topicNames().events)) return st;
-    if (!pidAlive(pid)) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka runner exited during start-up; last lines of ${logFile}:\n${tailOf(logFile)}`);
-    if (Date.now() > deadline) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka not ready on ${brokers} after ${opts.readyTimeoutMs ?? 300_000} ms (log: ${logFile})`);
+    if (!pidAlive(pid))
+      throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka runner exited during start-up; last lines of ${logFile}:\n${tailOf(logFile)}`);
+    if (Date.now() > deadline)
+      throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka not ready on ${brokers} after ${opts.readyTimeoutMs ?? 300_000} ms (log: ${logFile})`);
     await new Promise((r) => setTimeout(r, 500));
   }
 }

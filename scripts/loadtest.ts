@@ -85,14 +85,16 @@ async function buildMix(o: LoadtestOptions): Promise<Map<string, string[]>> {
     const perTitle = ['hash', 'hrw-bounded'].includes(o.policy ?? 'hrw-bounded');
     let steer = perTitle ? tokens.get(t.id) : undefined;
     if (!steer) {
-      steer = JSON.parse(await text(`${o.steeringUrl}/v1/steer?title=${encodeURIComponent(t.id)}&policy=${encodeURIComponent(o.policy ?? 'hrw-bounded')}`)) as SteerResponse;
+      steer = JSON.parse(
+        await text(`${o.steeringUrl}/v1/steer?title=${encodeURIComponent(t.id)}&policy=${encodeURIComponent(o.policy ?? 'hrw-bounded')}`),
+      ) as SteerResponse;
       tokens.set(t.id, steer);
     }
     const rendition = t.renditions[Math.floor(rand() * t.renditions.length)]!;
     const seg = Math.floor(rand() * t.segments);
     const key = contentKeys.segment(t.id, rendition.name, seg, t.container === 'fmp4' ? 'm4s' : 'ts');
     // Target "cluster" sends each title where steering puts it; "edge" sends all to one edge.
-    const chosen = o.target === 'edge' ? steer.edges.find((e) => e.id === o.edges[0]!.id) ?? steer.edges[0]! : steer.edges[0]!;
+    const chosen = o.target === 'edge' ? (steer.edges.find((e) => e.id === o.edges[0]!.id) ?? steer.edges[0]!) : steer.edges[0]!;
     const token = new URL(chosen.url).searchParams.get('token');
     const edgeId = o.target === 'edge' ? o.edges[0]!.id : chosen.id;
     mix.get(edgeId)?.push(`/${key}${token ? `?token=${token}` : ''}`);
@@ -128,7 +130,11 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
         url: o.steeringUrl,
         connections: o.connections,
         duration: o.durationSec,
-        ...requestsFor(titles.map((t) => `/v1/steer?title=${t}`), () => (i++ % titles.length) / titles.length, o.workers),
+        ...requestsFor(
+          titles.map((t) => `/v1/steer?title=${t}`),
+          () => (i++ % titles.length) / titles.length,
+          o.workers,
+        ),
       },
       o.progress ?? false,
     );
@@ -158,7 +164,14 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
   for (const e of o.edges) {
     const a = before.get(e.id)!;
     const b = await edgeCounters(e.url);
-    perEdge.push({ id: e.id, requests: b.requests - a.requests, hits: b.hits - a.hits, originFetches: b.originFetches - a.originFetches, bytesServed: b.bytesServed - a.bytesServed, originBytes: b.originBytes - a.originBytes });
+    perEdge.push({
+      id: e.id,
+      requests: b.requests - a.requests,
+      hits: b.hits - a.hits,
+      originFetches: b.originFetches - a.originFetches,
+      bytesServed: b.bytesServed - a.bytesServed,
+      originBytes: b.originBytes - a.originBytes,
+    });
   }
   return toResult(o.target, merge(results), perEdge);
 }
@@ -194,7 +207,12 @@ function toResult(target: string, r: autocannon.Result, perEdge: LoadtestResult[
     non2xx: r.non2xx,
     edgeHitRatio: perEdge.length ? (reqs > 0 ? hits / reqs : 0) : undefined,
     originFetches: perEdge.length ? perEdge.reduce((s, e) => s + e.originFetches, 0) : undefined,
-    originByteShare: perEdge.length ? ratioOf(perEdge.reduce((s, e) => s + e.originBytes, 0), perEdge.reduce((s, e) => s + e.bytesServed, 0)) : undefined,
+    originByteShare: perEdge.length
+      ? ratioOf(
+          perEdge.reduce((s, e) => s + e.originBytes, 0),
+          perEdge.reduce((s, e) => s + e.bytesServed, 0),
+        )
+      : undefined,
     perEdge,
   };
 }

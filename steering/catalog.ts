@@ -98,7 +98,11 @@ export class TitleCatalog {
       return true;
     } catch (err) {
       const why = describeError(err);
-      if (why !== this.lastError) this.log?.warn({ err: why, kept: this.byId.size }, this.loadedAt === undefined ? 'catalog not loaded yet (retrying)' : 'catalog refresh failed; keeping the last good one');
+      if (why !== this.lastError)
+        this.log?.warn(
+          { err: why, kept: this.byId.size },
+          this.loadedAt === undefined ? 'catalog not loaded yet (retrying)' : 'catalog refresh failed; keeping the last good one',
+        );
       this.lastError = why;
       return false;
     }

@@ -75,7 +75,10 @@ export class MasterSource {
   private readonly cache: LRUCache<string, HLS.types.MasterPlaylist>;
   private readonly inflight = new Map<string, Promise<HLS.types.MasterPlaylist>>();
 
-  constructor(private readonly reader: OriginReader | undefined, opts: { ttlMs?: number; max?: number } = {}) {
+  constructor(
+    private readonly reader: OriginReader | undefined,
+    opts: { ttlMs?: number; max?: number } = {},
+  ) {
     this.cache = new LRUCache({ max: opts.max ?? 5_000, ttl: opts.ttlMs ?? 60_000 });
   }
 
@@ -93,9 +96,7 @@ export class MasterSource {
   }
 
   private async load(title: CatalogTitle): Promise<HLS.types.MasterPlaylist> {
-    const text = this.reader
-      ? (await this.reader.getObject(contentKeys.master(title.id))).body.toString('utf8')
-      : buildMasterPlaylist(title.renditions);
+    const text = this.reader ? (await this.reader.getObject(contentKeys.master(title.id))).body.toString('utf8') : buildMasterPlaylist(title.renditions);
     const parsed = parsePlaylist(text);
     if (!parsed.isMasterPlaylist) throw new OcdnError(ErrorCodes.BAD_PLAYLIST, `${contentKeys.master(title.id)} is a media playlist, not a master playlist`);
     const master = parsed as HLS.types.MasterPlaylist;

@@ -150,7 +150,12 @@ export const hashPolicy: Policy = {
 };
 
 /** Reason strings made once: a decision should not build strings it can look up. */
-const tierReasons = (tier: string) => ({ hash: `${tier}+hash`, inventory: `${tier}+inventory`, overload: `${tier}+overload-skip`, demoted: `${tier}+qoe-demoted` });
+const tierReasons = (tier: string) => ({
+  hash: `${tier}+hash`,
+  inventory: `${tier}+inventory`,
+  overload: `${tier}+overload-skip`,
+  demoted: `${tier}+qoe-demoted`,
+});
 const SITE_REASONS = tierReasons('site');
 const BACKUP_REASONS = tierReasons('backup-site');
 const OTHER_REASONS = tierReasons('other-site');

@@ -54,7 +54,12 @@ export function pickDemotions(rows: EdgeQoe[], rules: DemotionRules = defaultDem
     const rb = rebuf(r);
     const rbMed = median(peers.map(rebuf));
     const rbBar = Math.max(rules.rebufferFactor * rbMed, rbMed + rules.rebufferFloor);
-    if (rb > rbBar) return { id: r.value, demoted: true, why: `rebuffer ${(rb * 100).toFixed(1)}% > ${(rbBar * 100).toFixed(1)}% (peers' median ${(rbMed * 100).toFixed(1)}%)` };
+    if (rb > rbBar)
+      return {
+        id: r.value,
+        demoted: true,
+        why: `rebuffer ${(rb * 100).toFixed(1)}% > ${(rbBar * 100).toFixed(1)}% (peers' median ${(rbMed * 100).toFixed(1)}%)`,
+      };
     const er = errs(r);
     const erMed = median(peers.map(errs));
     const erBar = Math.max(rules.errorFactor * erMed, erMed + rules.errorFloor);

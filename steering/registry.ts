@@ -95,7 +95,8 @@ export function validateHeartbeat(raw: unknown): EdgeHeartbeat {
   if (typeof b.healthy !== 'boolean') problems.push('healthy: must be true or false');
   if (!Array.isArray(b.titles)) problems.push('titles: must be an array of title ids');
   else if (b.titles.length > MAX_TITLES) problems.push(`titles: more than ${MAX_TITLES} entries`);
-  else if (!b.titles.every((t) => typeof t === 'string' && t.length > 0 && t.length <= 256)) problems.push('titles: every entry must be a non-empty string of at most 256 characters');
+  else if (!b.titles.every((t) => typeof t === 'string' && t.length > 0 && t.length <= 256))
+    problems.push('titles: every entry must be a non-empty string of at most 256 characters');
   if (b.parent !== undefined && (typeof b.parent !== 'string' || !isHttpUrl(b.parent))) problems.push('parent: must be an absolute http(s) URL when present');
   if (problems.length > 0) throw new OcdnError(ErrorCodes.BAD_REQUEST, `invalid heartbeat: ${problems.join('; ')}`, { details: { problems } });
   return {

@@ -118,8 +118,19 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
 
   // ---- metrics -------------------------------------------------------------------------
   const metrics = createRegistry({ defaultMetrics: opts.defaultMetrics });
-  const decisions = new Counter({ name: 'ocdn_steering_decisions_total', help: 'Steering decisions by policy and the reason of the first edge (or the refusal)', labelNames: ['policy', 'reason'], registers: [metrics] });
-  const decisionSeconds = new Histogram({ name: 'ocdn_steering_decision_seconds', help: 'Time to rank and sign one answer', labelNames: ['endpoint'], buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05], registers: [metrics] });
+  const decisions = new Counter({
+    name: 'ocdn_steering_decisions_total',
+    help: 'Steering decisions by policy and the reason of the first edge (or the refusal)',
+    labelNames: ['policy', 'reason'],
+    registers: [metrics],
+  });
+  const decisionSeconds = new Histogram({
+    name: 'ocdn_steering_decision_seconds',
+    help: 'Time to rank and sign one answer',
+    labelNames: ['endpoint'],
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
+    registers: [metrics],
+  });
   const heartbeats = new Counter({ name: 'ocdn_steering_heartbeats_total', help: 'Edge heartbeats received', labelNames: ['result'], registers: [metrics] });
   const transitions = new Counter({ name: 'ocdn_steering_edge_transitions_total', help: 'Edges going in or out', labelNames: ['state'], registers: [metrics] });
   new Gauge({
@@ -133,8 +144,22 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
       this.set({ state: 'down' }, c.down);
     },
   });
-  new Gauge({ name: 'ocdn_steering_catalog_titles', help: 'Titles in the loaded catalog', registers: [metrics], collect() { this.set(catalog.size); } });
-  new Gauge({ name: 'ocdn_steering_play_sessions', help: 'Live Content Steering sessions', registers: [metrics], collect() { this.set(sessions.size); } });
+  new Gauge({
+    name: 'ocdn_steering_catalog_titles',
+    help: 'Titles in the loaded catalog',
+    registers: [metrics],
+    collect() {
+      this.set(catalog.size);
+    },
+  });
+  new Gauge({
+    name: 'ocdn_steering_play_sessions',
+    help: 'Live Content Steering sessions',
+    registers: [metrics],
+    collect() {
+      this.set(sessions.size);
+    },
+  });
   const heartbeatOk = heartbeats.labels('ok');
   const heartbeatInvalid = heartbeats.labels('invalid');
   const steerTimer = decisionSeconds.labels('steer');
@@ -174,9 +199,11 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   let seq = 0;
   function decide(q: URLSearchParams, req: IncomingMessage, titleArg?: string): Decision {
     const title = titleArg ?? q.get('title') ?? '';
-    if (!TITLE_PATTERN.test(title)) throw bad(title === '' ? 'missing ?title=' : `bad title "${title.slice(0, 80)}": use 1-128 characters of A-Z a-z 0-9 . _ -`);
+    if (!TITLE_PATTERN.test(title))
+      throw bad(title === '' ? 'missing ?title=' : `bad title "${title.slice(0, 80)}": use 1-128 characters of A-Z a-z 0-9 . _ -`);
     const region = q.get('region') ?? undefined;
-    if (region !== undefined && region !== '' && !LABEL_PATTERN.test(region)) throw bad(`bad region "${region.slice(0, 80)}": use 1-64 characters of A-Z a-z 0-9 . _ -`);
+    if (region !== undefined && region !== '' && !LABEL_PATTERN.test(region))
+      throw bad(`bad region "${region.slice(0, 80)}": use 1-64 characters of A-Z a-z 0-9 . _ -`);
     const policyArg = q.get('policy');
     let policy = defaultPolicy;
     if (policyArg !== null && policyArg !== '') {
@@ -197,7 +224,15 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
       const c = registry.counts();
       throw new OcdnError(ErrorCodes.NO_EDGE, `no healthy edge (${c.up + c.down} registered, ${c.down} out)`);
     }
-    const ranked = getPolicy(policy).rank({ title, edges, siteOrder: topology.siteOrder(site), epsilon, loadQuantum: registry.sessionLoad, random: Math.random, seq: seq++ });
+    const ranked = getPolicy(policy).rank({
+      title,
+      edges,
+      siteOrder: topology.siteOrder(site),
+      epsilon,
+      loadQuantum: registry.sessionLoad,
+      random: Math.random,
+      seq: seq++,
+    });
     if (ranked.length > maxEdges) ranked.length = maxEdges;
     countDecision(policy, ranked[0]!.reason);
     return { title, site, policy, ranked };
@@ -212,7 +247,12 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     let f = fragments.get(e);
     if (f === undefined || f.url !== e.url || f.region !== e.region) {
       const url = JSON.stringify(`${e.url}/vod/`);
-      f = { url: e.url, region: e.region, head: `{"id":${JSON.stringify(e.id)},"url":${url.slice(0, -1)}`, mid: `","region":${JSON.stringify(e.region)},"reason":"` };
+      f = {
+        url: e.url,
+        region: e.region,
+        head: `{"id":${JSON.stringify(e.id)},"url":${url.slice(0, -1)}`,
+        mid: `","region":${JSON.stringify(e.region)},"reason":"`,
+      };
       fragments.set(e, f);
     }
     return f;
@@ -237,7 +277,10 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
     res.end(body);
     steerTimer.observe((performance.now() - t0) / 1000);
-    logDecision?.({ sessionId, title: d.title, site: d.site, policy: d.policy, isp: q.get('isp') ?? undefined, edges: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) }, 'steer');
+    logDecision?.(
+      { sessionId, title: d.title, site: d.site, policy: d.policy, isp: q.get('isp') ?? undefined, edges: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) },
+      'steer',
+    );
   }
 
   // ---- content steering ------------------------------------------------------------------
@@ -279,21 +322,38 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
 
   function steeringManifest(req: IncomingMessage, res: ServerResponse, id: string, q: URLSearchParams): void {
     const s = SESSION_ID_PATTERN.test(id) ? sessions.get(id) : undefined;
-    if (!s) throw new OcdnError(ErrorCodes.NOT_FOUND, `unknown or expired steering session "${id.slice(0, 64)}" (start one with GET /v1/play/{title}/master.m3u8)`);
+    if (!s)
+      throw new OcdnError(ErrorCodes.NOT_FOUND, `unknown or expired steering session "${id.slice(0, 64)}" (start one with GET /v1/play/{title}/master.m3u8)`);
     const current = hlsPathwayParam(q.get('_HLS_pathway'));
     const throughput = hlsThroughputParam(q.get('_HLS_throughput'));
     s.reloads++;
     if (current !== undefined) s.lastPathway = current;
     if (throughput !== undefined) s.lastThroughputBps = throughput;
     const edges = registry.healthy();
-    const ranked = edges.length === 0 ? [] : getPolicy(s.policy as PolicyName).rank({ title: s.title, edges, siteOrder: topology.siteOrder(s.site), epsilon, loadQuantum: registry.sessionLoad, random: Math.random, seq: seq++ });
+    const ranked =
+      edges.length === 0
+        ? []
+        : getPolicy(s.policy as PolicyName).rank({
+            title: s.title,
+            edges,
+            siteOrder: topology.siteOrder(s.site),
+            epsilon,
+            loadQuantum: registry.sessionLoad,
+            random: Math.random,
+            seq: seq++,
+          });
     const { priority, note } = pathwayPriority({ ranked, sessionPathways: s.pathways, current, throughputBps: throughput, lowestBandwidth: s.lowestBandwidth });
     if (priority.length === 0) {
       countDecision(s.policy, 'no-edge');
       throw new OcdnError(ErrorCodes.NO_EDGE, `no pathway of session ${id} is healthy (${s.pathways.join(', ')})`);
     }
     countDecision(s.policy, `manifest+${note}`);
-    const manifest: SteeringManifest = { VERSION: 1, TTL: manifestTtlSec, 'RELOAD-URI': `${baseUrl(req)}/v1/steering/${id}.json`, 'PATHWAY-PRIORITY': priority };
+    const manifest: SteeringManifest = {
+      VERSION: 1,
+      TTL: manifestTtlSec,
+      'RELOAD-URI': `${baseUrl(req)}/v1/steering/${id}.json`,
+      'PATHWAY-PRIORITY': priority,
+    };
     sendJson(res, 200, manifest);
     logDecision?.({ sessionId: id, title: s.title, current, throughput, note, priority }, 'steering manifest');
   }
@@ -323,7 +383,13 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     if (path === '/v1/edges') return sendJson(res, 200, { edges: registry.list() });
     if (path === '/healthz') {
       const c = registry.counts();
-      return sendJson(res, 200, { ok: true, edgesUp: c.up, edgesDown: c.down, catalog: catalog.loaded ? catalog.size : (catalog.error ?? 'not loaded'), policy: defaultPolicy });
+      return sendJson(res, 200, {
+        ok: true,
+        edgesUp: c.up,
+        edgesDown: c.down,
+        catalog: catalog.loaded ? catalog.size : (catalog.error ?? 'not loaded'),
+        policy: defaultPolicy,
+      });
     }
     if (path === '/readyz') {
       const ready = catalog.loaded && registry.counts().up > 0;
@@ -372,7 +438,18 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   const host = opts.host ?? '127.0.0.1';
   const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${port}`;
   registry.start();
-  log.info({ url, policy: defaultPolicy, epsilon, tokens: secret !== null, tokenTtlSec, sites: topology.siteIds, catalog: catalog.loaded ? catalog.size : 'not loaded' }, 'steering listening');
+  log.info(
+    {
+      url,
+      policy: defaultPolicy,
+      epsilon,
+      tokens: secret !== null,
+      tokenTtlSec,
+      sites: topology.siteIds,
+      catalog: catalog.loaded ? catalog.size : 'not loaded',
+    },
+    'steering listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {

@@ -88,9 +88,7 @@ export class Topology {
     this.known = new Set(this.siteIds);
     this.defaultSite = spec.defaultSite ?? this.siteIds[0]!;
     for (const site of spec.sites) this.orders.set(site.id, [site.id, ...fallbackOrder(site, spec.sites)]);
-    this.zones = (spec.coverageZones ?? [])
-      .map((z) => ({ ...parseCidr(z.cidr)!, site: z.site, cidr: z.cidr }))
-      .sort((a, b) => b.bits - a.bits);
+    this.zones = (spec.coverageZones ?? []).map((z) => ({ ...parseCidr(z.cidr)!, site: z.site, cidr: z.cidr })).sort((a, b) => b.bits - a.bits);
   }
 
   isSite(id: string): boolean {
@@ -116,7 +114,7 @@ export class Topology {
     if (ip === undefined) return undefined;
     const n = parseIpv4(ip.startsWith('::ffff:') ? ip.slice(7) : ip);
     if (n === undefined) return undefined;
-    for (const z of this.zones) if (((n & z.mask) >>> 0) === z.network) return z.site;
+    for (const z of this.zones) if ((n & z.mask) >>> 0 === z.network) return z.site;
     return undefined;
   }
 
@@ -190,7 +188,8 @@ export function validateTopology(raw: unknown): string[] {
   const problems: string[] = [];
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return ['the topology must be a JSON object with "sites"'];
   const spec = raw as Record<string, unknown>;
-  for (const key of Object.keys(spec)) if (!['sites', 'coverageZones', 'defaultSite'].includes(key)) problems.push(`unknown field "${key}" (expected sites, coverageZones, defaultSite)`);
+  for (const key of Object.keys(spec))
+    if (!['sites', 'coverageZones', 'defaultSite'].includes(key)) problems.push(`unknown field "${key}" (expected sites, coverageZones, defaultSite)`);
   if (!Array.isArray(spec.sites) || spec.sites.length === 0) {
     problems.push('"sites" must be a non-empty array');
     return problems;
@@ -206,8 +205,10 @@ export function validateTopology(raw: unknown): string[] {
     if (typeof site.id !== 'string' || !ID_PATTERN.test(site.id)) problems.push(`${where}.id: must be 1-64 characters of A-Z a-z 0-9 . _ -`);
     else if (ids.has(site.id)) problems.push(`${where}.id: duplicate site "${site.id}"`);
     else ids.add(site.id);
-    if (site.lat !== undefined && (typeof site.lat !== 'number' || !(site.lat >= -90 && site.lat <= 90))) problems.push(`${where}.lat: must be a number in [-90, 90]`);
-    if (site.lon !== undefined && (typeof site.lon !== 'number' || !(site.lon >= -180 && site.lon <= 180))) problems.push(`${where}.lon: must be a number in [-180, 180]`);
+    if (site.lat !== undefined && (typeof site.lat !== 'number' || !(site.lat >= -90 && site.lat <= 90)))
+      problems.push(`${where}.lat: must be a number in [-90, 90]`);
+    if (site.lon !== undefined && (typeof site.lon !== 'number' || !(site.lon >= -180 && site.lon <= 180)))
+      problems.push(`${where}.lon: must be a number in [-180, 180]`);
     if ((site.lat === undefined) !== (site.lon === undefined)) problems.push(`${where}: give both lat and lon, or neither`);
     for (const key of Object.keys(site)) if (!['id', 'lat', 'lon', 'backups'].includes(key)) problems.push(`${where}: unknown field "${key}"`);
   });
@@ -231,11 +232,13 @@ export function validateTopology(raw: unknown): string[] {
     else
       spec.coverageZones.forEach((z: unknown, i) => {
         const zone = z as { cidr?: unknown; site?: unknown } | null;
-        if (typeof zone?.cidr !== 'string' || parseCidr(zone.cidr) === undefined) problems.push(`coverageZones[${i}].cidr: ${JSON.stringify(zone?.cidr)} is not an IPv4 CIDR like 10.0.0.0/8`);
+        if (typeof zone?.cidr !== 'string' || parseCidr(zone.cidr) === undefined)
+          problems.push(`coverageZones[${i}].cidr: ${JSON.stringify(zone?.cidr)} is not an IPv4 CIDR like 10.0.0.0/8`);
         if (typeof zone?.site !== 'string' || !ids.has(zone.site)) problems.push(`coverageZones[${i}].site: unknown site ${JSON.stringify(zone?.site)}`);
       });
   }
-  if (spec.defaultSite !== undefined && (typeof spec.defaultSite !== 'string' || !ids.has(spec.defaultSite))) problems.push(`defaultSite: unknown site ${JSON.stringify(spec.defaultSite)}`);
+  if (spec.defaultSite !== undefined && (typeof spec.defaultSite !== 'string' || !ids.has(spec.defaultSite)))
+    problems.push(`defaultSite: unknown site ${JSON.stringify(spec.defaultSite)}`);
   return problems;
 }
 

@@ -62,23 +62,46 @@ interface PartitionState {
 
 function createMetrics(registry: Registry) {
   return {
-    events: new Counter({ name: 'ocdn_telemetry_events_total', help: 'Events read, by result (added, duplicate, late, replayed, invalid)', labelNames: ['result'], registers: [registry] }),
-    late: new Counter({ name: 'ocdn_telemetry_late_events_total', help: 'Events that arrived after their window closed (counted, not merged)', registers: [registry] }),
+    events: new Counter({
+      name: 'ocdn_telemetry_events_total',
+      help: 'Events read, by result (added, duplicate, late, replayed, invalid)',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    late: new Counter({
+      name: 'ocdn_telemetry_late_events_total',
+      help: 'Events that arrived after their window closed (counted, not merged)',
+      registers: [registry],
+    }),
     dlq: new Counter({ name: 'ocdn_telemetry_dlq_total', help: 'Invalid events sent to the DLQ', registers: [registry] }),
     rate: new Gauge({ name: 'ocdn_telemetry_events_per_second', help: 'Events read per second over the last few seconds', registers: [registry] }),
-    lag: new Gauge({ name: 'ocdn_telemetry_consumer_lag', help: 'Messages behind the high watermark, per partition', labelNames: ['partition'], registers: [registry] }),
+    lag: new Gauge({
+      name: 'ocdn_telemetry_consumer_lag',
+      help: 'Messages behind the high watermark, per partition',
+      labelNames: ['partition'],
+      registers: [registry],
+    }),
     freshness: new Histogram({
       name: 'ocdn_telemetry_freshness_seconds',
       help: 'Event time to its aggregate being published (sampled events)',
       buckets: [0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 12, 15, 20, 30, 60, 120],
       registers: [registry],
     }),
-    records: new Counter({ name: 'ocdn_telemetry_records_published_total', help: 'Partial aggregates upserted to the aggregates topic', labelNames: ['final'], registers: [registry] }),
+    records: new Counter({
+      name: 'ocdn_telemetry_records_published_total',
+      help: 'Partial aggregates upserted to the aggregates topic',
+      labelNames: ['final'],
+      registers: [registry],
+    }),
     windowsClosed: new Counter({ name: 'ocdn_telemetry_windows_closed_total', help: 'Partition windows closed by the watermark', registers: [registry] }),
     openWindows: new Gauge({ name: 'ocdn_telemetry_open_windows', help: 'Open partition windows', registers: [registry] }),
     assigned: new Gauge({ name: 'ocdn_telemetry_partitions_assigned', help: 'Events-topic partitions owned by this instance', registers: [registry] }),
     viewRecords: new Gauge({ name: 'ocdn_telemetry_view_records', help: 'Partial aggregates held by the read side', registers: [registry] }),
-    publishErrors: new Counter({ name: 'ocdn_telemetry_publish_errors_total', help: 'Failed publishes of aggregates or DLQ messages (retried)', registers: [registry] }),
+    publishErrors: new Counter({
+      name: 'ocdn_telemetry_publish_errors_total',
+      help: 'Failed publishes of aggregates or DLQ messages (retried)',
+      registers: [registry],
+    }),
     commits: new Counter({ name: 'ocdn_telemetry_commits_total', help: 'Offset commits', registers: [registry] }),
   };
 }
@@ -113,15 +136,38 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   const view = new AggregateView({ retentionMs: opts.viewRetentionMs });
   const instance = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
 
-  const kafka: Kafka = createKafka({ brokers, clientId: `ocdn-aggregator-${instance}`, log, retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5_000 } });
+  const kafka: Kafka = createKafka({
+    brokers,
+    clientId: `ocdn-aggregator-${instance}`,
+    log,
+    retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5_000 },
+  });
   if (opts.createTopics !== false) await ensureTopics(brokers, { topics, log });
 
   // Not idempotent: a retried publish carries more records than the lost one, and kafkajs would
   // reuse its sequence numbers, so the broker would drop it as a duplicate (see producer.ts).
   // Records are whole-window upserts keyed by window|dimension|value|partition: a duplicate is harmless.
-  const producer: Producer = kafka.producer({ idempotent: false, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner, retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 } });
-  const viewConsumer: Consumer = kafka.consumer({ groupId: `${groupId}-view-${instance}`, maxWaitTimeInMs: 200, allowAutoTopicCreation: false, sessionTimeout: 30_000 });
-  const consumer: Consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200, maxBytesPerPartition: 4 << 20, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 });
+  const producer: Producer = kafka.producer({
+    idempotent: false,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
+  });
+  const viewConsumer: Consumer = kafka.consumer({
+    groupId: `${groupId}-view-${instance}`,
+    maxWaitTimeInMs: 200,
+    allowAutoTopicCreation: false,
+    sessionTimeout: 30_000,
+  });
+  const consumer: Consumer = kafka.consumer({
+    groupId,
+    maxWaitTimeInMs: 200,
+    maxBytesPerPartition: 4 << 20,
+    allowAutoTopicCreation: false,
+    sessionTimeout: 30_000,
+    heartbeatInterval: 3_000,
+  });
   const admin = kafka.admin();
 
   const parts = new Map<number, PartitionState>();
@@ -236,7 +282,10 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
       }
     } catch (err) {
       m.publishErrors.inc();
-      log.warn({ partition, err: describeError(err), pending: st.pendingRecords.length + st.pendingDlq.length }, 'publish failed; will retry before committing');
+      log.warn(
+        { partition, err: describeError(err), pending: st.pendingRecords.length + st.pendingDlq.length },
+        'publish failed; will retry before committing',
+      );
       return;
     }
     const offset = st.engine.commitOffset();
@@ -276,7 +325,14 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
           counts.invalid++;
           st.pendingDlq.push({
             key: sessionIdOf(v.raw) ?? msg.key,
-            value: JSON.stringify({ reason: v.reason, topic: batch.topic, partition: batch.partition, offset: msg.offset, at: now, raw: v.raw.slice(0, 65_536) }),
+            value: JSON.stringify({
+              reason: v.reason,
+              topic: batch.topic,
+              partition: batch.partition,
+              offset: msg.offset,
+              at: now,
+              raw: v.raw.slice(0, 65_536),
+            }),
             headers: { 'ocdn-dlq-reason': v.reason.slice(0, 256) },
           });
         }
@@ -360,7 +416,14 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, 'method not allowed', { allow: 'GET, HEAD' });
     if (url.pathname === '/healthz') {
       const ok = ready && !crashed && !closing;
-      return sendJson(res, ok ? 200 : 503, { ok, ready, crashed: crashed ?? null, groupId, partitions: [...parts.keys()].sort((a, b) => a - b), viewRecords: view.size });
+      return sendJson(res, ok ? 200 : 503, {
+        ok,
+        ready,
+        crashed: crashed ?? null,
+        groupId,
+        partitions: [...parts.keys()].sort((a, b) => a - b),
+        viewRecords: view.size,
+      });
     }
     if (url.pathname === '/metrics') return void sendMetrics(res, registry);
     if (url.pathname === '/v1/qoe') {
@@ -406,7 +469,9 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     clearInterval(timer);
     await closeServer(server, 100);
     await stopKafka();
-    throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `aggregator could not start against Kafka at ${brokers.join(',')}: ${describeError(err)}`, { cause: err });
+    throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `aggregator could not start against Kafka at ${brokers.join(',')}: ${describeError(err)}`, {
+      cause: err,
+    });
   }
   ready = true;
   const url = `http://${host}:${port}`;
@@ -419,7 +484,13 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     view,
     registry,
     assigned: () => [...assignment].sort((a, b) => a - b),
-    stats: () => Object.fromEntries([...parts.entries()].map(([p, st]) => [p, { ...st.engine.stats, watermark: st.engine.watermark, openWindows: st.engine.openWindows, next: st.engine.next }])),
+    stats: () =>
+      Object.fromEntries(
+        [...parts.entries()].map(([p, st]) => [
+          p,
+          { ...st.engine.stats, watermark: st.engine.watermark, openWindows: st.engine.openWindows, next: st.engine.next },
+        ]),
+      ),
     publishNow: () => tick(true),
     close() {
       closed ??= (async () => {

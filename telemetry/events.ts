@@ -25,8 +25,15 @@ export interface EventEnvelope {
   abr: string;
 }
 
-export interface SessionStartEvent extends EventEnvelope { type: 'session_start' }
-export interface StartupEvent extends EventEnvelope { type: 'startup'; vstMs: number; rendition: string; bitrate: number }
+export interface SessionStartEvent extends EventEnvelope {
+  type: 'session_start';
+}
+export interface StartupEvent extends EventEnvelope {
+  type: 'startup';
+  vstMs: number;
+  rendition: string;
+  bitrate: number;
+}
 export interface SegmentEvent extends EventEnvelope {
   type: 'segment';
   rendition: string;
@@ -38,12 +45,40 @@ export interface SegmentEvent extends EventEnvelope {
   throughputBps: number;
   cacheStatus: 'HIT' | 'MISS' | 'STALE' | 'COALESCED' | 'UNKNOWN';
 }
-export interface SwitchEvent extends EventEnvelope { type: 'switch'; from: string; to: string; fromBitrate: number; toBitrate: number }
-export interface StallStartEvent extends EventEnvelope { type: 'stall_start'; bufferS: number }
-export interface StallEndEvent extends EventEnvelope { type: 'stall_end'; stallMs: number }
-export interface ErrorEvent extends EventEnvelope { type: 'error'; code: string; message: string; fatal: boolean }
-export interface FailoverEvent extends EventEnvelope { type: 'failover'; fromEdge: string; toEdge: string; reason: string }
-export interface HeartbeatEvent extends EventEnvelope { type: 'heartbeat'; bufferS: number; rendition: string; bitrate: number; playedS: number }
+export interface SwitchEvent extends EventEnvelope {
+  type: 'switch';
+  from: string;
+  to: string;
+  fromBitrate: number;
+  toBitrate: number;
+}
+export interface StallStartEvent extends EventEnvelope {
+  type: 'stall_start';
+  bufferS: number;
+}
+export interface StallEndEvent extends EventEnvelope {
+  type: 'stall_end';
+  stallMs: number;
+}
+export interface ErrorEvent extends EventEnvelope {
+  type: 'error';
+  code: string;
+  message: string;
+  fatal: boolean;
+}
+export interface FailoverEvent extends EventEnvelope {
+  type: 'failover';
+  fromEdge: string;
+  toEdge: string;
+  reason: string;
+}
+export interface HeartbeatEvent extends EventEnvelope {
+  type: 'heartbeat';
+  bufferS: number;
+  rendition: string;
+  bitrate: number;
+  playedS: number;
+}
 export interface SessionEndEvent extends EventEnvelope {
   type: 'session_end';
   playedS: number;

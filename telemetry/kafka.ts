@@ -24,9 +24,13 @@ export const DEFAULT_BROKERS = '127.0.0.1:9092';
 /** "h1:9092,h2:9092" or a list → validated host:port list; CONFIG error naming the bad entry. */
 export function parseBrokers(input: string | string[] | undefined): string[] {
   const raw = input === undefined ? [process.env.KAFKA_BROKERS || DEFAULT_BROKERS] : Array.isArray(input) ? input : [input];
-  const list = raw.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const list = raw
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = list.filter((b) => !/^[\w.-]+:\d{1,5}$/.test(b));
-  if (list.length === 0 || bad.length) throw new OcdnError(ErrorCodes.CONFIG, `--brokers: expected host:port[,host:port…], got "${bad.join(',') || String(input)}"`);
+  if (list.length === 0 || bad.length)
+    throw new OcdnError(ErrorCodes.CONFIG, `--brokers: expected host:port[,host:port…], got "${bad.join(',') || String(input)}"`);
   return list;
 }
 
@@ -68,7 +72,12 @@ export async function ensureTopics(
   try {
     const existing = new Set(await admin.listTopics());
     const wanted = [
-      { topic: topics.events, numPartitions: Math.max(6, opts.eventPartitions ?? 6), replicationFactor: 1, configEntries: [{ name: 'retention.ms', value: String(24 * 3600_000) }] },
+      {
+        topic: topics.events,
+        numPartitions: Math.max(6, opts.eventPartitions ?? 6),
+        replicationFactor: 1,
+        configEntries: [{ name: 'retention.ms', value: String(24 * 3600_000) }],
+      },
       {
         topic: topics.aggregates,
         numPartitions: 3,

@@ -48,9 +48,33 @@ export interface Agg {
 }
 
 export const COUNTER_KEYS = [
-  'events', 'duplicates', 'late', 'sessionStarts', 'startups', 'vstSumMs', 'sessionEnds', 'startFailures', 'exitsBeforeStart',
-  'errorExits', 'playS', 'stallS', 'bitrateSeconds', 'endSwitches', 'endBytes', 'stalls', 'stallMs', 'switches', 'errors', 'fatalErrors',
-  'failovers', 'heartbeats', 'segments', 'cacheHits', 'cacheKnown', 'segmentBytes', 'ttfbSumMs',
+  'events',
+  'duplicates',
+  'late',
+  'sessionStarts',
+  'startups',
+  'vstSumMs',
+  'sessionEnds',
+  'startFailures',
+  'exitsBeforeStart',
+  'errorExits',
+  'playS',
+  'stallS',
+  'bitrateSeconds',
+  'endSwitches',
+  'endBytes',
+  'stalls',
+  'stallMs',
+  'switches',
+  'errors',
+  'fatalErrors',
+  'failovers',
+  'heartbeats',
+  'segments',
+  'cacheHits',
+  'cacheKnown',
+  'segmentBytes',
+  'ttfbSumMs',
 ] as const satisfies readonly (keyof Agg)[];
 type CounterKey = (typeof COUNTER_KEYS)[number];
 

@@ -209,16 +209,35 @@ export class KafkaEventProducer implements EventSink {
     });
     // One request in flight keeps a session's events in order; see the header for why not idempotent.
     // The Java client's murmur2 partitioner (kafkajs' default since 2.0), named so kafkajs does not warn about its change.
-    this.producer = kafka.producer({ idempotent: false, maxInFlightRequests: 1, allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
+    this.producer = kafka.producer({
+      idempotent: false,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
     this.admin = kafka.admin();
     this.producer.on(this.producer.events.DISCONNECT, () => (this.connected = false));
 
     const registry = opts.registry;
     const regs = registry ? [registry] : [];
     this.m = {
-      events: new Counter({ name: 'ocdn_telemetry_producer_events_total', help: 'Producer events by outcome (sent, spilled, replayed)', labelNames: ['result'], registers: regs }),
-      errors: new Counter({ name: 'ocdn_telemetry_producer_send_errors_total', help: 'Produce requests that failed (events went to the spill file)', registers: regs }),
-      requests: new Histogram({ name: 'ocdn_telemetry_producer_request_seconds', help: 'Produce request latency (acks=all)', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: regs }),
+      events: new Counter({
+        name: 'ocdn_telemetry_producer_events_total',
+        help: 'Producer events by outcome (sent, spilled, replayed)',
+        labelNames: ['result'],
+        registers: regs,
+      }),
+      errors: new Counter({
+        name: 'ocdn_telemetry_producer_send_errors_total',
+        help: 'Produce requests that failed (events went to the spill file)',
+        registers: regs,
+      }),
+      requests: new Histogram({
+        name: 'ocdn_telemetry_producer_request_seconds',
+        help: 'Produce request latency (acks=all)',
+        buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+        registers: regs,
+      }),
     };
     const self = this;
     new Gauge({
@@ -252,7 +271,8 @@ export class KafkaEventProducer implements EventSink {
 
   private enqueue(key: string | null, value: string): Promise<void> {
     if (this.closed) return Promise.reject(new OcdnError(ErrorCodes.USAGE, 'producer is closed'));
-    if (value.length > this.maxEventBytes) return Promise.reject(new OcdnError(ErrorCodes.BAD_EVENT, `event of ${value.length} bytes is larger than ${this.maxEventBytes}`));
+    if (value.length > this.maxEventBytes)
+      return Promise.reject(new OcdnError(ErrorCodes.BAD_EVENT, `event of ${value.length} bytes is larger than ${this.maxEventBytes}`));
     const c = this.open;
     c.values.push(value);
     c.keys.push(key);
@@ -305,7 +325,11 @@ export class KafkaEventProducer implements EventSink {
     await this.flush();
     this.closed = true;
     const drained = await this.drain(this.closeTimeoutMs);
-    if (!drained) this.log.warn({ spilled: this.spillEvents, file: this.spillFile }, 'broker still unreachable at close: events stay in the spill file and are replayed by the next producer using it');
+    if (!drained)
+      this.log.warn(
+        { spilled: this.spillEvents, file: this.spillFile },
+        'broker still unreachable at close: events stay in the spill file and are replayed by the next producer using it',
+      );
     if (this.retryTimer) clearInterval(this.retryTimer);
     while (this.pumping) await new Promise((r) => setTimeout(r, 10));
     await this.producer.disconnect().catch(() => undefined);

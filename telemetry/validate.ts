@@ -52,7 +52,10 @@ const byType: Record<QoeEventType, { props: Props; required: string[] }> = {
   stall_end: { props: { stallMs: nonNeg }, required: ['stallMs'] },
   error: { props: { code: str, message: { type: 'string' }, fatal: { type: 'boolean' } }, required: ['code', 'message', 'fatal'] },
   failover: { props: { fromEdge: str, toEdge: str, reason: { type: 'string' } }, required: ['fromEdge', 'toEdge', 'reason'] },
-  heartbeat: { props: { bufferS: { type: 'number' }, rendition: str, bitrate: nonNeg, playedS: nonNeg }, required: ['bufferS', 'rendition', 'bitrate', 'playedS'] },
+  heartbeat: {
+    props: { bufferS: { type: 'number' }, rendition: str, bitrate: nonNeg, playedS: nonNeg },
+    required: ['bufferS', 'rendition', 'bitrate', 'playedS'],
+  },
   session_end: {
     props: {
       playedS: nonNeg,

@@ -71,7 +71,8 @@ export async function recount(opts: RecountOptions): Promise<Recount> {
     for (;;) {
       const behind = [...target].filter(([p, high]) => (pos.get(p) ?? 0) < high);
       if (behind.length === 0) break;
-      if (Date.now() > deadline) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `recount did not reach the end of partitions ${behind.map((b) => b[0]).join(', ')} in time`);
+      if (Date.now() > deadline)
+        throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `recount did not reach the end of partitions ${behind.map((b) => b[0]).join(', ')} in time`);
       await new Promise((r) => setTimeout(r, 50));
     }
   } finally {
@@ -97,8 +98,26 @@ export interface Mismatch {
 }
 
 const COMPARED: (keyof QoeMetrics)[] = [
-  'events', 'sessions', 'sessionEnds', 'startups', 'startFailures', 'exitsBeforeStart', 'stalls', 'switches', 'errors', 'fatalErrors',
-  'failovers', 'segments', 'segmentBytes', 'duplicates', 'late', 'playS', 'stallS', 'vstP50Ms', 'vstP95Ms', 'vstP99Ms',
+  'events',
+  'sessions',
+  'sessionEnds',
+  'startups',
+  'startFailures',
+  'exitsBeforeStart',
+  'stalls',
+  'switches',
+  'errors',
+  'fatalErrors',
+  'failovers',
+  'segments',
+  'segmentBytes',
+  'duplicates',
+  'late',
+  'playS',
+  'stallS',
+  'vstP50Ms',
+  'vstP95Ms',
+  'vstP99Ms',
 ];
 
 function close(a: number | null | undefined, b: number | null | undefined): boolean {
@@ -109,7 +128,12 @@ function close(a: number | null | undefined, b: number | null | undefined): bool
 }
 
 /** Compares a live answer with the recount's for the same query. */
-export function compareResults(dim: Dimension, live: QoeResult, rec: QoeResult, opts: { finalOnly?: boolean } = {}): { compared: number; mismatches: Mismatch[] } {
+export function compareResults(
+  dim: Dimension,
+  live: QoeResult,
+  rec: QoeResult,
+  opts: { finalOnly?: boolean } = {},
+): { compared: number; mismatches: Mismatch[] } {
   const mismatches: Mismatch[] = [];
   let compared = 0;
   const recWindows = new Map(rec.windows.map((w) => [w.start, w]));
@@ -127,7 +151,8 @@ export function compareResults(dim: Dimension, live: QoeResult, rec: QoeResult, 
       for (const f of COMPARED) {
         const lv = l ? l[f] : undefined;
         const rv = r ? r[f] : undefined;
-        if (!close(lv as number | null | undefined, rv as number | null | undefined)) mismatches.push({ dim, window: start, value, field: f, live: lv as number, recount: rv as number });
+        if (!close(lv as number | null | undefined, rv as number | null | undefined))
+          mismatches.push({ dim, window: start, value, field: f, live: lv as number, recount: rv as number });
       }
     }
   }

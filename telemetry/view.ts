@@ -49,9 +49,17 @@ export interface QoeResult {
 export function isRecord(x: unknown): x is PartialRecord {
   const r = x as PartialRecord;
   return (
-    typeof r === 'object' && r !== null && r.v === 1 && typeof r.windowMs === 'number' && typeof r.start === 'number' &&
-    (DIMENSIONS as readonly string[]).includes(r.dim) && typeof r.value === 'string' && typeof r.partition === 'number' &&
-    typeof r.final === 'boolean' && typeof r.agg === 'object' && r.agg !== null
+    typeof r === 'object' &&
+    r !== null &&
+    r.v === 1 &&
+    typeof r.windowMs === 'number' &&
+    typeof r.start === 'number' &&
+    (DIMENSIONS as readonly string[]).includes(r.dim) &&
+    typeof r.value === 'string' &&
+    typeof r.partition === 'number' &&
+    typeof r.final === 'boolean' &&
+    typeof r.agg === 'object' &&
+    r.agg !== null
   );
 }
 
@@ -186,7 +194,8 @@ export function parseQoeQuery(params: URLSearchParams, baseWindowMs: number): Qo
     }
   };
   const windowMs = dur('window', baseWindowMs)!;
-  if (windowMs % baseWindowMs !== 0) problems.push(`window must be a multiple of the aggregation window (${baseWindowMs / 1000}s), e.g. ${baseWindowMs / 1000}s or 1m`);
+  if (windowMs % baseWindowMs !== 0)
+    problems.push(`window must be a multiple of the aggregation window (${baseWindowMs / 1000}s), e.g. ${baseWindowMs / 1000}s or 1m`);
   const lastMs = dur('last');
   const num = (name: string): number | undefined => {
     const v = params.get(name);

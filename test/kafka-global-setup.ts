@@ -36,7 +36,13 @@ export default async function setup(project: TestProject): Promise<(() => Promis
   }
   const dir = await mkdtemp(join(tmpdir(), 'ocdn-test-kafka-'));
   const [port, controllerPort] = await freePorts(2);
-  const handle = await startKafka({ dir, port: port!, controllerPort: controllerPort!, log: createLogger('kafka', { level: 'silent' }), onProgress: () => undefined });
+  const handle = await startKafka({
+    dir,
+    port: port!,
+    controllerPort: controllerPort!,
+    log: createLogger('kafka', { level: 'silent' }),
+    onProgress: () => undefined,
+  });
   project.provide('kafkaBrokers', handle.brokers);
   return async () => {
     await handle.stop(20_000);

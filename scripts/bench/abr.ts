@@ -135,7 +135,18 @@ for (const [family, traceOf] of Object.entries(FAMILIES)) {
 if (values.json) {
   process.stdout.write(`${JSON.stringify({ seeds: SEEDS, sessionsPerSeed: SESSIONS, titleS: TITLE_S, wallMs: performance.now() - started, rows }, null, 2)}\n`);
 } else {
-  const head = ['family', 'abr', 'QoE/seg (sd over seeds)', 'bitrate Mbit/s', 'stall s/seg', '|switch| Mbit/s/seg', 'rebuffer', 'switches/min', 'VST p50', 'abandoned bytes'];
+  const head = [
+    'family',
+    'abr',
+    'QoE/seg (sd over seeds)',
+    'bitrate Mbit/s',
+    'stall s/seg',
+    '|switch| Mbit/s/seg',
+    'rebuffer',
+    'switches/min',
+    'VST p50',
+    'abandoned bytes',
+  ];
   const body = rows.map((r) => [
     r.family,
     r.abr,

@@ -157,7 +157,15 @@ async function main(): Promise<void> {
     const client = createS3Client({ s3Endpoint: s3.endpoint, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS });
     cleanups.push(async () => client.destroy());
     for (const s of sizes) {
-      await client.send(new PutObjectCommand({ Bucket: 'ocdn-media', Key: s.key, Body: s.bytes, ContentType: 'video/mp2t', Metadata: { sha256: createHash('sha256').update(s.bytes).digest('hex') } }));
+      await client.send(
+        new PutObjectCommand({
+          Bucket: 'ocdn-media',
+          Key: s.key,
+          Body: s.bytes,
+          ContentType: 'video/mp2t',
+          Metadata: { sha256: createHash('sha256').update(s.bytes).digest('hex') },
+        }),
+      );
     }
 
     // The reference: node:http returning the Buffer, nothing else.
@@ -184,7 +192,8 @@ async function main(): Promise<void> {
       log: createLogger('edge', { level: 'warn' }),
     });
     cleanups.push(() => edge.close());
-    const edgeUrl = (path: string) => (a.tokens ? withToken(`${edge.url}${path}`, signPath(secret, path, Math.floor(Date.now() / 1000) + 3600)) : `${edge.url}${path}`);
+    const edgeUrl = (path: string) =>
+      a.tokens ? withToken(`${edge.url}${path}`, signPath(secret, path, Math.floor(Date.now() / 1000) + 3600)) : `${edge.url}${path}`;
     for (const s of sizes) {
       const r = await fetch(edgeUrl(`/${s.key}`));
       const got = Buffer.from(await r.arrayBuffer());
@@ -204,20 +213,23 @@ async function main(): Promise<void> {
         await mkdir(join(root, 'html', 'vod', 'bench', 'r'), { recursive: true });
         for (const s of sizes) await writeFile(join(root, 'html', s.key), s.bytes);
         const port = await freePort();
-        await writeFile(join(root, 'nginx.conf'), [
-          'worker_processes 1;',
-          'daemon off;',
-          `pid ${join(root, 'nginx.pid')};`,
-          `error_log ${join(root, 'error.log')} warn;`,
-          'events { worker_connections 1024; }',
-          'http {',
-          '  access_log off;',
-          '  sendfile on; tcp_nopush on; keepalive_requests 100000;',
-          '  open_file_cache max=100 inactive=60s; open_file_cache_valid 60s;',
-          `  client_body_temp_path ${root}/tmp; proxy_temp_path ${root}/tmp; fastcgi_temp_path ${root}/tmp; uwsgi_temp_path ${root}/tmp; scgi_temp_path ${root}/tmp;`,
-          `  server { listen 127.0.0.1:${port}; root ${join(root, 'html')}; default_type video/mp2t; }`,
-          '}',
-        ].join('\n'));
+        await writeFile(
+          join(root, 'nginx.conf'),
+          [
+            'worker_processes 1;',
+            'daemon off;',
+            `pid ${join(root, 'nginx.pid')};`,
+            `error_log ${join(root, 'error.log')} warn;`,
+            'events { worker_connections 1024; }',
+            'http {',
+            '  access_log off;',
+            '  sendfile on; tcp_nopush on; keepalive_requests 100000;',
+            '  open_file_cache max=100 inactive=60s; open_file_cache_valid 60s;',
+            `  client_body_temp_path ${root}/tmp; proxy_temp_path ${root}/tmp; fastcgi_temp_path ${root}/tmp; uwsgi_temp_path ${root}/tmp; scgi_temp_path ${root}/tmp;`,
+            `  server { listen 127.0.0.1:${port}; root ${join(root, 'html')}; default_type video/mp2t; }`,
+            '}',
+          ].join('\n'),
+        );
         await mkdir(join(root, 'tmp'), { recursive: true });
         const p = spawn('nginx', ['-p', root, '-c', join(root, 'nginx.conf')], { stdio: process.env.OCDN_BENCH_DEBUG ? 'inherit' : 'ignore' });
         children.push(p);
@@ -232,7 +244,9 @@ async function main(): Promise<void> {
         const port = await freePort();
         const dir = join(work, 'varnish');
         await mkdir(dir, { recursive: true });
-        const p = spawn('varnishd', ['-F', '-n', dir, '-a', `127.0.0.1:${port}`, '-b', `127.0.0.1:${barePort}`, '-s', 'malloc,64m', '-p', 'default_ttl=3600'], { stdio: process.env.OCDN_BENCH_DEBUG ? 'inherit' : 'ignore' });
+        const p = spawn('varnishd', ['-F', '-n', dir, '-a', `127.0.0.1:${port}`, '-b', `127.0.0.1:${barePort}`, '-s', 'malloc,64m', '-p', 'default_ttl=3600'], {
+          stdio: process.env.OCDN_BENCH_DEBUG ? 'inherit' : 'ignore',
+        });
         children.push(p);
         const url = (path: string) => `http://127.0.0.1:${port}${path}`;
         await waitFor(() => httpOk(url(`/${sizes[0]!.key}`)), { timeoutMs: 20_000, what: 'varnish' });
@@ -242,7 +256,12 @@ async function main(): Promise<void> {
     }
 
     const os = await import('node:os');
-    process.stdout.write(`wrk -t${a.threads} -c${a.connections} -d${a.duration}s, ${a.rounds} rounds, node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+    process.stdout.write(
+      `wrk -t${a.threads} -c${a.connections} -d${a.duration}s, ${a.rounds} rounds, node ${process.version}, ${os.cpus().length} CPUs, load ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}\n`,
+    );
     // Warm-up: JIT both request handlers and fill socket buffers before anything counts.
     for (const s of sizes) for (const t of targets.slice(0, 2)) await wrk(t.url(`/${s.key}`), s.bytes.length, { ...a, duration: 1 });
 
@@ -251,7 +270,7 @@ async function main(): Promise<void> {
     const controls = new Map<string, number[]>(); // size → same server after / before: the noise floor (A/A)
     const cpuRatios = new Map<string, number[]>(); // size → bare CPU per request / edge CPU per request
     const isNode = (t: { name: string }) => t === targets[0] || t === targets[1];
-    const push = <T,>(m: Map<string, T[]>, k: string, v: T) => m.set(k, [...(m.get(k) ?? []), v]);
+    const push = <T>(m: Map<string, T[]>, k: string, v: T) => m.set(k, [...(m.get(k) ?? []), v]);
     for (let round = 0; round < a.rounds; round++) {
       for (const s of sizes) {
         // bare → edge → bare, then edge → bare → edge next round: each side is compared with the
@@ -266,7 +285,9 @@ async function main(): Promise<void> {
           got.push(r);
           push(results, `${s.label}|${t.name}`, r);
           const cpu = isNode(t) ? `${r.cpuUsPerReq.toFixed(1).padStart(6)} µs CPU/req` : '';
-          process.stdout.write(`  round ${round + 1} ${s.label.padEnd(6)} ${t.name.padEnd(34)} ${r.rps.toFixed(0).padStart(7)} req/s ${r.mbps.toFixed(0).padStart(6)} MB/s ${cpu}\n`);
+          process.stdout.write(
+            `  round ${round + 1} ${s.label.padEnd(6)} ${t.name.padEnd(34)} ${r.rps.toFixed(0).padStart(7)} req/s ${r.mbps.toFixed(0).padStart(6)} MB/s ${cpu}\n`,
+          );
         }
         const [o1, mid, o2] = got as [WrkResult, WrkResult, WrkResult];
         const outer = { rps: (o1.rps + o2.rps) / 2, cpu: (o1.cpuUsPerReq + o2.cpuUsPerReq) / 2 };
@@ -288,7 +309,9 @@ async function main(): Promise<void> {
         const ratioMed = t === targets[1] ? median(ratios.get(s.label)!) : med / median(bareRs);
         const ratioBest = best / Math.max(...bareRs);
         const cpu = isNode(t) ? median(rs.map((r) => r.cpuUsPerReq)).toFixed(1) : '-';
-        process.stdout.write(`${s.label.padEnd(7)} ${t.name.padEnd(35)} ${med.toFixed(0).padStart(12)} ${best.toFixed(0).padStart(12)} ${((best * s.bytes.length) / 1e6).toFixed(0).padStart(13)}   ${ratioMed.toFixed(3).padStart(8)}x | ${ratioBest.toFixed(3)}x ${cpu.padStart(12)}\n`);
+        process.stdout.write(
+          `${s.label.padEnd(7)} ${t.name.padEnd(35)} ${med.toFixed(0).padStart(12)} ${best.toFixed(0).padStart(12)} ${((best * s.bytes.length) / 1e6).toFixed(0).padStart(13)}   ${ratioMed.toFixed(3).padStart(8)}x | ${ratioBest.toFixed(3)}x ${cpu.padStart(12)}\n`,
+        );
         if (t === targets[1]) summary[s.label] = { median: ratioMed, best: ratioBest };
       }
       const fmt = (xs: number[]) => `${xs.map((x) => x.toFixed(2)).join(' ')}  (median ${median(xs).toFixed(3)})`;
@@ -304,15 +327,23 @@ async function main(): Promise<void> {
       const ok = (x: number) => (x >= target ? 'OK' : 'below');
       const aa = controls.get(s.label)!;
       const spread = Math.max(...aa.map((x) => Math.abs(1 - x)));
-      process.stdout.write(`  ${s.label.padEnd(7)} median ${v.median.toFixed(3)} (${ok(v.median)})   best ${v.best.toFixed(3)} (${ok(v.best)})   A/A noise up to ±${(spread * 100).toFixed(0)}%\n`);
+      process.stdout.write(
+        `  ${s.label.padEnd(7)} median ${v.median.toFixed(3)} (${ok(v.median)})   best ${v.best.toFixed(3)} (${ok(v.best)})   A/A noise up to ±${(spread * 100).toFixed(0)}%\n`,
+      );
     }
   } finally {
     // Let nginx/varnish finish stopping before their working directory goes away.
-    await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise<void>((r) => {
-      const t = setTimeout(() => (c.kill('SIGKILL'), r()), 5_000);
-      c.once('close', () => (clearTimeout(t), r()));
-      c.kill('SIGTERM');
-    }))));
+    await Promise.all(
+      children.map((c) =>
+        c.exitCode !== null || c.signalCode !== null
+          ? undefined
+          : new Promise<void>((r) => {
+              const t = setTimeout(() => (c.kill('SIGKILL'), r()), 5_000);
+              c.once('close', () => (clearTimeout(t), r()));
+              c.kill('SIGTERM');
+            }),
+      ),
+    );
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
     await rm(work, { recursive: true, force: true }).catch(() => undefined);
   }

@@ -25,7 +25,15 @@ const bucket = 'ocdn-media';
 const dir = await mkdtemp(join(tmpdir(), 'ocdn-bench-players-'));
 const s3 = await startEmbeddedS3({ dir, port: 0, bucket });
 const client = createS3Client({ s3Endpoint: s3.endpoint, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS }, { maxAttempts: 3 });
-const seeded = await seedContent({ client, bucket, titles: Number(values.titles), durationSec: Number(values.duration), segmentSec: 4, ladder: values.ladder!, concurrency: 8 });
+const seeded = await seedContent({
+  client,
+  bucket,
+  titles: Number(values.titles),
+  durationSec: Number(values.duration),
+  segmentSec: 4,
+  ladder: values.ladder!,
+  concurrency: 8,
+});
 const reader = new OriginReader({ client, bucket });
 const edges: Edge[] = [];
 for (let i = 1; i <= Number(values.edges); i++) {

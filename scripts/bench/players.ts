@@ -29,14 +29,29 @@ const { values } = parseArgs({
     json: { type: 'boolean', default: false },
   },
 });
-const list = (s: string | undefined) => (s ?? '').split(',').map((x) => Number(x.trim())).filter((n) => n > 0);
+const list = (s: string | undefined) =>
+  (s ?? '')
+    .split(',')
+    .map((x) => Number(x.trim()))
+    .filter((n) => n > 0);
 const out: Record<string, unknown>[] = [];
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 for (const n of list(values.virtual)) {
   const sink = new NullSink();
   const t = performance.now();
-  const { summary } = await runPlayers({ virtual: true, players: n, rampMs: 10_000, durationMs: 60_000, loop: false, watchMeanS: 'full', sink, network: 'walk', abr: 'dynamic', virtualCdn: { titles: 50, durationSec: 120, edges: 4 } });
+  const { summary } = await runPlayers({
+    virtual: true,
+    players: n,
+    rampMs: 10_000,
+    durationMs: 60_000,
+    loop: false,
+    watchMeanS: 'full',
+    sink,
+    network: 'walk',
+    abr: 'dynamic',
+    virtualCdn: { titles: 50, durationSec: 120, edges: 4 },
+  });
   const wall = performance.now() - t;
   const row = {
     mode: 'virtual',
@@ -52,12 +67,17 @@ for (const n of list(values.virtual)) {
     rssMB: process.memoryUsage().rss / 1e6,
   };
   out.push(row);
-  log(`virtual ${n}: peak ${row.peakConcurrent} concurrent, ${row.simulatedS.toFixed(0)} s simulated in ${row.wallS.toFixed(1)} s (${row.speedup.toFixed(1)}× real time), ${sink.count} events (${Math.round(row.eventsPerS)}/s), RSS ${row.rssMB.toFixed(0)} MB`);
+  log(
+    `virtual ${n}: peak ${row.peakConcurrent} concurrent, ${row.simulatedS.toFixed(0)} s simulated in ${row.wallS.toFixed(1)} s (${row.speedup.toFixed(1)}× real time), ${sink.count} events (${Math.round(row.eventsPerS)}/s), RSS ${row.rssMB.toFixed(0)} MB`,
+  );
 }
 
 const realLevels = list(values.real);
 if (realLevels.length > 0) {
-  const child = spawn(process.execPath, ['--import', 'tsx', new URL('./players-cdn.ts', import.meta.url).pathname, '--edges', '2'], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, OCDN_LOG_LEVEL: 'warn' } });
+  const child = spawn(process.execPath, ['--import', 'tsx', new URL('./players-cdn.ts', import.meta.url).pathname, '--edges', '2'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, OCDN_LOG_LEVEL: 'warn' },
+  });
   try {
     const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
     const cdn = JSON.parse(line) as { edges: string[]; titles: string[] };
@@ -100,7 +120,12 @@ if (realLevels.length > 0) {
         loopDelayP99Ms: h.percentile(99) / 1e6,
         playerCpuPct: ((cpu.user + cpu.system) / 1000 / wall) * 100,
         wallS: wall / 1000,
-        hitRatio: summary.edges.reduce((a, e) => a + e.hits, 0) / Math.max(1, summary.edges.reduce((a, e) => a + e.segments, 0)),
+        hitRatio:
+          summary.edges.reduce((a, e) => a + e.hits, 0) /
+          Math.max(
+            1,
+            summary.edges.reduce((a, e) => a + e.segments, 0),
+          ),
       };
       const sustained = row.startFailures === 0 && row.errors === 0 && row.started === n && row.rebufferRatio < 0.01 && row.loopDelayP99Ms < 100;
       out.push({ ...row, sustained });

@@ -62,7 +62,9 @@ origin.stdout!.resume();
 const originExited = new Promise((r) => origin.on('exit', r));
 const s3 = { endpoint };
 const client = createS3Client({ s3Endpoint: s3.endpoint, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS });
-console.log(`bench:seed: ${titles} titles × ${durationSec}s × ${values.ladder} ladder, ${segmentSec}s segments, concurrency ${concurrency} → ${s3.endpoint} (${dir}); expecting ~${(expectedBytes / 1e9).toFixed(1)} GB`);
+console.log(
+  `bench:seed: ${titles} titles × ${durationSec}s × ${values.ladder} ladder, ${segmentSec}s segments, concurrency ${concurrency} → ${s3.endpoint} (${dir}); expecting ~${(expectedBytes / 1e9).toFixed(1)} GB`,
+);
 
 let lastDecile = -1;
 const started = process.hrtime.bigint();
@@ -101,7 +103,9 @@ try {
     mbPerSec: Number((result.bytes / 1e6 / seconds).toFixed(1)),
     objectsPerSec: Number((result.objects / seconds).toFixed(0)),
   };
-  console.log(`bench:seed: ${summary.seconds} s, ${(summary.bytes / 1e9).toFixed(2)} GB (${summary.bytes} bytes, ${(onDisk / 1e9).toFixed(2)} GB on disk), ${summary.mbPerSec} MB/s, ${summary.objectsPerSec} objects/s`);
+  console.log(
+    `bench:seed: ${summary.seconds} s, ${(summary.bytes / 1e9).toFixed(2)} GB (${summary.bytes} bytes, ${(onDisk / 1e9).toFixed(2)} GB on disk), ${summary.mbPerSec} MB/s, ${summary.objectsPerSec} objects/s`,
+  );
   console.log(JSON.stringify(summary));
 } finally {
   client.destroy();

@@ -175,7 +175,14 @@ async function main(): Promise<void> {
       serverCpuUsPerRequest: r.serverCpuUsPerRequest,
       decisionsCounted: counted,
       wrk: wrkFigures,
-      baseline: base ? { bareNodeHttpRps: Math.round(base.rps), latencyMs: base.latency, serverCpuUsPerRequest: base.serverCpuUsPerRequest, ratio: Math.round((r.rps / base.rps) * 100) / 100 } : undefined,
+      baseline: base
+        ? {
+            bareNodeHttpRps: Math.round(base.rps),
+            latencyMs: base.latency,
+            serverCpuUsPerRequest: base.serverCpuUsPerRequest,
+            ratio: Math.round((r.rps / base.rps) * 100) / 100,
+          }
+        : undefined,
       target: { decisionsPerSec: 10_000, p99Ms: 5 },
       pass: r.rps >= 10_000 && r.latency.p99 < 5 && r.non2xx === 0 && r.errors === 0,
     };
@@ -235,7 +242,9 @@ async function runWrk(url: string): Promise<WrkResult> {
     const script = join(dir, 'steer.lua');
     await writeFile(script, WRK_SCRIPT.replace('TITLES', String(Number(values.titles))).replace('POLICY', values.policy!));
     const out = await new Promise<string>((resolve, reject) => {
-      const p = spawn('wrk', ['-t1', `-c${values.connections}`, `-d${values.duration}s`, '--latency', '-s', script, url], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawn('wrk', ['-t1', `-c${values.connections}`, `-d${values.duration}s`, '--latency', '-s', script, url], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       let text = '';
       p.stdout.on('data', (d: Buffer) => (text += d.toString()));
       p.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited with ${code}: ${text}`))));
@@ -263,13 +272,16 @@ async function runDriver(url: string): Promise<DriverResult & { serverCpuUsPerRe
   const cpu = process.cpuUsage(cpu0);
   // The warm-up run's requests are not in r.requests; scale by the measured share of time.
   const measured = Number(values.duration) / (Number(values.duration) + Number(values.warmup));
-  return { ...r, serverCpuUsPerRequest: Math.round(((cpu.user + cpu.system) * measured) / Math.max(1, r.requests) * 10) / 10 };
+  return { ...r, serverCpuUsPerRequest: Math.round((((cpu.user + cpu.system) * measured) / Math.max(1, r.requests)) * 10) / 10 };
 }
 
 async function runDriverProcess(url: string): Promise<DriverResult> {
   const self = fileURLToPath(import.meta.url);
   const root = join(dirname(self), '..', '..');
-  const child = spawn(process.execPath, ['--import', 'tsx', self, '--driver', url, ...process.argv.slice(2)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', self, '--driver', url, ...process.argv.slice(2)], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let stdout = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));

@@ -91,10 +91,80 @@ function makeGenerator() {
     const id = randomUUID();
     const seq = d.seq++;
     if (r < 14)
-      return { v: 1, id, ts, sessionId: d.sessionId, seq, title: d.title, edgeId: d.edgeId, region: d.region, isp: d.isp, device: d.device, abr: d.abr, type: 'segment', rendition: '2000k', bitrate: 2_000_000, index: d.seq, bytes: 1_000_000, ttfbMs: 12, downloadMs: 80, throughputBps: 1e8, cacheStatus: r % 7 === 0 ? 'MISS' : 'HIT' };
-    if (r < 18) return { v: 1, id, ts, sessionId: d.sessionId, seq, title: d.title, edgeId: d.edgeId, region: d.region, isp: d.isp, device: d.device, abr: d.abr, type: 'heartbeat', bufferS: 12, rendition: '2000k', bitrate: 2_000_000, playedS: d.seq };
-    if (r === 18) return { v: 1, id, ts, sessionId: d.sessionId, seq, title: d.title, edgeId: d.edgeId, region: d.region, isp: d.isp, device: d.device, abr: d.abr, type: 'startup', vstMs: 300 + (d.seq % 50) * 20, rendition: '730k', bitrate: 730_000 };
-    return { v: 1, id, ts, sessionId: d.sessionId, seq, title: d.title, edgeId: d.edgeId, region: d.region, isp: d.isp, device: d.device, abr: d.abr, type: 'stall_end', stallMs: 250 };
+      return {
+        v: 1,
+        id,
+        ts,
+        sessionId: d.sessionId,
+        seq,
+        title: d.title,
+        edgeId: d.edgeId,
+        region: d.region,
+        isp: d.isp,
+        device: d.device,
+        abr: d.abr,
+        type: 'segment',
+        rendition: '2000k',
+        bitrate: 2_000_000,
+        index: d.seq,
+        bytes: 1_000_000,
+        ttfbMs: 12,
+        downloadMs: 80,
+        throughputBps: 1e8,
+        cacheStatus: r % 7 === 0 ? 'MISS' : 'HIT',
+      };
+    if (r < 18)
+      return {
+        v: 1,
+        id,
+        ts,
+        sessionId: d.sessionId,
+        seq,
+        title: d.title,
+        edgeId: d.edgeId,
+        region: d.region,
+        isp: d.isp,
+        device: d.device,
+        abr: d.abr,
+        type: 'heartbeat',
+        bufferS: 12,
+        rendition: '2000k',
+        bitrate: 2_000_000,
+        playedS: d.seq,
+      };
+    if (r === 18)
+      return {
+        v: 1,
+        id,
+        ts,
+        sessionId: d.sessionId,
+        seq,
+        title: d.title,
+        edgeId: d.edgeId,
+        region: d.region,
+        isp: d.isp,
+        device: d.device,
+        abr: d.abr,
+        type: 'startup',
+        vstMs: 300 + (d.seq % 50) * 20,
+        rendition: '730k',
+        bitrate: 730_000,
+      };
+    return {
+      v: 1,
+      id,
+      ts,
+      sessionId: d.sessionId,
+      seq,
+      title: d.title,
+      edgeId: d.edgeId,
+      region: d.region,
+      isp: d.isp,
+      device: d.device,
+      abr: d.abr,
+      type: 'stall_end',
+      stallMs: 250,
+    };
   };
 }
 
@@ -117,7 +187,24 @@ async function main(): Promise<void> {
     const url = `http://127.0.0.1:${aggPort}`;
     const agg = spawn(
       process.execPath,
-      [...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${resolve(args.profile)}`] : []), join(ROOT, 'bin', 'ocdn.js'), 'telemetry', 'aggregate', '--brokers', brokers, '--port', String(aggPort), '--topic-prefix', prefix, '--group', `${prefix}agg`, '--window', args.window!, '--grace', args.grace!],
+      [
+        ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${resolve(args.profile)}`] : []),
+        join(ROOT, 'bin', 'ocdn.js'),
+        'telemetry',
+        'aggregate',
+        '--brokers',
+        brokers,
+        '--port',
+        String(aggPort),
+        '--topic-prefix',
+        prefix,
+        '--group',
+        `${prefix}agg`,
+        '--window',
+        args.window!,
+        '--grace',
+        args.grace!,
+      ],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, OCDN_LOG_LEVEL: 'warn' } },
     );
     const aggExit = new Promise<void>((r) => agg.once('exit', () => r()));
@@ -128,7 +215,16 @@ async function main(): Promise<void> {
     await waitFor(async () => (await fetch(`${url}/healthz`)).ok, { timeoutMs: 60_000, what: 'aggregator /healthz' });
     const metric = async (name: string, labels: Record<string, string> = {}) => readMetric(await (await fetch(`${url}/metrics`)).text(), name, labels);
 
-    const prod = createProducer({ brokers, topic: topics.events, spillFile: join(work, 'spill.jsonl'), lingerMs: 5, batchSize: 2_000, maxQueue: 1_000_000, compression: args.compression === 'gzip' ? 'gzip' : 'none', log: quiet });
+    const prod = createProducer({
+      brokers,
+      topic: topics.events,
+      spillFile: join(work, 'spill.jsonl'),
+      lingerMs: 5,
+      batchSize: 2_000,
+      maxQueue: 1_000_000,
+      compression: args.compression === 'gzip' ? 'gzip' : 'none',
+      log: quiet,
+    });
     cleanup.unshift(() => prod.close());
     const gen = makeGenerator();
 
@@ -205,18 +301,26 @@ async function main(): Promise<void> {
     await prod.flush();
     const tProduced = Date.now();
     say(`produced ${sent} events in ${((tProduced - t0) / 1000).toFixed(1)}s; waiting for the aggregator to count them`);
-    await waitFor(async () => (await metric('ocdn_telemetry_events_total', { result: 'added' })) + (await metric('ocdn_telemetry_events_total', { result: 'late' })) >= sent, {
-      timeoutMs: 600_000,
-      intervalMs: 200,
-      what: 'the aggregator to read every event',
-    });
+    await waitFor(
+      async () =>
+        (await metric('ocdn_telemetry_events_total', { result: 'added' })) + (await metric('ocdn_telemetry_events_total', { result: 'late' })) >= sent,
+      {
+        timeoutMs: 600_000,
+        intervalMs: 200,
+        what: 'the aggregator to read every event',
+      },
+    );
     const tAggregated = Date.now();
     const benchCpu = process.cpuUsage(cpu0);
     const aggCpu = (await metric('process_cpu_seconds_total')) - aggCpu0;
     const brokerCpu = kafka ? jvmCpuSeconds(kafka.pid) - brokerCpu0 : Number.NaN;
     const late = await metric('ocdn_telemetry_events_total', { result: 'late' });
     // Open windows are published every second: give the last of them time to show.
-    await waitFor(() => [...visible.values()].reduce((a, b) => a + b, 0) >= sent - late, { timeoutMs: 30_000, intervalMs: 100, what: 'all events visible in /v1/qoe' }).catch(() => undefined);
+    await waitFor(() => [...visible.values()].reduce((a, b) => a + b, 0) >= sent - late, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      what: 'all events visible in /v1/qoe',
+    }).catch(() => undefined);
     polling = false;
     await poller;
     const metricsText = await (await fetch(`${url}/metrics`)).text();
@@ -244,11 +348,15 @@ async function main(): Promise<void> {
       aggregatorPublishFreshnessP99S: `<= ${histQ(0.99)}`,
       // Where the time goes: CPU per event in each process, and cores busy over the run.
       cpuMicrosPerEvent: {
-        producerProcess: round1(((benchCpu.user + benchCpu.system) / sent)),
+        producerProcess: round1((benchCpu.user + benchCpu.system) / sent),
         aggregatorProcess: round1((aggCpu * 1e6) / sent),
         broker: kafka ? round1((brokerCpu * 1e6) / sent) : 'external',
       },
-      producerRequests: { count: prod.requestStats.requests, eventsPerRequest: Math.round(prod.requestStats.events / Math.max(1, prod.requestStats.requests)), meanMs: round1((prod.requestStats.seconds * 1000) / Math.max(1, prod.requestStats.requests)) },
+      producerRequests: {
+        count: prod.requestStats.requests,
+        eventsPerRequest: Math.round(prod.requestStats.events / Math.max(1, prod.requestStats.requests)),
+        meanMs: round1((prod.requestStats.seconds * 1000) / Math.max(1, prod.requestStats.requests)),
+      },
       coresBusy: round1(((benchCpu.user + benchCpu.system) / 1e6 + aggCpu + (kafka ? brokerCpu : 0)) / ((tAggregated - t0) / 1000)),
       windowS: windowMs / 1000,
       graceS: graceMs / 1000,

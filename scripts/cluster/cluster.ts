@@ -69,7 +69,10 @@ async function checkNotRunning(dir: string, say: (s: string) => void): Promise<v
   if (!prev) return;
   const alive = prev.components.filter((c) => !c.external && isAlive(c.pid));
   if (alive.length > 0) {
-    throw new OcdnError(ErrorCodes.USAGE, `a cluster is already running from ${dir} (${alive.map((c) => `${c.name}:${c.pid}`).join(', ')}); run "ocdn cluster down --dir ${dir}" first`);
+    throw new OcdnError(
+      ErrorCodes.USAGE,
+      `a cluster is already running from ${dir} (${alive.map((c) => `${c.name}:${c.pid}`).join(', ')}); run "ocdn cluster down --dir ${dir}" first`,
+    );
   }
   say(`cleaning up state left by a stopped cluster (${prev.components.length} stale pids)`);
   await removeState(dir);
@@ -100,7 +103,10 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
   const busy: number[] = [];
   for (const p of wanted) if (await portInUse(p)) busy.push(p);
   if (busy.length > 0) {
-    throw new OcdnError(ErrorCodes.PORT_IN_USE, `ports already in use on 127.0.0.1: ${busy.join(', ')} (another cluster or program? try --base-port, or "ocdn cluster down")`);
+    throw new OcdnError(
+      ErrorCodes.PORT_IN_USE,
+      `ports already in use on 127.0.0.1: ${busy.join(', ')} (another cluster or program? try --base-port, or "ocdn cluster down")`,
+    );
   }
 
   const state: ClusterState = {
@@ -148,7 +154,19 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
     }
 
     say(`starting steering on ${state.steeringUrl}`);
-    const stArgs = ['steering', 'serve', '--port', String(ports.steering), '--policy', o.policy, '--token-secret', state.tokenSecret, '--aggregator', state.aggregatorUrl, ...s3Flags];
+    const stArgs = [
+      'steering',
+      'serve',
+      '--port',
+      String(ports.steering),
+      '--policy',
+      o.policy,
+      '--token-secret',
+      state.tokenSecret,
+      '--aggregator',
+      state.aggregatorUrl,
+      ...s3Flags,
+    ];
     const st = await spawnOcdn(stArgs, join(logs, 'steering.log'));
     await add({ name: 'steering', kind: 'steering', pid: st.pid, port: ports.steering, url: state.steeringUrl, log: st.log, args: stArgs });
     await waitFor(() => healthy(state.steeringUrl), { timeoutMs: o.readyTimeoutMs, what: 'steering /healthz' });
@@ -160,7 +178,23 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
       const url = `http://127.0.0.1:${ports.shield}`;
       const region = o.regions[0]!;
       say(`starting shield-1 (${region}) on ${url}`);
-      const args = ['edge', 'serve', '--id', 'shield-1', '--port', String(ports.shield), '--region', region, '--capacity', shieldCapacity(o.capacity, o.edges), '--token-secret', state.tokenSecret, '--admin-token', state.adminToken, ...s3Flags];
+      const args = [
+        'edge',
+        'serve',
+        '--id',
+        'shield-1',
+        '--port',
+        String(ports.shield),
+        '--region',
+        region,
+        '--capacity',
+        shieldCapacity(o.capacity, o.edges),
+        '--token-secret',
+        state.tokenSecret,
+        '--admin-token',
+        state.adminToken,
+        ...s3Flags,
+      ];
       const p = await spawnOcdn(args, join(logs, 'shield-1.log'));
       await add({ name: 'shield-1', kind: 'shield', pid: p.pid, port: ports.shield, url, log: p.log, region, args });
       await waitFor(() => healthy(url), { timeoutMs: o.readyTimeoutMs, what: `shield-1 /healthz (log: ${p.log})` });
@@ -172,7 +206,25 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
       const region = o.regions[i % o.regions.length]!;
       const url = `http://127.0.0.1:${ports.edge(i)}`;
       say(`starting ${id} (${region}) on ${url}`);
-      const args = ['edge', 'serve', '--id', id, '--port', String(ports.edge(i)), '--region', region, '--capacity', o.capacity, '--steering', state.steeringUrl, '--token-secret', state.tokenSecret, '--admin-token', state.adminToken, ...parentFlags];
+      const args = [
+        'edge',
+        'serve',
+        '--id',
+        id,
+        '--port',
+        String(ports.edge(i)),
+        '--region',
+        region,
+        '--capacity',
+        o.capacity,
+        '--steering',
+        state.steeringUrl,
+        '--token-secret',
+        state.tokenSecret,
+        '--admin-token',
+        state.adminToken,
+        ...parentFlags,
+      ];
       const p = await spawnOcdn(args, join(logs, `${id}.log`));
       await add({ name: id, kind: 'edge', pid: p.pid, port: ports.edge(i), url, log: p.log, region, args });
     }
@@ -218,7 +270,11 @@ async function startKafkaComponent(
   const args = ['kafka', 'run', '--dir', join(dir, 'kafka'), '--port', String(o.kafkaPort)];
   const p = await spawnOcdn(args, join(logs, 'kafka.log'));
   await add({ name: 'kafka', kind: 'kafka', pid: p.pid, port: o.kafkaPort, url: state.brokers, log: p.log, args });
-  await waitFor(() => kafkaReady(state.brokers), { timeoutMs: Math.max(o.readyTimeoutMs, 300_000), intervalMs: 500, what: `Kafka at ${state.brokers} (log: ${p.log})` });
+  await waitFor(() => kafkaReady(state.brokers), {
+    timeoutMs: Math.max(o.readyTimeoutMs, 300_000),
+    intervalMs: 500,
+    what: `Kafka at ${state.brokers} (log: ${p.log})`,
+  });
 }
 
 export async function kafkaReady(brokers: string): Promise<boolean> {

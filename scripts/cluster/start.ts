@@ -16,7 +16,11 @@ export interface StartOptions extends Partial<ClusterOptions> {
 }
 
 /** Seeds a small catalog when the bucket has none, so a first `npm start` has something to play. */
-export async function seedIfEmpty(state: ClusterState, o: Pick<StartOptions, 'titles' | 'titleDurationSec' | 'ladder'>, say: (s: string) => void): Promise<void> {
+export async function seedIfEmpty(
+  state: ClusterState,
+  o: Pick<StartOptions, 'titles' | 'titleDurationSec' | 'ladder'>,
+  say: (s: string) => void,
+): Promise<void> {
   const client = clusterS3Client(state.s3Endpoint);
   try {
     const existing = await readCatalog(client, state.bucket);
@@ -55,7 +59,26 @@ export async function startAll(o: StartOptions, say: (s: string) => void): Promi
     await seedIfEmpty(state, o, say);
     // Players spread over the edges' regions, so every site carries load in the live view.
     const regions = [...new Set(state.components.filter((c) => c.kind === 'edge' && c.region).map((c) => c.region!))];
-    const playArgs = ['play', '--players', String(o.players), '--ramp', '20s', '--duration', '24h', '--steering', state.steeringUrl, '--brokers', state.brokers, '--titles', 'zipf:0.9', '--s3-endpoint', state.s3Endpoint, '--bucket', state.bucket, ...(regions.length ? ['--region', regions.join(',')] : [])];
+    const playArgs = [
+      'play',
+      '--players',
+      String(o.players),
+      '--ramp',
+      '20s',
+      '--duration',
+      '24h',
+      '--steering',
+      state.steeringUrl,
+      '--brokers',
+      state.brokers,
+      '--titles',
+      'zipf:0.9',
+      '--s3-endpoint',
+      state.s3Endpoint,
+      '--bucket',
+      state.bucket,
+      ...(regions.length ? ['--region', regions.join(',')] : []),
+    ];
     const p = await spawnOcdn(playArgs, join(state.dir, 'logs', 'players.log'));
     state.components.push({ name: 'players', kind: 'players', pid: p.pid, port: 0, url: '', log: p.log, args: playArgs });
     await writeState(state);

@@ -68,7 +68,7 @@ describe('local cluster end to end', () => {
     await rm(dir, { recursive: true, force: true });
   }, 120_000);
 
-  it('50 players × 60 s at speed 4: aggregates equal the players\' own records, for every edge and title', async () => {
+  it("50 players × 60 s at speed 4: aggregates equal the players' own records, for every edge and title", async () => {
     const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
     const producer = createProducer({ brokers: state.brokers, clientId: 'e2e-players', spillFile: join(dir, 'spill-1.jsonl') });
     const ends: SessionEndEvent[] = [];
@@ -119,7 +119,11 @@ describe('local cluster end to end', () => {
     const usedEdges = new Set(segments.map((e) => e.edgeId));
     expect([...usedEdges].sort()).toEqual(['edge-1', 'edge-2', 'edge-3']);
     const byEdge = await qoe(state, 'edge');
-    for (const id of usedEdges) expect(byEdge.find((r) => r.value === id), `edge ${id}`).toBeDefined();
+    for (const id of usedEdges)
+      expect(
+        byEdge.find((r) => r.value === id),
+        `edge ${id}`,
+      ).toBeDefined();
     expect(byEdge.reduce((s, r) => s + r.segmentBytes, 0)).toBe(bytes);
     // session_start goes out once the session has its edge, so sessions count per edge too.
     expect(byEdge.reduce((s, r) => s + r.sessions, 0)).toBe(50);

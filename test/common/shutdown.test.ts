@@ -8,10 +8,14 @@ describe('ordered graceful shutdown', () => {
     const s = new Shutdown()
       .add('close clients', () => void ran.push('clients'), 90)
       .add('stop accepting', () => void ran.push('accept'), 10)
-      .add('drain', async () => {
-        await new Promise((r) => setImmediate(r));
-        ran.push('drain');
-      }, 20);
+      .add(
+        'drain',
+        async () => {
+          await new Promise((r) => setImmediate(r));
+          ran.push('drain');
+        },
+        20,
+      );
     expect(s.started).toBe(false);
     await Promise.all([s.run('SIGTERM'), s.run('SIGINT')]);
     await s.run();
@@ -23,9 +27,13 @@ describe('ordered graceful shutdown', () => {
     const ran: string[] = [];
     const s = new Shutdown({ hookTimeoutMs: 50 })
       .add('stuck', () => new Promise<void>(() => undefined), 1)
-      .add('broken', () => {
-        throw new Error('boom');
-      }, 2)
+      .add(
+        'broken',
+        () => {
+          throw new Error('boom');
+        },
+        2,
+      )
       .add('last', () => void ran.push('last'), 3);
     await s.run();
     expect(ran).toEqual(['last']);

@@ -5,7 +5,11 @@ import { BIN, ROOT, cliEnv as sharedCliEnv, runCli as runCliChild } from '../cli
 import { signPath, withToken } from '../../common/token.ts';
 import { bytes, get, startOrigin, type TestOrigin } from './helpers.ts';
 
-const cliEnv = () => sharedCliEnv({ logLevel: 'info', unset: ['OCDN_S3_ENDPOINT', 'OCDN_S3_BUCKET', 'OCDN_TOKEN_SECRET', 'OCDN_ADMIN_TOKEN', 'OCDN_EDGE_ID', 'OCDN_STEERING_URL'] });
+const cliEnv = () =>
+  sharedCliEnv({
+    logLevel: 'info',
+    unset: ['OCDN_S3_ENDPOINT', 'OCDN_S3_BUCKET', 'OCDN_TOKEN_SECRET', 'OCDN_ADMIN_TOKEN', 'OCDN_EDGE_ID', 'OCDN_STEERING_URL'],
+  });
 
 const run = (args: string[]) => runCliChild(args, cliEnv());
 
@@ -36,11 +40,31 @@ describe('ocdn edge serve', () => {
 
   it('serves, logs where it listens, and exits 0 on SIGTERM', async () => {
     const secret = 'cli-secret-123456';
-    const child = spawn(process.execPath, [BIN, 'edge', 'serve', '--id', 'edge-cli', '--port', '0', '--region', 'us-east', '--capacity', '8MB', '--s3-endpoint', origin.s3.endpoint, '--token-secret', secret], {
-      cwd: ROOT,
-      env: cliEnv(),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'edge',
+        'serve',
+        '--id',
+        'edge-cli',
+        '--port',
+        '0',
+        '--region',
+        'us-east',
+        '--capacity',
+        '8MB',
+        '--s3-endpoint',
+        origin.s3.endpoint,
+        '--token-secret',
+        secret,
+      ],
+      {
+        cwd: ROOT,
+        env: cliEnv(),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));

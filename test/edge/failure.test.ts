@@ -19,7 +19,15 @@ describe('upstream failures', () => {
     await origin.put('vod/t/r/index.m3u8', '#EXTM3U\n');
     await origin.put('vod/t/r/seg-00002.ts', bytes(10, 3));
     // Segments expire after 300 ms so a stale copy exists once the origin is gone.
-    edge = await startEdge({ id: 'edge-f', region: 'r', capacityBytes: 10_000_000, origin: origin.reader, tokenSecret: null, segmentTtlMs: 300, playlistTtlMs: 60_000 });
+    edge = await startEdge({
+      id: 'edge-f',
+      region: 'r',
+      capacityBytes: 10_000_000,
+      origin: origin.reader,
+      tokenSecret: null,
+      segmentTtlMs: 300,
+      playlistTtlMs: 60_000,
+    });
   });
 
   afterAll(async () => {
@@ -79,7 +87,10 @@ describe('upstream timeouts', () => {
     });
     await new Promise<void>((r) => blackhole.listen(0, '127.0.0.1', r));
     const port = (blackhole.address() as { port: number }).port;
-    client = createS3Client({ s3Endpoint: `http://127.0.0.1:${port}`, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS }, { maxAttempts: 1 });
+    client = createS3Client(
+      { s3Endpoint: `http://127.0.0.1:${port}`, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS },
+      { maxAttempts: 1 },
+    );
     const reader = new OriginReader({ client, bucket: BUCKET, timeoutMs: 300, retries: 0 });
     edge = await startEdge({ id: 'edge-t', region: 'r', capacityBytes: 1_000_000, origin: reader, tokenSecret: null });
   });

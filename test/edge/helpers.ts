@@ -114,7 +114,12 @@ export async function get(url: string, headers: Record<string, string> = {}, met
 }
 
 export async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Res> {
-  const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), dispatcher: agent });
+  const res = await request(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+    dispatcher: agent,
+  });
   const buf = Buffer.from(await res.body.arrayBuffer());
   const h: Record<string, string> = {};
   for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h[k] = Array.isArray(v) ? v.join(', ') : v;

@@ -32,7 +32,14 @@ describe('edge serving from the embedded S3', () => {
         cb();
       },
     });
-    edge = await startEdge({ id: 'edge-1', region: 'us-east', capacityBytes: 10_000_000, origin: origin.reader, tokenSecret: SECRET, log: pino({ level: 'info' }, sink) });
+    edge = await startEdge({
+      id: 'edge-1',
+      region: 'us-east',
+      capacityBytes: 10_000_000,
+      origin: origin.reader,
+      tokenSecret: SECRET,
+      log: pino({ level: 'info' }, sink),
+    });
     open = await startEdge({ id: 'edge-open', region: 'us-east', capacityBytes: 10_000_000, origin: origin.reader, tokenSecret: null, negativeTtlMs: 60_000 });
   });
 

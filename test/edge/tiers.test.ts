@@ -21,7 +21,10 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   beforeAll(async () => {
     origin = await startOrigin();
     // A small title: master → two media playlists → segments (one rendition fMP4 with an init section).
-    await origin.put('vod/film/master.m3u8', '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n730k/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2200000\n2000k/index.m3u8\n');
+    await origin.put(
+      'vod/film/master.m3u8',
+      '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n730k/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2200000\n2000k/index.m3u8\n',
+    );
     await origin.put('vod/film/730k/index.m3u8', '#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4.0,\nseg-00000.ts\n#EXTINF:4.0,\nseg-00001.ts\n#EXT-X-ENDLIST\n');
     await origin.put('vod/film/2000k/index.m3u8', '#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MAP:URI="init.mp4"\n#EXTINF:4.0,\nseg-00000.m4s\n#EXT-X-ENDLIST\n');
     await origin.put('vod/film/730k/seg-00000.ts', bytes(30_000, 1));
@@ -78,7 +81,15 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     expect(res.status).toBe(200);
     const job = JSON.parse(res.body.toString());
     expect(job).toMatchObject({ state: 'done', keys: 7, done: 7, failed: [] });
-    const all = ['/vod/film/master.m3u8', '/vod/film/730k/index.m3u8', '/vod/film/2000k/index.m3u8', '/vod/film/730k/seg-00000.ts', '/vod/film/730k/seg-00001.ts', '/vod/film/2000k/init.mp4', '/vod/film/2000k/seg-00000.m4s'];
+    const all = [
+      '/vod/film/master.m3u8',
+      '/vod/film/730k/index.m3u8',
+      '/vod/film/2000k/index.m3u8',
+      '/vod/film/730k/seg-00000.ts',
+      '/vod/film/730k/seg-00001.ts',
+      '/vod/film/2000k/init.mp4',
+      '/vod/film/2000k/seg-00000.m4s',
+    ];
     for (const k of all) expect(edge.cache.has(k), k).toBe(true);
     expect(await metric(edge, 'ocdn_edge_origin_fetches_total')).toBe(7);
     expect((await get(`${edge.url}/vod/film/730k/seg-00001.ts`)).headers['x-cache']).toBe('HIT');
@@ -87,10 +98,13 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     const again = await post(`${edge.url}/admin/fill`, { keys: ['vod/film/730k/seg-00000.ts', '/vod/film/nope.ts'] }, auth);
     expect(again.status).toBe(202);
     const id = JSON.parse(again.body.toString()).id as string;
-    const done = await waitFor(async () => {
-      const j = JSON.parse((await get(`${edge.url}/admin/fill/${id}`, auth)).body.toString());
-      return j.state === 'done' ? j : undefined;
-    }, { what: 'fill job' });
+    const done = await waitFor(
+      async () => {
+        const j = JSON.parse((await get(`${edge.url}/admin/fill/${id}`, auth)).body.toString());
+        return j.state === 'done' ? j : undefined;
+      },
+      { what: 'fill job' },
+    );
     expect(done).toMatchObject({ keys: 2, done: 2, alreadyCached: 1, failed: [{ key: '/vod/film/nope.ts', reason: 'not found' }] });
 
     const hard = await post(`${edge.url}/admin/purge`, { prefix: '/vod/film/730k/' }, auth);
@@ -116,10 +130,15 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
 
   it('admin fill keeps to its byte rate: the bytes it pulled take at least bytes/rate seconds', async () => {
     const auth = { authorization: `Bearer ${ADMIN}` };
-    const probe = track(await startEdge({ id: 'edge-probe', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }));
-    const total = JSON.parse((await post(`${probe.url}/admin/fill`, { title: 'film', bytesPerSecond: '1GB', wait: true }, auth)).body.toString()).bytesFetched as number;
+    const probe = track(
+      await startEdge({ id: 'edge-probe', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }),
+    );
+    const total = JSON.parse((await post(`${probe.url}/admin/fill`, { title: 'film', bytesPerSecond: '1GB', wait: true }, auth)).body.toString())
+      .bytesFetched as number;
     expect(total).toBeGreaterThan(0);
-    const paced = track(await startEdge({ id: 'edge-paced', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }));
+    const paced = track(
+      await startEdge({ id: 'edge-paced', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }),
+    );
     const rate = Math.ceil(total / 1.5); // the whole title at this rate: 1.5 s
     const t0 = performance.now();
     const job = JSON.parse((await post(`${paced.url}/admin/fill`, { title: 'film', bytesPerSecond: rate, wait: true }, auth)).body.toString());
@@ -142,10 +161,26 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     });
     const port = await listen(receiver, 0);
     try {
-      const edge = await startEdge({ id: 'edge-hb', region: 'eu-west', capacityBytes: 2_000_000, origin: origin.reader, tokenSecret: null, steeringUrl: `http://127.0.0.1:${port}`, heartbeatIntervalMs: 100, publicUrl: 'http://edge-hb.example:8401' });
+      const edge = await startEdge({
+        id: 'edge-hb',
+        region: 'eu-west',
+        capacityBytes: 2_000_000,
+        origin: origin.reader,
+        tokenSecret: null,
+        steeringUrl: `http://127.0.0.1:${port}`,
+        heartbeatIntervalMs: 100,
+        publicUrl: 'http://edge-hb.example:8401',
+      });
       await get(`${edge.url}/vod/film/730k/seg-00001.ts`);
       const beat = await waitFor(() => beats.find((b) => b.titles.includes('film')), { what: 'heartbeat with inventory' });
-      expect(beat).toMatchObject({ id: 'edge-hb', url: 'http://edge-hb.example:8401', region: 'eu-west', capacityBytes: 2_000_000, healthy: true, titles: ['film'] });
+      expect(beat).toMatchObject({
+        id: 'edge-hb',
+        url: 'http://edge-hb.example:8401',
+        region: 'eu-west',
+        capacityBytes: 2_000_000,
+        healthy: true,
+        titles: ['film'],
+      });
       expect(beat.usedBytes).toBe(31_000 + 1024);
       for (const k of ['inFlight', 'rps', 'egressBps', 'ts'] as const) expect(typeof beat[k]).toBe('number');
       await edge.close();
@@ -157,9 +192,21 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   });
 
   it('heartbeats every steering replica given, so each one steers to the edge', async () => {
-    const replicas = await Promise.all([0, 1].map(() => startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 1_000 } })));
+    const replicas = await Promise.all(
+      [0, 1].map(() => startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 1_000 } })),
+    );
     try {
-      track(await startEdge({ id: 'edge-multi', region: 'us-east', capacityBytes: 2_000_000, origin: origin.reader, tokenSecret: null, steeringUrl: replicas.map((r) => r.url), heartbeatIntervalMs: 100 }));
+      track(
+        await startEdge({
+          id: 'edge-multi',
+          region: 'us-east',
+          capacityBytes: 2_000_000,
+          origin: origin.reader,
+          tokenSecret: null,
+          steeringUrl: replicas.map((r) => r.url),
+          heartbeatIntervalMs: 100,
+        }),
+      );
       for (const r of replicas) {
         await waitFor(() => r.registry.counts().up === 1, { what: `edge registered with ${r.url}` });
         const steer = (await (await fetch(`${r.url}/v1/steer?title=title-0001`)).json()) as { edges: { id: string }[] };
@@ -175,7 +222,17 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     const silent = (await import('node:net')).createServer((s) => sockets.push(s.on('error', () => undefined)));
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     try {
-      const edge = track(await startEdge({ id: 'edge-hb2', region: 'r', capacityBytes: 2_000_000, origin: origin.reader, tokenSecret: null, steeringUrl: `http://127.0.0.1:${(silent.address() as { port: number }).port}`, heartbeatIntervalMs: 50 }));
+      const edge = track(
+        await startEdge({
+          id: 'edge-hb2',
+          region: 'r',
+          capacityBytes: 2_000_000,
+          origin: origin.reader,
+          tokenSecret: null,
+          steeringUrl: `http://127.0.0.1:${(silent.address() as { port: number }).port}`,
+          heartbeatIntervalMs: 50,
+        }),
+      );
       await waitFor(() => sockets.length > 0, { what: 'a heartbeat connection' });
       for (let i = 0; i < 5; i++) expect((await get(`${edge.url}/vod/film/730k/seg-00000.ts`)).status).toBe(200);
     } finally {
@@ -200,7 +257,17 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   });
 
   it('bounds slow and oversized request headers', async () => {
-    const edge = track(await startEdge({ id: 'edge-slow', region: 'r', capacityBytes: 1_000_000, origin: origin.reader, tokenSecret: null, headersTimeoutMs: 500, maxHeaderSize: 8_192 }));
+    const edge = track(
+      await startEdge({
+        id: 'edge-slow',
+        region: 'r',
+        capacityBytes: 1_000_000,
+        origin: origin.reader,
+        tokenSecret: null,
+        headersTimeoutMs: 500,
+        maxHeaderSize: 8_192,
+      }),
+    );
     const u = new URL(edge.url);
     const talk = (payload: string) =>
       new Promise<string>((resolve, reject) => {
@@ -219,7 +286,9 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
 
   it('cuts a client that stops reading its response (slow read)', async () => {
     await origin.put('vod/huge/r/seg-00000.ts', bytes(32 * 1024 * 1024, 77));
-    const edge = track(await startEdge({ id: 'edge-slowread', region: 'r', capacityBytes: 8_000_000, origin: origin.reader, tokenSecret: null, stalledWriteTimeoutMs: 300 }));
+    const edge = track(
+      await startEdge({ id: 'edge-slowread', region: 'r', capacityBytes: 8_000_000, origin: origin.reader, tokenSecret: null, stalledWriteTimeoutMs: 300 }),
+    );
     const u = new URL(edge.url);
     const s = connect(Number(u.port), u.hostname, () => s.write('GET /vod/huge/r/seg-00000.ts HTTP/1.1\r\nHost: x\r\n\r\n'));
     s.on('error', () => undefined);

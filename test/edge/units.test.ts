@@ -78,14 +78,33 @@ describe('Range and If-None-Match', () => {
 
 describe('CMCD parsing', () => {
   it('parses the query form with every value type', () => {
-    const q = encodeURIComponent('br=3200,bs,d=4004,mtp=25400,ot=v,rtp=15000,sid="6e2fb550-c457-11e9-bb97-0800200c9a66",sf=h,st=v,su,tb=6000,pr=1.5,cid="movie \\"x\\""');
+    const q = encodeURIComponent(
+      'br=3200,bs,d=4004,mtp=25400,ot=v,rtp=15000,sid="6e2fb550-c457-11e9-bb97-0800200c9a66",sf=h,st=v,su,tb=6000,pr=1.5,cid="movie \\"x\\""',
+    );
     expect(parseCmcd(q, {})).toEqual({
-      br: 3200, bs: true, d: 4004, mtp: 25400, ot: 'v', rtp: 15000, sid: '6e2fb550-c457-11e9-bb97-0800200c9a66', sf: 'h', st: 'v', su: true, tb: 6000, pr: 1.5, cid: 'movie "x"',
+      br: 3200,
+      bs: true,
+      d: 4004,
+      mtp: 25400,
+      ot: 'v',
+      rtp: 15000,
+      sid: '6e2fb550-c457-11e9-bb97-0800200c9a66',
+      sf: 'h',
+      st: 'v',
+      su: true,
+      tb: 6000,
+      pr: 1.5,
+      cid: 'movie "x"',
     });
   });
 
   it('parses the header form (all four headers)', () => {
-    const c = parseCmcd(undefined, { 'cmcd-request': 'bl=21300,mtp=48100', 'cmcd-object': 'br=3200,d=4004,ot=v', 'cmcd-status': 'bs', 'cmcd-session': 'sid="s1",v=1' });
+    const c = parseCmcd(undefined, {
+      'cmcd-request': 'bl=21300,mtp=48100',
+      'cmcd-object': 'br=3200,d=4004,ot=v',
+      'cmcd-status': 'bs',
+      'cmcd-session': 'sid="s1",v=1',
+    });
     expect(c).toEqual({ bl: 21300, mtp: 48100, br: 3200, d: 4004, ot: 'v', bs: true, sid: 's1', v: 1 });
   });
 
@@ -102,7 +121,8 @@ describe('CMCD parsing', () => {
 
 describe('playlist URIs (fill)', () => {
   it('finds URI lines and URI attributes', () => {
-    const master = '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n730k/index.m3u8\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="en",URI="audio/index.m3u8"\n';
+    const master =
+      '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n730k/index.m3u8\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="en",URI="audio/index.m3u8"\n';
     expect(playlistUris(master)).toEqual(['730k/index.m3u8', 'audio/index.m3u8']);
     const media = '#EXTM3U\n#EXT-X-MAP:URI="init.mp4"\n#EXTINF:4.0,\nseg-00000.m4s\n#EXT-X-ENDLIST\n';
     expect(playlistUris(media)).toEqual(['init.mp4', 'seg-00000.m4s']);

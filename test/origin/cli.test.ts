@@ -59,7 +59,11 @@ describe('ocdn origin serve + content seed + content ls', () => {
 
   it('serves, seeds, lists, and exits 0 on SIGTERM', async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-cli-'));
-    const child = spawn(process.execPath, [BIN, 'origin', 'serve', '--port', '0', '--dir', dir], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'origin', 'serve', '--port', '0', '--dir', dir], {
+      cwd: ROOT,
+      env: cliEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     server = child;
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     const lines = createInterface({ input: child.stdout! });

@@ -29,7 +29,11 @@ describe('ffmpeg mode without ffmpeg', () => {
       const env: NodeJS.ProcessEnv = { ...process.env, OCDN_FFMPEG: '/nonexistent/ffmpeg' };
       delete env.OCDN_DEBUG;
       // Port 1: were S3 checked first, the error would be E_S3_UNREACHABLE instead.
-      const child = spawn(process.execPath, [join(ROOT, 'bin', 'ocdn.js'), 'content', 'seed', '--mode', 'ffmpeg', '--s3-endpoint', 'http://127.0.0.1:1'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [join(ROOT, 'bin', 'ocdn.js'), 'content', 'seed', '--mode', 'ffmpeg', '--s3-endpoint', 'http://127.0.0.1:1'], {
+        cwd: ROOT,
+        env,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       child.on('close', (code) => resolve({ code, stderr }));
@@ -74,7 +78,18 @@ describe.skipIf(!HAS_FFMPEG)('ffmpeg mode with ffmpeg installed', () => {
   });
 
   it('encodes a real test-pattern ladder, uploads it with hashes, and catalogs it as ffmpeg', async () => {
-    const result = await seedContent({ client, bucket: 'ocdn-media', endpoint: s3.endpoint, titles: 1, durationSec: 8, segmentSec: 4, ladder: 'small', mode: 'ffmpeg', workDir: dir, concurrency: 2 });
+    const result = await seedContent({
+      client,
+      bucket: 'ocdn-media',
+      endpoint: s3.endpoint,
+      titles: 1,
+      durationSec: 8,
+      segmentSec: 4,
+      ladder: 'small',
+      mode: 'ffmpeg',
+      workDir: dir,
+      concurrency: 2,
+    });
     const title = result.catalog.titles[0]!;
     expect(title).toMatchObject({ id: 'title-0001', mode: 'ffmpeg', container: 'ts', segments: 2 });
     const page = await client.send(new ListObjectsV2Command({ Bucket: 'ocdn-media' }));

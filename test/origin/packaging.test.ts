@@ -100,7 +100,13 @@ describe('playlists parse back with hls-parser', () => {
         expect(v.codecs).toBe(rung.codecs);
         expect(v.averageBandwidth).toBe(rung.bitrate);
         // BANDWIDTH must cover the peak segment bit rate of the rendition.
-        const sizes = segmentSizes({ title: title.id, rendition: rung.name, bitrate: rung.bitrate, durationSec: title.durationSec, segmentSec: title.segmentSec });
+        const sizes = segmentSizes({
+          title: title.id,
+          rendition: rung.name,
+          bitrate: rung.bitrate,
+          durationSec: title.durationSec,
+          segmentSec: title.segmentSec,
+        });
         const peak = Math.max(...sizes.map((s, k) => (s * 8) / durations[k]!));
         expect(v.bandwidth).toBeGreaterThanOrEqual(peak);
         expect(v.bandwidth).toBeLessThanOrEqual(2 * rung.bitrate);

@@ -101,7 +101,10 @@ describe('origin reader retries: only what can get better', () => {
     await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
     const port = (proxy.address() as import('node:net').AddressInfo).port;
     // maxAttempts 1: the SDK does not retry, so every GET the proxy sees is the reader's.
-    client = createS3Client({ s3Endpoint: `http://127.0.0.1:${port}`, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS }, { maxAttempts: 1 });
+    client = createS3Client(
+      { s3Endpoint: `http://127.0.0.1:${port}`, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS },
+      { maxAttempts: 1 },
+    );
     await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'vod/t1/b.ts', Body: body }));
   });
 
@@ -126,7 +129,9 @@ describe('origin reader retries: only what can get better', () => {
   it('gives up after its retries on a lasting 500, as ORIGIN_UNAVAILABLE', async () => {
     gets = 0;
     failNext = { count: 10, status: 500, code: 'InternalError' };
-    const err = await reader().getObject('vod/t1/b.ts').catch((e: unknown) => e);
+    const err = await reader()
+      .getObject('vod/t1/b.ts')
+      .catch((e: unknown) => e);
     expect(isOcdnError(err, ErrorCodes.ORIGIN_UNAVAILABLE)).toBe(true);
     expect(gets).toBe(3);
     failNext.count = 0;
@@ -135,11 +140,15 @@ describe('origin reader retries: only what can get better', () => {
   it('does not retry a 403 (retrying cannot fix credentials) or a 404', async () => {
     gets = 0;
     failNext = { count: 1, status: 403, code: 'AccessDenied' };
-    const denied = await reader().getObject('vod/t1/b.ts').catch((e: unknown) => e);
+    const denied = await reader()
+      .getObject('vod/t1/b.ts')
+      .catch((e: unknown) => e);
     expect(isOcdnError(denied, ErrorCodes.ORIGIN_UNAVAILABLE)).toBe(true);
     expect(gets).toBe(1);
     gets = 0;
-    const missing = await reader().getObject('vod/t1/nope.ts').catch((e: unknown) => e);
+    const missing = await reader()
+      .getObject('vod/t1/nope.ts')
+      .catch((e: unknown) => e);
     expect(isOcdnError(missing, ErrorCodes.NOT_FOUND)).toBe(true);
     expect(gets).toBe(1);
   });

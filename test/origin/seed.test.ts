@@ -59,15 +59,19 @@ describe('seedContent into the embedded S3', () => {
     expect(result.skipped).toBe(0);
     expect(result.bytes).toBe(result.totalBytes);
     expect(progress).toHaveLength(EXPECTED_OBJECTS);
-    expect(progress.at(-1)).toMatchObject({ done: EXPECTED_OBJECTS, total: EXPECTED_OBJECTS, uploaded: EXPECTED_OBJECTS, bytes: result.bytes, key: CATALOG_KEY });
+    expect(progress.at(-1)).toMatchObject({
+      done: EXPECTED_OBJECTS,
+      total: EXPECTED_OBJECTS,
+      uploaded: EXPECTED_OBJECTS,
+      bytes: result.bytes,
+      key: CATALOG_KEY,
+    });
 
     const listed = await listAll(client, BUCKET);
     expect(listed).toHaveLength(EXPECTED_OBJECTS);
     expect(listed.reduce((a, o) => a + o.size, 0)).toBe(result.bytes);
 
-    const catalog = parseCatalog(
-      await (await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: CATALOG_KEY }))).Body!.transformToString('utf8'),
-    );
+    const catalog = parseCatalog(await (await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: CATALOG_KEY }))).Body!.transformToString('utf8'));
     expect(catalog.titles.map((t) => t.id)).toEqual(['title-0001', 'title-0002']);
     expect(catalog).toEqual(result.catalog);
 

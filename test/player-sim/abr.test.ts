@@ -79,7 +79,9 @@ describe('ABR rules', () => {
     // startup: no sample → lowest
     expect(abr.decide(state({ bufferS: 0, lastIndex: -1 }))).toBe(0);
     // startup with a sample: throughput rule with 0.9 safety, capped by the buffer guard
-    expect(abr.decide(state({ bufferS: 4, throughputBps: 5e6, lastDownload: { index: 0, requestS: 0, finishS: 0.1, durationS: 4 } }))).toBe(APPLE.indexOf(2_000_000));
+    expect(abr.decide(state({ bufferS: 4, throughputBps: 5e6, lastDownload: { index: 0, requestS: 0, finishS: 0.1, durationS: 4 } }))).toBe(
+      APPLE.indexOf(2_000_000),
+    );
   });
 
   it('dynamic: rate rule under 9 s of buffer, BOLA over 18 s, keeps its mode in between', () => {
@@ -146,7 +148,17 @@ describe('ABR sanity in virtual time (Apple ladder)', () => {
     // A sharp drop 10 s in, while buffers are still short: the rate rule's EWMA still believes
     // in 10 Mbps and overshoots; the buffer-aware rules do not.
     const run = (abr: 'throughput' | 'bola' | 'dynamic') =>
-      runPlayers({ virtual: true, abr, network: 'step:10mbps,0.5mbps@10s', players: 30, rampMs: 5_000, durationMs: 600_000, loop: false, watchMeanS: 'full', virtualCdn: { titles: 5, durationSec: 120 } });
+      runPlayers({
+        virtual: true,
+        abr,
+        network: 'step:10mbps,0.5mbps@10s',
+        players: 30,
+        rampMs: 5_000,
+        durationMs: 600_000,
+        loop: false,
+        watchMeanS: 'full',
+        virtualCdn: { titles: 5, durationSec: 120 },
+      });
     const [t, b, d] = await Promise.all([run('throughput'), run('bola'), run('dynamic')]);
     expect(t.summary.stalledS).toBeGreaterThan(5);
     expect(b.summary.stalledS).toBeLessThan(t.summary.stalledS);

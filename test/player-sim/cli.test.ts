@@ -18,7 +18,25 @@ afterAll(async () => {
 describe('ocdn play', () => {
   it('--virtual --json prints the summary and writes the events file', async () => {
     const events = join(dir, 'ev.jsonl');
-    const r = await run(['play', '--virtual', '--players', '30', '--ramp', '5s', '--duration', '40s', '--network', 'step:6mbps,1mbps@20s', '--abr', 'bola', '--seed', '7', '--json', '--events-file', events]);
+    const r = await run([
+      'play',
+      '--virtual',
+      '--players',
+      '30',
+      '--ramp',
+      '5s',
+      '--duration',
+      '40s',
+      '--network',
+      'step:6mbps,1mbps@20s',
+      '--abr',
+      'bola',
+      '--seed',
+      '7',
+      '--json',
+      '--events-file',
+      events,
+    ]);
     expect(r.code, r.stderr).toBe(0);
     const s = JSON.parse(r.stdout) as RunSummary;
     expect(s).toMatchObject({ mode: 'virtual', abr: 'bola', players: 30, startFailures: 0 });

@@ -25,9 +25,18 @@ export async function startTestCdn(opts: { titles: number; durationSec: number; 
   const client = createS3Client({ s3Endpoint: s3.endpoint, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS }, { maxAttempts: 2 });
   const edges: Edge[] = [];
   try {
-    const seeded = await seedContent({ client, bucket: BUCKET, titles: opts.titles, durationSec: opts.durationSec, segmentSec: 4, ladder: opts.ladder, concurrency: 4 });
+    const seeded = await seedContent({
+      client,
+      bucket: BUCKET,
+      titles: opts.titles,
+      durationSec: opts.durationSec,
+      segmentSec: 4,
+      ladder: opts.ladder,
+      concurrency: 4,
+    });
     const reader = new OriginReader({ client, bucket: BUCKET, timeoutMs: 5_000, retries: 1 });
-    for (const id of opts.edges) edges.push(await startEdge({ id, port: 0, region: 'local', capacityBytes: 256 * 1024 * 1024, origin: reader, tokenSecret: null, drainTimeoutMs: 1_000 }));
+    for (const id of opts.edges)
+      edges.push(await startEdge({ id, port: 0, region: 'local', capacityBytes: 256 * 1024 * 1024, origin: reader, tokenSecret: null, drainTimeoutMs: 1_000 }));
     return {
       s3,
       catalog: seeded.catalog,

@@ -52,7 +52,13 @@ describe('network traces', () => {
   it('reads file traces, including looping ones', () => {
     const files: Record<string, string> = {
       'a.json': JSON.stringify([{ t: 0, mbps: 2 }, { t: 5, kbps: 500 }, [10, 3e6]]),
-      'b.json': JSON.stringify({ loop: true, points: [{ t: 0, rate: '1mbps' }, { t: 1, rate: '4mbps' }] }),
+      'b.json': JSON.stringify({
+        loop: true,
+        points: [
+          { t: 0, rate: '1mbps' },
+          { t: 1, rate: '4mbps' },
+        ],
+      }),
     };
     const readFile = (p: string) => files[p]!;
     const a = parseTraceSpec('file:a.json', { seed: 1, readFile })('s');
@@ -106,7 +112,11 @@ describe('virtual transfer model vs closed form (within 1%)', () => {
       void (async () => {
         for (let i = 0; i < 10; i++) {
           const start = clock.now();
-          const r = await transport.fetch({ url: `http://vedge-1.virtual/vod/title-0001/1100k/seg-${String(i).padStart(5, '0')}.ts`, kind: 'segment', timeoutMs: 5_000 });
+          const r = await transport.fetch({
+            url: `http://vedge-1.virtual/vod/title-0001/1100k/seg-${String(i).padStart(5, '0')}.ts`,
+            kind: 'segment',
+            timeoutMs: 5_000,
+          });
           expect(r.status).toBe(200);
           out.push({ start, bytes: r.bytes, totalMs: r.totalMs });
         }

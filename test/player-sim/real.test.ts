@@ -45,7 +45,8 @@ describe('real sockets through an edge', () => {
       const stepIdx = closest(s3000, 1_000_000); // ≈ 1 s at 6 Mbps, then ≈ 2 s at 1 Mbps
       const fiveIdx = closest(s3000, 1_900_000); // ≈ 3 s at 5 Mbps
       // Warm the edge so TTFB is a cache hit, not an S3 round trip.
-      for (const u of [seg('1100k', constIdx), seg('3000k', stepIdx), seg('3000k', fiveIdx)]) await (await request(u, { dispatcher: agent })).body.arrayBuffer();
+      for (const u of [seg('1100k', constIdx), seg('3000k', stepIdx), seg('3000k', fiveIdx)])
+        await (await request(u, { dispatcher: agent })).body.arrayBuffer();
 
       const rtt = 20;
       const measure = async (spec: string, url: string) => {
@@ -56,7 +57,11 @@ describe('real sockets through an edge', () => {
         expect(r.status).toBe(200);
         return r;
       };
-      const [c, s, f] = await Promise.all([measure('const:1mbps', seg('1100k', constIdx)), measure('step:6mbps,1mbps@1s', seg('3000k', stepIdx)), measure('const:5mbps', seg('3000k', fiveIdx))]);
+      const [c, s, f] = await Promise.all([
+        measure('const:1mbps', seg('1100k', constIdx)),
+        measure('step:6mbps,1mbps@1s', seg('3000k', stepIdx)),
+        measure('const:5mbps', seg('3000k', fiveIdx)),
+      ]);
 
       expect(f.bytes).toBe(s3000[fiveIdx]);
       const fiveClosed = rtt + (f.bytes * 8 * 1000) / 5e6;

@@ -23,7 +23,17 @@ describe('virtual sessions', () => {
     const run = async (seed: number, file: string) => {
       const sink = new JsonLinesFileSink(join(dir, file));
       // loop + a random trace + the stateful ABR: exercises every source of nondeterminism there is
-      await runPlayers({ virtual: true, seed, abr: 'dynamic', network: 'markov', players: 40, rampMs: 20_000, durationMs: 180_000, sink, virtualCdn: { titles: 8, durationSec: 120 } });
+      await runPlayers({
+        virtual: true,
+        seed,
+        abr: 'dynamic',
+        network: 'markov',
+        players: 40,
+        rampMs: 20_000,
+        durationMs: 180_000,
+        sink,
+        virtualCdn: { titles: 8, durationSec: 120 },
+      });
       await sink.close();
       return readFile(join(dir, file));
     };
@@ -38,7 +48,8 @@ describe('virtual sessions', () => {
     for (const l of lines) expect(parseEvent(l)).toMatchObject({ ok: true });
     const events = lines.map((l) => JSON.parse(l) as QoeEvent);
     const types = new Set(events.map((e) => e.type));
-    for (const t of ['session_start', 'startup', 'segment', 'switch', 'stall_start', 'stall_end', 'heartbeat', 'session_end'] as const) expect(types, t).toContain(t);
+    for (const t of ['session_start', 'startup', 'segment', 'switch', 'stall_start', 'stall_end', 'heartbeat', 'session_end'] as const)
+      expect(types, t).toContain(t);
     // ids are unique and per-session seq runs 0, 1, 2, … with timestamps that never go back
     expect(new Set(events.map((e) => e.id)).size).toBe(events.length);
     const last = new Map<string, QoeEvent>();
@@ -53,7 +64,17 @@ describe('virtual sessions', () => {
 
   it('plays to ENDLIST or to the drawn watch time, with stall accounting consistent with events', async () => {
     const sink = new MemorySink();
-    const { sessions, summary } = await runPlayers({ virtual: true, network: 'walk:1.5mbps', players: 30, rampMs: 10_000, durationMs: 900_000, loop: false, watchMeanS: 60, sink, virtualCdn: { titles: 4, durationSec: 180 } });
+    const { sessions, summary } = await runPlayers({
+      virtual: true,
+      network: 'walk:1.5mbps',
+      players: 30,
+      rampMs: 10_000,
+      durationMs: 900_000,
+      loop: false,
+      watchMeanS: 60,
+      sink,
+      virtualCdn: { titles: 4, durationSec: 180 },
+    });
     expect(summary.sessions).toBe(30);
     const reasons = new Set(sessions.map((s) => s.exitReason));
     expect(reasons).toContain('watch-time');
@@ -82,7 +103,14 @@ describe('virtual sessions', () => {
       loop: false,
       watchMeanS: 'full',
       sink,
-      virtualCdn: { titles: 4, durationSec: 120, edges: [{ id: 'vedge-1', faults: [{ fromMs: 30_000, kind: 'down' }] }, { id: 'vedge-2', faults: [{ fromMs: 50_000, toMs: 52_000, kind: '503' }] }] },
+      virtualCdn: {
+        titles: 4,
+        durationSec: 120,
+        edges: [
+          { id: 'vedge-1', faults: [{ fromMs: 30_000, kind: 'down' }] },
+          { id: 'vedge-2', faults: [{ fromMs: 50_000, toMs: 52_000, kind: '503' }] },
+        ],
+      },
     });
     expect(summary.startFailures).toBe(0);
     expect(sessions.every((s) => s.exitReason === 'completed')).toBe(true);
@@ -99,7 +127,14 @@ describe('virtual sessions', () => {
 
   it('a session that no edge can serve ends as a start failure after the start timeout', async () => {
     const sink = new MemorySink();
-    const { sessions } = await runPlayers({ virtual: true, players: 2, loop: false, startTimeoutMs: 8_000, sink, virtualCdn: { titles: 1, edges: [{ id: 'vedge-1', faults: [{ fromMs: 0, kind: 'hang' }] }] } });
+    const { sessions } = await runPlayers({
+      virtual: true,
+      players: 2,
+      loop: false,
+      startTimeoutMs: 8_000,
+      sink,
+      virtualCdn: { titles: 1, edges: [{ id: 'vedge-1', faults: [{ fromMs: 0, kind: 'hang' }] }] },
+    });
     for (const s of sessions) {
       expect(s.exitReason).toBe('start-failure');
       expect(s.started).toBe(false);
@@ -114,7 +149,14 @@ describe('virtual sessions', () => {
       ['/vod/title-0001/145k/index.m3u8', '#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:four,\nseg-00000.ts\n#EXT-X-ENDLIST\n'],
     ] as const) {
       const sink = new MemorySink();
-      const { sessions } = await runPlayers({ virtual: true, players: 1, loop: false, titles: 'title-0001', sink, virtualCdn: { titles: 1, overrides: { [path]: { body } } } });
+      const { sessions } = await runPlayers({
+        virtual: true,
+        players: 1,
+        loop: false,
+        titles: 'title-0001',
+        sink,
+        virtualCdn: { titles: 1, overrides: { [path]: { body } } },
+      });
       expect(sessions[0]!.exitReason, body).toBe('error');
       const errors = byType(sink.events, 'error');
       expect(errors).toHaveLength(1);
@@ -174,7 +216,9 @@ describe('virtual sessions', () => {
     });
     expect(sessions[0]!.exitReason).toBe('completed');
     expect(sessions[0]!.playedS).toBeCloseTo(12, 6);
-    expect(seen.map((s) => `${s.kind} ${s.url.replace('http://vedge-1.virtual/vod/title-0001/', '')}${s.range ? ` ${s.range.offset}+${s.range.length}` : ''}`)).toEqual([
+    expect(
+      seen.map((s) => `${s.kind} ${s.url.replace('http://vedge-1.virtual/vod/title-0001/', '')}${s.range ? ` ${s.range.offset}+${s.range.length}` : ''}`),
+    ).toEqual([
       'manifest master.m3u8',
       'manifest main/index.m3u8',
       'init main/init.mp4',
@@ -209,7 +253,8 @@ describe('virtual sessions', () => {
         if (cmcd === 'headers') expect(new URL(r.url).searchParams.has('CMCD')).toBe(false);
       }
       const segs = reqs.filter((r) => r.kind === 'segment');
-      const payloadOf = (r: (typeof reqs)[number]) => (cmcd === 'query' ? decodeURIComponent(new URL(r.url).searchParams.get('CMCD')!) : Object.values(r.headers).join(','));
+      const payloadOf = (r: (typeof reqs)[number]) =>
+        cmcd === 'query' ? decodeURIComponent(new URL(r.url).searchParams.get('CMCD')!) : Object.values(r.headers).join(',');
       // startup flag on the first segment, a throughput measurement and buffer length later
       expect(payloadOf(segs[0]!)).toMatch(/(^|,)su(,|$)/);
       expect(payloadOf(segs[segs.length - 1]!)).toMatch(/(^|,)mtp=\d+/);

@@ -12,7 +12,19 @@ import { startEmbeddedS3, type EmbeddedS3 } from '../../origin/s3-server.ts';
 import { seedContent } from '../../origin/seed.ts';
 import { heartbeat } from './helpers.ts';
 
-const cliEnv = () => sharedCliEnv({ logLevel: 'info', unset: ['OCDN_S3_ENDPOINT', 'OCDN_S3_BUCKET', 'OCDN_TOKEN_SECRET', 'OCDN_STEERING_URL', 'OCDN_STEERING_PORT', 'OCDN_STEERING_TOPOLOGY', 'OCDN_STEERING_POLICY'] });
+const cliEnv = () =>
+  sharedCliEnv({
+    logLevel: 'info',
+    unset: [
+      'OCDN_S3_ENDPOINT',
+      'OCDN_S3_BUCKET',
+      'OCDN_TOKEN_SECRET',
+      'OCDN_STEERING_URL',
+      'OCDN_STEERING_PORT',
+      'OCDN_STEERING_TOPOLOGY',
+      'OCDN_STEERING_POLICY',
+    ],
+  });
 
 const run = (args: string[]) => runCliChild(args, cliEnv());
 
@@ -29,7 +41,25 @@ describe('ocdn steering serve / ocdn steer', () => {
     s3 = await startEmbeddedS3({ dir, port: 0 });
     client = createS3Client({ s3Endpoint: s3.endpoint, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS }, { maxAttempts: 1 });
     await seedContent({ client, bucket: 'ocdn-media', endpoint: s3.endpoint, titles: 2, durationSec: 4, segmentSec: 4, ladder: 'small', concurrency: 4 });
-    server = spawn(process.execPath, [BIN, 'steering', 'serve', '--port', '0', '--token-secret', 'cli-secret-123', '--probe-interval', '0', '--heartbeat-interval', '10m', '--s3-endpoint', s3.endpoint], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+    server = spawn(
+      process.execPath,
+      [
+        BIN,
+        'steering',
+        'serve',
+        '--port',
+        '0',
+        '--token-secret',
+        'cli-secret-123',
+        '--probe-interval',
+        '0',
+        '--heartbeat-interval',
+        '10m',
+        '--s3-endpoint',
+        s3.endpoint,
+      ],
+      { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     const lines = createInterface({ input: server.stdout! });
     url = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`steering did not start:\n${logLines.join('\n')}`)), 30_000);
@@ -49,7 +79,11 @@ describe('ocdn steering serve / ocdn steer', () => {
       server!.once('exit', (code) => reject(new Error(`steering exited with ${code}:\n${logLines.join('\n')}`)));
     });
     // One heartbeat; --heartbeat-interval 10m keeps the edge in for the whole test.
-    const res = await fetch(`${url}/v1/edges/heartbeat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(heartbeat({ id: 'edge-a', url: 'http://127.0.0.1:9400', region: 'us-west' })) });
+    const res = await fetch(`${url}/v1/edges/heartbeat`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(heartbeat({ id: 'edge-a', url: 'http://127.0.0.1:9400', region: 'us-west' })),
+    });
     expect(res.status).toBe(200);
   });
 
@@ -80,7 +114,9 @@ describe('ocdn steering serve / ocdn steer', () => {
     ]);
     expect(table.code).toBe(0);
     expect(table.stdout).toMatch(/^#\s+edge\s+region\s+reason\s+score\s+url/m);
-    expect(table.stdout).toMatch(/^1\s+edge-a\s+us-west\s+site\+hash\s+0\.\d{4}\s+http:\/\/127\.0\.0\.1:9400\/vod\/title-0001\/master\.m3u8\?token=\d+\.[0-9a-f]{64}$/m);
+    expect(table.stdout).toMatch(
+      /^1\s+edge-a\s+us-west\s+site\+hash\s+0\.\d{4}\s+http:\/\/127\.0\.0\.1:9400\/vod\/title-0001\/master\.m3u8\?token=\d+\.[0-9a-f]{64}$/m,
+    );
     expect(json.code).toBe(0);
     const body = JSON.parse(json.stdout) as SteerResponse;
     expect(body).toMatchObject({ title: 'title-0002', policy: 'hash', edges: [{ id: 'edge-a', reason: 'hash' }] });

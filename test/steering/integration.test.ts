@@ -44,10 +44,12 @@ describe('steering with real edges', () => {
   const edges = new Map<string, Edge>();
 
   const startOne = (id: string, region: string) =>
-    startEdge({ id, port: 0, region, capacityBytes: 64_000_000, origin: reader, steeringUrl: st.url, tokenSecret: SECRET, heartbeatIntervalMs: HB_MS }).then((e) => {
-      edges.set(id, e);
-      return e;
-    });
+    startEdge({ id, port: 0, region, capacityBytes: 64_000_000, origin: reader, steeringUrl: st.url, tokenSecret: SECRET, heartbeatIntervalMs: HB_MS }).then(
+      (e) => {
+        edges.set(id, e);
+        return e;
+      },
+    );
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-steering-'));
@@ -124,13 +126,17 @@ describe('steering with real edges', () => {
     const victimId = (await steer(st, title, 'us-east')).edges[0]!.id;
     await edges.get(victimId)!.close();
     edges.delete(victimId);
-    await waitFor(async () => !(await steer(st, title, 'us-east')).edges.some((e) => e.id === victimId), { timeoutMs: 5_000, intervalMs: 20, what: `${victimId} out of the answers` });
+    await waitFor(async () => !(await steer(st, title, 'us-east')).edges.some((e) => e.id === victimId), {
+      timeoutMs: 5_000,
+      intervalMs: 20,
+      what: `${victimId} out of the answers`,
+    });
     const without = await steer(st, title, 'us-east');
     expect(without.edges[0]!.region).toBe('us-east');
     expect((await get(without.edges[0]!.url)).status).toBe(200);
 
     // Restart under the same id (another port): back after `rise` good probes.
-    const again = await startOne(victimId, "us-east");
+    const again = await startOne(victimId, 'us-east');
     // (The answer that shows it is the one checked: every steer adds load to the first edge
     // until its next heartbeat, so a burst of polls may itself move the title for a moment.)
     const back = await waitFor(
@@ -168,7 +174,9 @@ describe('steering with real edges', () => {
     const pathways = [...new Set(tags.variantPathways)];
     expect(pathways.sort()).toEqual(['east-1', 'east-2', 'west-1']);
     expect(master.variants.length).toBe(3 * 3);
-    expect(r.text).toMatch(/^#EXT-X-CONTENT-STEERING:SERVER-URI="http:\/\/127\.0\.0\.1:\d+\/v1\/steering\/[A-Za-z0-9_-]+\.json",PATHWAY-ID="(east-1|east-2)"$/m);
+    expect(r.text).toMatch(
+      /^#EXT-X-CONTENT-STEERING:SERVER-URI="http:\/\/127\.0\.0\.1:\d+\/v1\/steering\/[A-Za-z0-9_-]+\.json",PATHWAY-ID="(east-1|east-2)"$/m,
+    );
     // Every variant URI is absolute, on its pathway's edge, and plays as is.
     for (const [i, v] of master.variants.entries()) {
       const edge = edges.get(tags.variantPathways[i]!)!;
@@ -188,21 +196,56 @@ describe('steering with real edges', () => {
     const gone = tags.pathwayId!;
     await edges.get(gone)!.close();
     edges.delete(gone);
-    await waitFor(async () => {
-      const m = JSON.parse((await get(`${manifest['RELOAD-URI']}?_HLS_pathway=${gone}&_HLS_throughput=8000000`)).text) as SteeringManifest;
-      return !m['PATHWAY-PRIORITY'].includes(gone) && m['PATHWAY-PRIORITY'].length === 2;
-    }, { timeoutMs: 5_000, intervalMs: 20, what: `${gone} out of PATHWAY-PRIORITY` });
+    await waitFor(
+      async () => {
+        const m = JSON.parse((await get(`${manifest['RELOAD-URI']}?_HLS_pathway=${gone}&_HLS_throughput=8000000`)).text) as SteeringManifest;
+        return !m['PATHWAY-PRIORITY'].includes(gone) && m['PATHWAY-PRIORITY'].length === 2;
+      },
+      { timeoutMs: 5_000, intervalMs: 20, what: `${gone} out of PATHWAY-PRIORITY` },
+    );
   });
 
   it('a title added to the bucket is steered once the catalog is re-read (404 before)', async () => {
-    const quick = await startSteering({ port: 0, tokenSecret: SECRET, origin: reader, catalogRefreshMs: 200, registry: { heartbeatIntervalMs: 60_000, probeIntervalMs: 0 } });
+    const quick = await startSteering({
+      port: 0,
+      tokenSecret: SECRET,
+      origin: reader,
+      catalogRefreshMs: 200,
+      registry: { heartbeatIntervalMs: 60_000, probeIntervalMs: 0 },
+    });
     try {
       const [id, edge] = [...edges.entries()][0]!;
-      quick.registry.heartbeat({ id, url: edge.url, region: 'us-east', capacityBytes: 1, usedBytes: 0, inFlight: 0, rps: 0, egressBps: 0, healthy: true, titles: [], ts: Date.now() });
+      quick.registry.heartbeat({
+        id,
+        url: edge.url,
+        region: 'us-east',
+        capacityBytes: 1,
+        usedBytes: 0,
+        inFlight: 0,
+        rps: 0,
+        egressBps: 0,
+        healthy: true,
+        titles: [],
+        ts: Date.now(),
+      });
       await waitFor(() => quick.catalog.size === 3, { timeoutMs: 10_000, what: 'the catalog loaded' });
       expect((await get(`${quick.url}/v1/steer?title=title-0004`)).status).toBe(404);
-      await seedContent({ client, bucket: BUCKET, endpoint: s3.endpoint, titles: 1, firstTitle: 4, durationSec: 8, segmentSec: 4, ladder: 'small', concurrency: 4 });
-      await waitFor(async () => (await get(`${quick.url}/v1/steer?title=title-0004`)).status === 200, { timeoutMs: 10_000, intervalMs: 100, what: 'title-0004 steered after the refresh' });
+      await seedContent({
+        client,
+        bucket: BUCKET,
+        endpoint: s3.endpoint,
+        titles: 1,
+        firstTitle: 4,
+        durationSec: 8,
+        segmentSec: 4,
+        ladder: 'small',
+        concurrency: 4,
+      });
+      await waitFor(async () => (await get(`${quick.url}/v1/steer?title=title-0004`)).status === 200, {
+        timeoutMs: 10_000,
+        intervalMs: 100,
+        what: 'title-0004 steered after the refresh',
+      });
     } finally {
       await quick.close();
     }

@@ -3,9 +3,23 @@ import { mulberry32 } from '../../common/zipf.ts';
 import { getPolicy, hrwBoundedPolicy, hrwScore, POLICY_NAMES, type EdgeView, type RankInput } from '../../steering/policies.ts';
 import { DEFAULT_TOPOLOGY, Topology } from '../../steering/topology.ts';
 
-const edge = (id: string, region = 'us-east', load = 0, titles: string[] = []): EdgeView => ({ id, url: `http://127.0.0.1/${id}`, region, load, titles: new Set(titles) });
+const edge = (id: string, region = 'us-east', load = 0, titles: string[] = []): EdgeView => ({
+  id,
+  url: `http://127.0.0.1/${id}`,
+  region,
+  load,
+  titles: new Set(titles),
+});
 const edges = (n: number, region = 'us-east') => Array.from({ length: n }, (_, i) => edge(`edge-${i + 1}`, region));
-const input = (over: Partial<RankInput>): RankInput => ({ title: 'title-0001', edges: [], siteOrder: ['us-east', 'us-west', 'eu-west'], epsilon: 0.25, random: mulberry32(1), seq: 0, ...over });
+const input = (over: Partial<RankInput>): RankInput => ({
+  title: 'title-0001',
+  edges: [],
+  siteOrder: ['us-east', 'us-west', 'eu-west'],
+  epsilon: 0.25,
+  random: mulberry32(1),
+  seq: 0,
+  ...over,
+});
 const titles = (n: number) => Array.from({ length: n }, (_, i) => `title-${String(i + 1).padStart(5, '0')}`);
 const first = (name: (typeof POLICY_NAMES)[number], over: Partial<RankInput>) => getPolicy(name).rank(input(over))[0]!.edge.id;
 
@@ -129,7 +143,9 @@ describe('hrw-bounded', () => {
 
   it('ranks edges holding the title before equal ones that do not', () => {
     const list = edges(5);
-    const order = getPolicy('hash').rank(input({ edges: list })).map((r) => r.edge.id);
+    const order = getPolicy('hash')
+      .rank(input({ edges: list }))
+      .map((r) => r.edge.id);
     const holders = new Set([order[3]!, order[1]!]);
     const withInventory = list.map((e) => (holders.has(e.id) ? { ...e, titles: new Set(['title-0001']) } : e));
     const ranked = hrwBoundedPolicy.rank(input({ edges: withInventory }));
@@ -151,8 +167,12 @@ describe('hrw-bounded', () => {
 describe('random, round-robin, least-loaded', () => {
   it('random returns every edge once, reproducibly for a seed, and varies the first', () => {
     const list = edges(5);
-    const a = getPolicy('random').rank(input({ edges: list, random: mulberry32(7) })).map((r) => r.edge.id);
-    const b = getPolicy('random').rank(input({ edges: list, random: mulberry32(7) })).map((r) => r.edge.id);
+    const a = getPolicy('random')
+      .rank(input({ edges: list, random: mulberry32(7) }))
+      .map((r) => r.edge.id);
+    const b = getPolicy('random')
+      .rank(input({ edges: list, random: mulberry32(7) }))
+      .map((r) => r.edge.id);
     expect(a).toEqual(b);
     expect([...a].sort()).toEqual(list.map((e) => e.id).sort());
     const rand = mulberry32(3);
@@ -163,7 +183,11 @@ describe('random, round-robin, least-loaded', () => {
   it('round-robin rotates the first edge with the request counter', () => {
     const list = edges(3);
     expect([0, 1, 2, 3].map((seq) => first('round-robin', { edges: list, seq }))).toEqual(['edge-1', 'edge-2', 'edge-3', 'edge-1']);
-    expect(getPolicy('round-robin').rank(input({ edges: list, seq: 1 })).map((r) => r.edge.id)).toEqual(['edge-2', 'edge-3', 'edge-1']);
+    expect(
+      getPolicy('round-robin')
+        .rank(input({ edges: list, seq: 1 }))
+        .map((r) => r.edge.id),
+    ).toEqual(['edge-2', 'edge-3', 'edge-1']);
   });
 
   it('least-loaded orders by load, lowest first', () => {

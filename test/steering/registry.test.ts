@@ -52,7 +52,19 @@ describe('heartbeat validation', () => {
   it('names every problem of a bad body', () => {
     const err = (() => {
       try {
-        validateHeartbeat({ id: 'bad id', url: 'ftp://x', region: '', capacityBytes: -1, usedBytes: 'a', inFlight: 0, rps: 0, egressBps: Infinity, healthy: 'yes', titles: [1], ts: 0 });
+        validateHeartbeat({
+          id: 'bad id',
+          url: 'ftp://x',
+          region: '',
+          capacityBytes: -1,
+          usedBytes: 'a',
+          inFlight: 0,
+          rps: 0,
+          egressBps: Infinity,
+          healthy: 'yes',
+          titles: [1],
+          ts: 0,
+        });
       } catch (e) {
         return e;
       }

@@ -12,7 +12,10 @@ import { heartbeat, testCatalog } from './helpers.ts';
 
 const SECRET = 'steering-test-secret';
 
-async function get(url: string, dispatcher?: Agent): Promise<{ status: number; text: string; json: () => unknown; headers: Record<string, string | string[] | undefined> }> {
+async function get(
+  url: string,
+  dispatcher?: Agent,
+): Promise<{ status: number; text: string; json: () => unknown; headers: Record<string, string | string[] | undefined> }> {
   const res = await request(url, { dispatcher });
   const text = await res.body.text();
   return { status: res.statusCode, text, json: () => JSON.parse(text) as unknown, headers: res.headers };
@@ -27,7 +30,13 @@ async function post(url: string, body: string): Promise<{ status: number; json: 
 describe('steering server (heartbeats from the test, no probes)', () => {
   let st: Steering;
   beforeAll(async () => {
-    st = await startSteering({ port: 0, tokenSecret: SECRET, tokenTtlSec: 600, catalog: testCatalog(20), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 } });
+    st = await startSteering({
+      port: 0,
+      tokenSecret: SECRET,
+      tokenTtlSec: 600,
+      catalog: testCatalog(20),
+      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 },
+    });
   });
   afterAll(async () => {
     await st?.close();
@@ -51,7 +60,12 @@ describe('steering server (heartbeats from the test, no probes)', () => {
   });
 
   it('registers edges from heartbeats and lists them', async () => {
-    for (const [id, region, port] of [['e-east', 'us-east', 9101], ['w-1', 'us-west', 9102], ['w-2', 'us-west', 9103], ['eu-1', 'eu-west', 9104]] as const) {
+    for (const [id, region, port] of [
+      ['e-east', 'us-east', 9101],
+      ['w-1', 'us-west', 9102],
+      ['w-2', 'us-west', 9103],
+      ['eu-1', 'eu-west', 9104],
+    ] as const) {
       const r = await post(`${st.url}/v1/edges/heartbeat`, JSON.stringify(heartbeat({ id, region, url: `http://127.0.0.1:${port}` })));
       expect(r).toEqual({ status: 200, json: { ok: true, id, state: 'up' } });
     }
@@ -125,7 +139,9 @@ describe('steering server (heartbeats from the test, no probes)', () => {
   });
 
   it('selects the policy per request', async () => {
-    const rr = await Promise.all([1, 2, 3, 4].map(async () => ((await get(`${st.url}/v1/steer?title=title-0001&policy=round-robin`)).json() as SteerResponse).edges[0]!.id));
+    const rr = await Promise.all(
+      [1, 2, 3, 4].map(async () => ((await get(`${st.url}/v1/steer?title=title-0001&policy=round-robin`)).json() as SteerResponse).edges[0]!.id),
+    );
     expect(new Set(rr).size).toBe(4);
     const body = (await get(`${st.url}/v1/steer?title=title-0001&policy=least-loaded`)).json() as SteerResponse;
     expect(body.policy).toBe('least-loaded');
@@ -163,7 +179,9 @@ describe('steering server (heartbeats from the test, no probes)', () => {
       expect(u.pathname).toMatch(/^\/vod\/title-0002\/(365k|1100k|3000k)\/index\.m3u8$/);
       expect(verifyToken(SECRET, u.pathname, u.searchParams.get('token')).ok).toBe(true);
     });
-    expect(pathways.map((p) => master.variants.filter((_, i) => tags.variantPathways[i] === p).map((v) => v.bandwidth))).toEqual(pathways.map(() => [400_000, 1_200_000, 3_300_000]));
+    expect(pathways.map((p) => master.variants.filter((_, i) => tags.variantPathways[i] === p).map((v) => v.bandwidth))).toEqual(
+      pathways.map(() => [400_000, 1_200_000, 3_300_000]),
+    );
 
     const serverUri = tags.serverUri!;
     expect(serverUri).toMatch(new RegExp(`^${st.url}/v1/steering/[A-Za-z0-9_-]+\\.json$`));
@@ -188,7 +206,9 @@ describe('pathwayPriority', () => {
   const ranked = (...items: [string, string][]): RankedEdge[] => items.map(([id, reason]) => ({ edge: view(id), reason, score: 0 }));
 
   it('keeps only the session pathways, in the current order', () => {
-    expect(pathwayPriority({ ranked: ranked(['c', 'site+hash'], ['a', 'site+hash'], ['x', 'site+hash']), sessionPathways: ['a', 'b', 'c'], lowestBandwidth: 1 })).toEqual({ priority: ['c', 'a'], note: 'ranked' });
+    expect(
+      pathwayPriority({ ranked: ranked(['c', 'site+hash'], ['a', 'site+hash'], ['x', 'site+hash']), sessionPathways: ['a', 'b', 'c'], lowestBandwidth: 1 }),
+    ).toEqual({ priority: ['c', 'a'], note: 'ranked' });
   });
 
   it('does not keep the current pathway first when it is overloaded or in a worse tier', () => {
@@ -212,7 +232,10 @@ describe('steering server without tokens', () => {
       // The answer is assembled from pieces: an edge URL that needs escaping must still give valid JSON.
       st.registry.heartbeat(heartbeat({ id: 'odd', url: 'http://127.0.0.1:9201/p"q\u2028é', region: 'eu-west' }));
       const r = await get(`${st.url}/v1/steer?title=title-0001&region=eu-west&session=abc`);
-      expect(r.json()).toMatchObject({ sessionId: 'abc', edges: [{ id: 'odd', url: 'http://127.0.0.1:9201/p"q\u2028é/vod/title-0001/master.m3u8', region: 'eu-west' }, { id: 'only' }] });
+      expect(r.json()).toMatchObject({
+        sessionId: 'abc',
+        edges: [{ id: 'odd', url: 'http://127.0.0.1:9201/p"q\u2028é/vod/title-0001/master.m3u8', region: 'eu-west' }, { id: 'only' }],
+      });
     } finally {
       await st.close();
     }
@@ -223,14 +246,27 @@ describe('steering server with --log-decisions', () => {
   it('logs one info line per decision with the title, site, policy and ranked edges', async () => {
     const lines: Record<string, unknown>[] = [];
     const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
-    const st = await startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(3), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 }, log, logDecisions: true });
+    const st = await startSteering({
+      port: 0,
+      tokenSecret: null,
+      catalog: testCatalog(3),
+      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 },
+      log,
+      logDecisions: true,
+    });
     try {
       st.registry.heartbeat(heartbeat({ id: 'e1', region: 'us-east', url: 'http://127.0.0.1:9301' }));
       st.registry.heartbeat(heartbeat({ id: 'w1', region: 'us-west', url: 'http://127.0.0.1:9302' }));
       for (const t of ['title-0001', 'title-0002']) expect((await get(`${st.url}/v1/steer?title=${t}&region=us-east`)).status).toBe(200);
       const steers = lines.filter((l) => l.msg === 'steer');
       expect(steers).toHaveLength(2);
-      expect(steers[0]).toMatchObject({ level: 30, title: 'title-0001', site: 'us-east', policy: 'hrw-bounded', edges: ['e1:site+hash', expect.stringMatching(/^w1:backup-site/)] });
+      expect(steers[0]).toMatchObject({
+        level: 30,
+        title: 'title-0001',
+        site: 'us-east',
+        policy: 'hrw-bounded',
+        edges: ['e1:site+hash', expect.stringMatching(/^w1:backup-site/)],
+      });
     } finally {
       await st.close();
     }

@@ -19,12 +19,7 @@ describe('topology', () => {
 
   it('puts explicit backups before distance order', () => {
     const t = new Topology({
-      sites: [
-        { id: 'a', lat: 0, lon: 0, backups: ['c'] },
-        { id: 'b', lat: 0, lon: 1 },
-        { id: 'c', lat: 0, lon: 50 },
-        { id: 'd' },
-      ],
+      sites: [{ id: 'a', lat: 0, lon: 0, backups: ['c'] }, { id: 'b', lat: 0, lon: 1 }, { id: 'c', lat: 0, lon: 50 }, { id: 'd' }],
     });
     expect(t.siteOrder('a')).toEqual(['a', 'c', 'b', 'd']);
     expect(t.siteOrder('b')).toEqual(['b', 'a', 'c', 'd']);

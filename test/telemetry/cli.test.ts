@@ -32,7 +32,27 @@ describe('ocdn telemetry aggregate + ocdn qoe', () => {
     url = `http://127.0.0.1:${port}`;
     child = spawn(
       process.execPath,
-      [BIN, 'telemetry', 'aggregate', '--brokers', brokers(), '--port', String(port), '--topic-prefix', prefix, '--group', `g-${prefix}`, '--window', '10s', '--grace', '1s', '--idle', '2s', '--provisional', '200ms'],
+      [
+        BIN,
+        'telemetry',
+        'aggregate',
+        '--brokers',
+        brokers(),
+        '--port',
+        String(port),
+        '--topic-prefix',
+        prefix,
+        '--group',
+        `g-${prefix}`,
+        '--window',
+        '10s',
+        '--grace',
+        '1s',
+        '--idle',
+        '2s',
+        '--provisional',
+        '200ms',
+      ],
       { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let err = '';

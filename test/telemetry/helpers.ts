@@ -21,7 +21,12 @@ export async function freshTopics(label: string, brokerList = brokers()): Promis
 }
 
 /** Reads a topic from the beginning until `count` events (not messages) arrived. */
-export async function readTopic(topic: string, count: number, brokerList = brokers(), timeoutMs = 60_000): Promise<{ key: string | null; value: string; headers: Record<string, string>; partition: number }[]> {
+export async function readTopic(
+  topic: string,
+  count: number,
+  brokerList = brokers(),
+  timeoutMs = 60_000,
+): Promise<{ key: string | null; value: string; headers: Record<string, string>; partition: number }[]> {
   const kafka = createKafka({ brokers: brokerList.split(','), clientId: 'test-reader' });
   const consumer = kafka.consumer({ groupId: `test-reader-${randomBytes(4).toString('hex')}`, maxWaitTimeInMs: 100 });
   const out: { key: string | null; value: string; headers: Record<string, string>; partition: number }[] = [];
@@ -55,8 +60,22 @@ export function ackedEmitter(prod: Pick<KafkaEventProducer, 'send'>, sessions: n
       Array.from({ length: count }, () => {
         const i = seq++;
         const e = {
-          v: 1, id: randomUUID(), type: 'heartbeat', ts: Date.now(), sessionId: `sess-${i % sessions}`, seq: i, title: 'T', edgeId: `e${i % 3}`,
-          region: 'eu', isp: 'isp', device: 'tv', abr: 'bba', bufferS: 10, rendition: '730k', bitrate: 730_000, playedS: i,
+          v: 1,
+          id: randomUUID(),
+          type: 'heartbeat',
+          ts: Date.now(),
+          sessionId: `sess-${i % sessions}`,
+          seq: i,
+          title: 'T',
+          edgeId: `e${i % 3}`,
+          region: 'eu',
+          isp: 'isp',
+          device: 'tv',
+          abr: 'bba',
+          bufferS: 10,
+          rendition: '730k',
+          bitrate: 730_000,
+          playedS: i,
         } as QoeEvent;
         return prod.send(e).then(() => void acked.add(e.id));
       }),
@@ -107,7 +126,16 @@ export function dataset(tag = randomBytes(3).toString('hex')): Dataset {
   const s3 = session(`${tag}-s3`, { title: 'B', edgeId: 'e1', region: 'eu', isp: 'isp1', device: 'mobile', abr: 'bba' });
   const s4 = session(`${tag}-s4`, { title: 'B', edgeId: '', region: 'us', isp: 'isp2', device: 'tv', abr: 'bba' });
   const sl = session(`${tag}-late`, { title: 'D', edgeId: 'e4', region: 'sa', isp: 'isp4', device: 'web', abr: 'bba' });
-  const seg = (bytes: number, ttfbMs: number, cacheStatus: string) => ({ rendition: '2000k', bitrate: 2_000_000, index: 0, bytes, ttfbMs, downloadMs: 40, throughputBps: 8e6, cacheStatus });
+  const seg = (bytes: number, ttfbMs: number, cacheStatus: string) => ({
+    rendition: '2000k',
+    bitrate: 2_000_000,
+    index: 0,
+    bytes,
+    ttfbMs,
+    downloadMs: 40,
+    throughputBps: 8e6,
+    cacheStatus,
+  });
 
   const s1Startup = s1('startup', 600, { vstMs: 500, rendition: '2000k', bitrate: 2_000_000 });
   const s1Hit = s1('segment', 1_000, seg(1_000, 10, 'HIT'));
@@ -228,7 +256,11 @@ export async function settled(url: string): Promise<QoeResult> {
     return await waitFor(
       async () => {
         const r = await qoe(url, { by: 'all', window: '10s' });
-        seen = r.windows.map((w) => `${(w.start - T0) / 1000}s ${w.final ? 'final' : 'open'} events=${w.rows[0]!.events} dup=${w.rows[0]!.duplicates} late=${w.rows[0]!.late}`).join('; ');
+        seen = r.windows
+          .map(
+            (w) => `${(w.start - T0) / 1000}s ${w.final ? 'final' : 'open'} events=${w.rows[0]!.events} dup=${w.rows[0]!.duplicates} late=${w.rows[0]!.late}`,
+          )
+          .join('; ');
         const w0 = r.windows.find((w) => w.start === T0);
         const w1 = r.windows.find((w) => w.start === T0 + 10_000);
         const t = r.totals[0];

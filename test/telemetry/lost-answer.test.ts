@@ -29,9 +29,23 @@ describe('produce answers lost after the broker wrote the batch', () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-lost-answer-'));
     const [port, controllerPort] = await freePorts(2);
     proxy = await startFaultProxy(port!);
-    kafka = await startKafka({ dir: join(dir, 'kafka'), port: port!, controllerPort: controllerPort!, advertisedPort: proxy.port, log: createLogger('kafka', { level: 'silent' }), onProgress: () => undefined });
+    kafka = await startKafka({
+      dir: join(dir, 'kafka'),
+      port: port!,
+      controllerPort: controllerPort!,
+      advertisedPort: proxy.port,
+      log: createLogger('kafka', { level: 'silent' }),
+      onProgress: () => undefined,
+    });
     topics = await freshTopics('lost-answer', kafka.brokers);
-    prod = createProducer({ brokers: kafka.brokers, topic: topics.events, spillFile: join(dir, 'spill.jsonl'), lingerMs: 5, retryMs: 200, log: createLogger('producer', { level: 'silent' }) });
+    prod = createProducer({
+      brokers: kafka.brokers,
+      topic: topics.events,
+      spillFile: join(dir, 'spill.jsonl'),
+      lingerMs: 5,
+      retryMs: 200,
+      log: createLogger('producer', { level: 'silent' }),
+    });
   });
 
   afterAll(async () => {
@@ -58,7 +72,10 @@ describe('produce answers lost after the broker wrote the batch', () => {
     expect(acked.size).toBe(600);
 
     const seen = new Set<string>();
-    const consumer = createKafka({ brokers: [kafka.brokers], clientId: 'lost-answer-reader' }).consumer({ groupId: `reader-${randomBytes(3).toString('hex')}`, maxWaitTimeInMs: 100 });
+    const consumer = createKafka({ brokers: [kafka.brokers], clientId: 'lost-answer-reader' }).consumer({
+      groupId: `reader-${randomBytes(3).toString('hex')}`,
+      maxWaitTimeInMs: 100,
+    });
     await consumer.connect();
     try {
       await consumer.subscribe({ topics: [topics.events], fromBeginning: true });

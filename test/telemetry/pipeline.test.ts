@@ -41,7 +41,25 @@ describe('QoE pipeline: producer → real Kafka → aggregator', () => {
     const t = settledResult.totals[0]!;
     expect(t.value).toBe('*');
     const e = EXPECTED.all;
-    for (const k of ['events', 'duplicates', 'late', 'sessions', 'startups', 'sessionEnds', 'startFailures', 'exitsBeforeStart', 'playS', 'stallS', 'stalls', 'switches', 'errors', 'fatalErrors', 'failovers', 'segments', 'segmentBytes'] as const) {
+    for (const k of [
+      'events',
+      'duplicates',
+      'late',
+      'sessions',
+      'startups',
+      'sessionEnds',
+      'startFailures',
+      'exitsBeforeStart',
+      'playS',
+      'stallS',
+      'stalls',
+      'switches',
+      'errors',
+      'fatalErrors',
+      'failovers',
+      'segments',
+      'segmentBytes',
+    ] as const) {
       expect(t[k], k).toBe(e[k]);
     }
     expect(t.rebufferRatio).toBeCloseTo(e.rebufferRatio, 12);
@@ -74,7 +92,11 @@ describe('QoE pipeline: producer → real Kafka → aggregator', () => {
   it('reports video start time percentiles within the sketch error', async () => {
     const r = await qoe(agg.url, { by: 'edge', window: '10s' });
     const e3 = r.totals.find((x) => x.value === 'e3')!;
-    for (const [q, got] of [[0.5, e3.vstP50Ms], [0.95, e3.vstP95Ms], [0.99, e3.vstP99Ms]] as const) {
+    for (const [q, got] of [
+      [0.5, e3.vstP50Ms],
+      [0.95, e3.vstP95Ms],
+      [0.99, e3.vstP99Ms],
+    ] as const) {
       const [lo, hi] = exactQuantiles(data.vstValues, q);
       expect(got!).toBeGreaterThanOrEqual(lo * 0.99);
       expect(got!).toBeLessThanOrEqual(hi * 1.01);

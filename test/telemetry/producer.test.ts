@@ -21,10 +21,28 @@ afterAll(async () => {
 });
 
 function events(sessionId: string, n: number): QoeEvent[] {
-  return Array.from({ length: n }, (_, seq) => ({
-    v: 1, id: randomUUID(), type: 'heartbeat', ts: 1_700_000_000_000 + seq, sessionId, seq, title: 't', edgeId: 'e1', region: 'eu', isp: 'i', device: 'tv', abr: 'bba',
-    bufferS: 1, rendition: 'r', bitrate: 1, playedS: seq,
-  }) as QoeEvent);
+  return Array.from(
+    { length: n },
+    (_, seq) =>
+      ({
+        v: 1,
+        id: randomUUID(),
+        type: 'heartbeat',
+        ts: 1_700_000_000_000 + seq,
+        sessionId,
+        seq,
+        title: 't',
+        edgeId: 'e1',
+        region: 'eu',
+        isp: 'i',
+        device: 'tv',
+        abr: 'bba',
+        bufferS: 1,
+        rendition: 'r',
+        bitrate: 1,
+        playedS: seq,
+      }) as QoeEvent,
+  );
 }
 
 describe('Kafka producer', () => {
@@ -38,7 +56,10 @@ describe('Kafka producer', () => {
     expect(offline.backlog()).toMatchObject({ memory: 0, spill: 50, mode: 'spill' });
     expect(readMetric(await registry.metrics(), 'ocdn_telemetry_producer_backlog_events', { where: 'spill' })).toBe(50);
     await offline.close();
-    const lines = readFileSync(spillFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as QoeEvent);
+    const lines = readFileSync(spillFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as QoeEvent);
     expect(lines.map((e) => e.seq)).toEqual(evs.map((e) => e.seq));
 
     const topics = await freshTopics('spill');
@@ -56,7 +77,15 @@ describe('Kafka producer', () => {
   it('keeps order and loses nothing when the in-memory queue overflows to disk', async () => {
     const topics = await freshTopics('overflow');
     // The plain wire form here (one event per message, key = sessionId); the other tests pack.
-    const p = createProducer({ brokers: brokers(), topic: topics.events, spillFile: join(dir, 'overflow.jsonl'), maxQueue: 20, batchSize: 10, lingerMs: 1, eventsPerMessage: 1 });
+    const p = createProducer({
+      brokers: brokers(),
+      topic: topics.events,
+      spillFile: join(dir, 'overflow.jsonl'),
+      maxQueue: 20,
+      batchSize: 10,
+      lingerMs: 1,
+      eventsPerMessage: 1,
+    });
     const evs = events('sess-overflow', 400);
     for (const e of evs) void p.send(e);
     expect(await p.drain(60_000)).toBe(true);
@@ -89,7 +118,10 @@ describe('JsonLinesSink', () => {
     for (const e of evs) await sink.send(e);
     await sink.flush();
     await sink.close();
-    const back = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as QoeEvent);
+    const back = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as QoeEvent);
     expect(back).toEqual(evs);
     expect(() => sink.send(evs[0]!)).toThrow(/closed/);
   });

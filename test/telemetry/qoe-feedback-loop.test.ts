@@ -31,9 +31,25 @@ describe('QoE feedback from the aggregator to steering', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-feedback-'));
     const topics = await freshTopics('feedback');
-    agg = await startAggregator({ brokers: brokers(), topics, port: 0, groupId: `g-${randomBytes(3).toString('hex')}`, windowMs: 10_000, graceMs: 1_000, provisionalMs: 200, tickMs: 100, log: quiet });
+    agg = await startAggregator({
+      brokers: brokers(),
+      topics,
+      port: 0,
+      groupId: `g-${randomBytes(3).toString('hex')}`,
+      windowMs: 10_000,
+      graceMs: 1_000,
+      provisionalMs: 200,
+      tickMs: 100,
+      log: quiet,
+    });
     prod = createProducer({ brokers: brokers(), topic: topics.events, spillFile: join(dir, 'spill.jsonl'), lingerMs: 5, log: quiet });
-    st = await startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(30), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 }, log: quiet });
+    st = await startSteering({
+      port: 0,
+      tokenSecret: null,
+      catalog: testCatalog(30),
+      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 },
+      log: quiet,
+    });
     for (const [i, id] of EDGES.entries()) st.registry.heartbeat(heartbeat({ id, region: 'us-east', url: `http://127.0.0.1:${9201 + i}` }));
   });
 
@@ -45,7 +61,27 @@ describe('QoE feedback from the aggregator to steering', () => {
   });
 
   const sessionEnd = (edgeId: string, playedS: number, stalledS: number): QoeEvent =>
-    ({ v: 1, id: randomUUID(), type: 'session_end', ts: Date.now(), sessionId: randomUUID(), seq: 0, title: 'title-0001', edgeId, region: 'us-east', isp: 'isp', device: 'tv', abr: 'bola', playedS, stalledS, avgBitrate: 3e6, switches: 1, started: true, exitReason: 'completed', bytes: 1e6 }) as QoeEvent;
+    ({
+      v: 1,
+      id: randomUUID(),
+      type: 'session_end',
+      ts: Date.now(),
+      sessionId: randomUUID(),
+      seq: 0,
+      title: 'title-0001',
+      edgeId,
+      region: 'us-east',
+      isp: 'isp',
+      device: 'tv',
+      abr: 'bola',
+      playedS,
+      stalledS,
+      avgBitrate: 3e6,
+      switches: 1,
+      started: true,
+      exitReason: 'completed',
+      bytes: 1e6,
+    }) as QoeEvent;
 
   const firstEdges = async () => {
     const out: { first: string; reasons: Map<string, string> }[] = [];
@@ -87,7 +123,11 @@ describe('QoE feedback from the aggregator to steering', () => {
       // Once its sessions are as good as the others', it is restored.
       for (let i = 0; i < 80; i++) await prod.send(sessionEnd('edge-3', 100, 0));
       await prod.flush();
-      await waitFor(async () => (await feedback.tick()).find((d) => d.id === 'edge-3')?.demoted === false, { timeoutMs: 30_000, intervalMs: 250, what: 'edge-3 restored' });
+      await waitFor(async () => (await feedback.tick()).find((d) => d.id === 'edge-3')?.demoted === false, {
+        timeoutMs: 30_000,
+        intervalMs: 250,
+        what: 'edge-3 restored',
+      });
       expect((await firstEdges()).some((d) => d.first === 'edge-3')).toBe(true);
     } finally {
       feedback.stop();

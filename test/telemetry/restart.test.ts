@@ -27,7 +27,17 @@ describe('Kafka stopped mid-stream and restarted', () => {
     ports = await freePorts(2);
     kafka = await startKafka({ dir: join(dir, 'kafka'), port: ports[0]!, controllerPort: ports[1]!, log: quiet, onProgress: () => undefined });
     const topics = await freshTopics('restart', kafka.brokers);
-    agg = await startAggregator({ brokers: kafka.brokers, topics, port: 0, groupId: `g-${randomBytes(3).toString('hex')}`, windowMs: 10_000, graceMs: 2_000, idleMs: 3_000, provisionalMs: 200, tickMs: 100 });
+    agg = await startAggregator({
+      brokers: kafka.brokers,
+      topics,
+      port: 0,
+      groupId: `g-${randomBytes(3).toString('hex')}`,
+      windowMs: 10_000,
+      graceMs: 2_000,
+      idleMs: 3_000,
+      provisionalMs: 200,
+      tickMs: 100,
+    });
     prod = createProducer({ brokers: kafka.brokers, topic: topics.events, spillFile: join(dir, 'spill.jsonl'), lingerMs: 5, retryMs: 300 });
   });
 

@@ -5,7 +5,19 @@ import { murmur2, partitionFor } from '../../telemetry/partitioner.ts';
 import { assertEvent, EVENT_TYPES, parseEvent, parseMessage, validateEvent } from '../../telemetry/validate.ts';
 import { dataset } from './helpers.ts';
 
-const env = { v: 1, id: '7d1c6a34-5d43-4a55-9d36-1f2a3b4c5d6e', ts: 1_700_000_000_000, sessionId: 's', seq: 0, title: 't', edgeId: 'e1', region: 'eu', isp: 'i', device: 'tv', abr: 'bba' };
+const env = {
+  v: 1,
+  id: '7d1c6a34-5d43-4a55-9d36-1f2a3b4c5d6e',
+  ts: 1_700_000_000_000,
+  sessionId: 's',
+  seq: 0,
+  title: 't',
+  edgeId: 'e1',
+  region: 'eu',
+  isp: 'i',
+  device: 'tv',
+  abr: 'bba',
+};
 
 describe('event validation (Ajv-compiled JSON Schema per type)', () => {
   it('accepts every event of the synthetic set, one per type at least', () => {
@@ -28,8 +40,14 @@ describe('event validation (Ajv-compiled JSON Schema per type)', () => {
   it.each([
     [{ ...env, type: 'startup', vstMs: '12', rendition: 'r', bitrate: 1 }, /vstMs must be number/],
     [{ ...env, type: 'segment', rendition: 'r' }, /missing field bitrate/],
-    [{ ...env, type: 'segment', rendition: 'r', bitrate: 1, index: 1, bytes: 1, ttfbMs: 1, downloadMs: 1, throughputBps: 1, cacheStatus: 'MAYBE' }, /cacheStatus must be one of HIT/],
-    [{ ...env, type: 'session_end', playedS: 1, stalledS: 0, avgBitrate: 1, switches: 1.5, started: true, exitReason: 'completed', bytes: 1 }, /switches must be integer/],
+    [
+      { ...env, type: 'segment', rendition: 'r', bitrate: 1, index: 1, bytes: 1, ttfbMs: 1, downloadMs: 1, throughputBps: 1, cacheStatus: 'MAYBE' },
+      /cacheStatus must be one of HIT/,
+    ],
+    [
+      { ...env, type: 'session_end', playedS: 1, stalledS: 0, avgBitrate: 1, switches: 1.5, started: true, exitReason: 'completed', bytes: 1 },
+      /switches must be integer/,
+    ],
     [{ ...env, type: 'stall_end', stallMs: -1 }, /stallMs must be >= 0/],
     [{ ...env, ts: 'now', type: 'session_start' }, /ts must be number/],
     [{ ...env, sessionId: '', type: 'session_start' }, /sessionId must NOT have fewer than 1 characters/],
@@ -80,7 +98,7 @@ describe('packed messages', () => {
     expect(shifted.map((r) => r.ok)).toEqual([false, true]);
   });
 
-  it('puts a session in the partition Kafka\'s default partitioner picks for its key', () => {
+  it("puts a session in the partition Kafka's default partitioner picks for its key", () => {
     const ref = createRequire(import.meta.url)('kafkajs/src/producer/partitioners/default/murmur2.js') as (k: string) => number;
     for (const key of ['', 'a', 'ab', 'abc', 'abcd', 'sess-1', 'ünïcødé', 'x'.repeat(101)]) expect(murmur2(key), key).toBe(ref(key));
     expect(partitionFor('sess-1', 6)).toBe((ref('sess-1') & 0x7fffffff) % 6);

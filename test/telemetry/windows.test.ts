@@ -143,12 +143,16 @@ describe('mergeable aggregates', () => {
     expect(mm.rebufferRatio).toBeCloseTo(mw.rebufferRatio!, 12);
   });
 
-  it('keeps video start time percentiles within the sketch\'s 1 % relative error', () => {
+  it("keeps video start time percentiles within the sketch's 1 % relative error", () => {
     const d = dataset();
     const a = emptyAgg();
     for (const e of d.main) if (e.type === 'startup' && e.sessionId.includes('-v')) applyEvent(a, e);
     const m = metricsOf(a);
-    for (const [q, got] of [[0.5, m.vstP50Ms], [0.95, m.vstP95Ms], [0.99, m.vstP99Ms]] as const) {
+    for (const [q, got] of [
+      [0.5, m.vstP50Ms],
+      [0.95, m.vstP95Ms],
+      [0.99, m.vstP99Ms],
+    ] as const) {
       const [lo, hi] = exactQuantiles(d.vstValues, q);
       expect(got).not.toBeNull();
       expect(got!).toBeGreaterThanOrEqual(lo * 0.99);
