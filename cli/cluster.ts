@@ -5,12 +5,13 @@ import { formatBytes, parseBytes } from '../common/units.ts';
 import { fetchCatalog } from '../scripts/catalog-client.ts';
 import { killEdge, kafkaRestart, originOutage } from '../scripts/chaos.ts';
 import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '../scripts/cluster/cluster.ts';
-import { readState, type ClusterState } from '../scripts/cluster/state.ts';
+import { type ClusterState, contextDir, DEFAULT_BASE_PORT, readContext, requireCluster } from '../common/cluster-context.ts';
 import { startAll } from '../scripts/cluster/start.ts';
 import { printClusterTable } from '../scripts/cluster/table.ts';
 import { proactiveFill, recentDemand } from '../scripts/fill.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
-import { renderTable } from './table.ts';
+import { renderTable } from '../common/table.ts';
+import { registerKafka } from './kafka.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
 
@@ -20,18 +21,16 @@ const upSpec = {
   capacity: { type: 'bytes', min: 1 << 20, default: defaultClusterOptions.capacity },
   s3: { type: 'string', default: 'embedded' },
   kafka: { type: 'string', default: 'local' },
-  dir: { type: 'string', default: '.ocdn' },
   basePort: { type: 'int', flag: '--base-port', min: 1024, max: 65_000, default: defaultClusterOptions.basePort },
   kafkaPort: { type: 'int', flag: '--kafka-port', min: 1024, max: 65_000, default: defaultClusterOptions.kafkaPort },
   policy: { type: 'enum', values: ['random', 'round-robin', 'least-loaded', 'hash', 'hrw-bounded'], default: 'hrw-bounded' },
   bucket: { type: 'string', default: 'ocdn-media' },
 } as const;
 
-async function requireState(dir: string): Promise<ClusterState> {
-  const state = await readState(dir);
-  if (!state) throw new OcdnError(ErrorCodes.USAGE, `no cluster is running from ${dir} (start one with "ocdn cluster up")`);
-  return state;
-}
+const DIR_HELP = 'cluster dir (env OCDN_DIR) [default ./.ocdn]';
+const UP_DIR_HELP = 'state, data and logs (env OCDN_DIR) [default ./.ocdn]';
+
+const requireState = (dirFlag: unknown): ClusterState => requireCluster(readContext(dirFlag));
 
 function validateS3Kafka(s3: string, kafka: string): void {
   const problems: string[] = [];
@@ -49,6 +48,7 @@ function validateS3Kafka(s3: string, kafka: string): void {
 }
 
 export function registerCluster(program: Command): void {
+  registerKafka(program);
   const cluster = program.command('cluster').description('run a whole local CDN cluster (up, status, down)');
 
   cluster
@@ -60,7 +60,7 @@ export function registerCluster(program: Command): void {
     .option('--s3 <embedded|URL>', 'embedded S3 or an existing S3 endpoint', 'embedded')
     .option('--bucket <name>', 'bucket', 'ocdn-media')
     .option('--kafka <local|BROKERS>', "the project's broker or existing brokers host:port,…", 'local')
-    .option('--dir <dir>', 'state, data and logs', '.ocdn')
+    .option('--dir <dir>', UP_DIR_HELP)
     .option('--base-port <port>', 'steering port; edges take the next ones, aggregator +100, S3 +169', String(defaultClusterOptions.basePort))
     .option('--kafka-port <port>', 'Kafka broker port (controller = +1)', String(defaultClusterOptions.kafkaPort))
     .option('--policy <name>', 'steering policy', 'hrw-bounded')
@@ -69,10 +69,10 @@ export function registerCluster(program: Command): void {
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig(upSpec, flags);
       validateS3Kafka(cfg.s3, cfg.kafka);
-      const state = await clusterUp({ ...cfg, capacity: String(cfg.capacity), shield: flags.shield === true, onProgress: say });
+      const state = await clusterUp({ ...cfg, dir: contextDir(flags.dir), capacity: String(cfg.capacity), shield: flags.shield === true, onProgress: say });
       printClusterTable(state);
       if (flags.detach) {
-        say(`cluster running; "ocdn cluster status --dir ${cfg.dir}" to check, "ocdn cluster down --dir ${cfg.dir}" to stop`);
+        say(`cluster running; "ocdn cluster status --dir ${contextDir(flags.dir)}" to check, "ocdn cluster down --dir ${contextDir(flags.dir)}" to stop`);
         return;
       }
       say('cluster running; Ctrl-C stops it');
@@ -80,7 +80,7 @@ export function registerCluster(program: Command): void {
         const stop = () => {
           process.off('SIGINT', stop);
           process.off('SIGTERM', stop);
-          void clusterDown(cfg.dir, say).then(() => resolve());
+          void clusterDown(contextDir(flags.dir), say).then(() => resolve());
         };
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
@@ -90,11 +90,11 @@ export function registerCluster(program: Command): void {
   cluster
     .command('status')
     .description('health of each component of the running cluster')
-    .option('--dir <dir>', 'state dir', '.ocdn')
+    .option('--dir <dir>', DIR_HELP)
     .option('--json', 'machine-readable output')
     .action(async (flags: { dir: string; json?: boolean }) => {
-      const st = await clusterStatus(flags.dir);
-      if (!st) throw new OcdnError(ErrorCodes.USAGE, `no cluster state in ${flags.dir} (nothing running)`);
+      const st = await clusterStatus(contextDir(flags.dir));
+      if (!st) throw new OcdnError(ErrorCodes.USAGE, `no cluster state in ${contextDir(flags.dir)} (nothing running)`);
       if (flags.json) {
         process.stdout.write(
           `${JSON.stringify(
@@ -113,9 +113,9 @@ export function registerCluster(program: Command): void {
   cluster
     .command('down')
     .description('stop every component cleanly (and clean up after a crash)')
-    .option('--dir <dir>', 'state dir', '.ocdn')
+    .option('--dir <dir>', DIR_HELP)
     .action(async (flags: { dir: string }) => {
-      const r = await clusterDown(flags.dir, say);
+      const r = await clusterDown(contextDir(flags.dir), say);
       if (r.stopped.length + r.killed.length === 0) say('nothing was running');
       else say(`stopped ${r.stopped.length} component(s)${r.killed.length ? `, killed ${r.killed.join(', ')} after the grace period` : ''}`);
     });
@@ -128,7 +128,7 @@ export function registerCluster(program: Command): void {
     .option('--titles <n>', 'titles to seed when the bucket is empty', '10')
     .option('--title-duration <sec>', 'length of each seeded title, seconds', '120')
     .option('--ladder <apple|small>', 'ladder of seeded titles', 'small')
-    .option('--dir <dir>', 'state, data and logs', '.ocdn')
+    .option('--dir <dir>', UP_DIR_HELP)
     .option('--base-port <port>', 'steering port; edges take the next ones', String(defaultClusterOptions.basePort))
     .option('--no-watch', 'do not show the live QoE view (returns once players run)')
     .action(async (flags: Record<string, unknown>) => {
@@ -139,12 +139,11 @@ export function registerCluster(program: Command): void {
           titles: { type: 'int', min: 1, max: 1000, default: 10 },
           titleDuration: { type: 'int', flag: '--title-duration', min: 4, default: 120 },
           ladder: { type: 'enum', values: ['apple', 'small'], default: 'small' },
-          dir: { type: 'string', default: '.ocdn' },
-          basePort: { type: 'int', flag: '--base-port', min: 1024, max: 65_000, default: 8400 },
+          basePort: { type: 'int', flag: '--base-port', min: 1024, max: 65_000, default: DEFAULT_BASE_PORT },
         } as const,
         flags,
       );
-      await startAll({ ...cfg, titleDurationSec: cfg.titleDuration, watch: flags.watch !== false }, say);
+      await startAll({ ...cfg, dir: contextDir(flags.dir), titleDurationSec: cfg.titleDuration, watch: flags.watch !== false }, say);
     });
 
   program
@@ -157,7 +156,7 @@ export function registerCluster(program: Command): void {
     .option('--seed <n>', 'seed of the URL mix', '42')
     .option('--policy <name>', 'steering policy that places the URL mix', 'hrw-bounded')
     .option('--workers <n>', 'autocannon worker threads per target (more load than one core of JavaScript can make)')
-    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .option('--dir <dir>', DIR_HELP)
     .option('--json', 'machine-readable output')
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig(
@@ -169,11 +168,10 @@ export function registerCluster(program: Command): void {
           seed: { type: 'int', default: 42 },
           policy: { type: 'enum', values: ['random', 'round-robin', 'least-loaded', 'hash', 'hrw-bounded'], default: 'hrw-bounded' },
           workers: { type: 'int', min: 1, max: 64 },
-          dir: { type: 'string', default: '.ocdn' },
         } as const,
         flags,
       );
-      const state = await requireState(cfg.dir);
+      const state = requireState(flags.dir);
       const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
       if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
       const edges = state.components.filter((c) => c.kind === 'edge').map((c) => ({ id: c.name, url: c.url }));
@@ -229,19 +227,18 @@ export function registerCluster(program: Command): void {
     .option('--random', 'pick a random running edge')
     .option('--every <time>', 'repeat every interval until Ctrl-C')
     .option('--restart-after <time>', 'restart the edge after this long')
-    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .option('--dir <dir>', DIR_HELP)
     .action(async (id: string | undefined, flags: Record<string, unknown>) => {
       const cfg = loadConfig(
         {
           every: { type: 'duration', min: 1000 },
           restartAfter: { type: 'duration', flag: '--restart-after' },
-          dir: { type: 'string', default: '.ocdn' },
         } as const,
         flags,
       );
       if (!id && !flags.random) throw new OcdnError(ErrorCodes.USAGE, 'name an edge id or pass --random');
       for (;;) {
-        await killEdge(cfg.dir, { id, random: Boolean(flags.random), restartAfterMs: cfg.restartAfter, log: say });
+        await killEdge(contextDir(flags.dir), { id, random: Boolean(flags.random), restartAfterMs: cfg.restartAfter, log: say });
         if (cfg.every === undefined) return;
         await new Promise((r) => setTimeout(r, cfg.every));
       }
@@ -249,16 +246,16 @@ export function registerCluster(program: Command): void {
   chaos
     .command('kafka-restart')
     .description('stop the local Kafka broker and start it again')
-    .option('--dir <dir>', 'cluster state dir', '.ocdn')
-    .action(async (flags: { dir: string }) => kafkaRestart(flags.dir, say));
+    .option('--dir <dir>', DIR_HELP)
+    .action(async (flags: { dir: string }) => kafkaRestart(contextDir(flags.dir), say));
   chaos
     .command('origin-outage')
     .description('take the embedded S3 origin down for a while')
     .option('--for <time>', 'outage length', '20s')
-    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .option('--dir <dir>', DIR_HELP)
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig({ for: { type: 'duration', min: 100, default: '20s' }, dir: { type: 'string', default: '.ocdn' } } as const, flags);
-      await originOutage(cfg.dir, cfg.for, say);
+      const cfg = loadConfig({ for: { type: 'duration', min: 100, default: '20s' } } as const, flags);
+      await originOutage(contextDir(flags.dir), cfg.for, say);
     });
 
   program
@@ -267,19 +264,18 @@ export function registerCluster(program: Command): void {
     .option('--top <n>', 'how many titles', '10')
     .option('--rate <bytes/s>', 'fill rate per edge, e.g. 50MB', '50MB')
     .option('--recent <time>', 'titles players asked for in this span (from the aggregator) go first; the catalog rank orders the rest', '15m')
-    .option('--dir <dir>', 'cluster state dir', '.ocdn')
+    .option('--dir <dir>', DIR_HELP)
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig(
         {
           top: { type: 'int', min: 1, default: 10 },
           rate: { type: 'string', default: '50MB' },
           recent: { type: 'duration', min: 1000, default: '15m' },
-          dir: { type: 'string', default: '.ocdn' },
         } as const,
         flags,
       );
       const rate = parseBytes(cfg.rate.replace(/\/s$/i, ''));
-      const state = await requireState(cfg.dir);
+      const state = requireState(flags.dir);
       const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
       if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
       const edgeComps = state.components.filter((c) => c.kind === 'edge');

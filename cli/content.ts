@@ -1,7 +1,8 @@
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { Command } from 'commander';
 import type { Catalog } from '../common/contracts.ts';
-import { loadConfig } from '../common/config.ts';
+import { addDirOption, explain, loadCommandConfig } from '../common/command-config.ts';
+import { ErrorCodes } from '../common/errors.ts';
 import { formatBytes } from '../common/units.ts';
 import { LADDER_NAMES } from '../origin/ladder.ts';
 import { addS3Options, createS3Client, normalizeS3Flags, s3ConfigSpec } from '../origin/s3-config.ts';
@@ -73,8 +74,7 @@ export function registerContent(program: Command): void {
   const content = program.command('content').description('package titles into HLS and seed the S3 bucket');
 
   addS3Options(
-    content
-      .command('seed')
+    addDirOption(content.command('seed'))
       .description('package titles into HLS (master + media playlists + segments) and upload them with catalog.json; re-runs skip unchanged objects')
       .option('--titles <n>', 'number of titles [default 20]')
       .option('--duration <seconds>', 'length of each title [default 600]')
@@ -86,7 +86,7 @@ export function registerContent(program: Command): void {
       .option('--json', 'print the result as JSON')
       .option('--no-progress', 'no progress output'),
   ).action(async (flags: Record<string, unknown>) => {
-    const cfg = loadConfig(seedSpec, normalizeS3Flags(flags));
+    const { cfg, ctx } = loadCommandConfig(seedSpec, normalizeS3Flags(flags));
     const client = clientFor(cfg);
     const reporter = cfg.progress ? progressReporter(process.stderr) : undefined;
     try {
@@ -122,6 +122,8 @@ export function registerContent(program: Command): void {
             `${result.objects} objects, ${result.uploaded} uploaded, ${result.skipped} unchanged, ${formatBytes(result.bytes)} written in ${summary.seconds.toFixed(1)} s\n`,
         );
       }
+    } catch (err) {
+      throw explain(err, [ErrorCodes.S3_UNREACHABLE], seedSpec, cfg, 's3Endpoint', ctx);
     } finally {
       reporter?.finish();
       client.destroy();
@@ -129,12 +131,16 @@ export function registerContent(program: Command): void {
   });
 
   addS3Options(
-    content.command('ls').description('show what the bucket holds: titles, objects, bytes (and catalog.json facts)').option('--json', 'print as JSON'),
+    addDirOption(content.command('ls'))
+      .description('show what the bucket holds: titles, objects, bytes (and catalog.json facts)')
+      .option('--json', 'print as JSON'),
   ).action(async (flags: Record<string, unknown>) => {
-    const cfg = loadConfig(lsSpec, normalizeS3Flags(flags));
+    const { cfg, ctx } = loadCommandConfig(lsSpec, normalizeS3Flags(flags));
     const client = clientFor(cfg);
     try {
-      await ensureBucket(client, cfg.bucket, { endpoint: cfg.s3Endpoint, create: false });
+      await ensureBucket(client, cfg.bucket, { endpoint: cfg.s3Endpoint, create: false }).catch((err: unknown) => {
+        throw explain(err, [ErrorCodes.S3_UNREACHABLE], lsSpec, cfg, 's3Endpoint', ctx);
+      });
       const listing = await listBucket(client, cfg.bucket);
       const catalog = await readCatalog(client, cfg.bucket).catch(() => undefined);
       if (cfg.json) process.stdout.write(`${JSON.stringify({ endpoint: cfg.s3Endpoint, bucket: cfg.bucket, ...listing, catalog })}\n`);

@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { DEFAULT_PORTS, readContext } from '../common/cluster-context.ts';
+import { addDirOption } from '../common/command-config.ts';
 import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
 import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
@@ -8,15 +10,15 @@ import { startEdge } from '../edge/server.ts';
 
 export const edgeServeSpec = {
   id: { type: 'string', flag: '--id', env: 'OCDN_EDGE_ID', required: true, pattern: /^[A-Za-z0-9._-]{1,64}$/ },
-  port: { type: 'int', flag: '--port', env: 'OCDN_EDGE_PORT', default: 8401, min: 0, max: 65_535 },
+  port: { type: 'int', flag: '--port', env: 'OCDN_EDGE_PORT', default: DEFAULT_PORTS.edge(0), min: 0, max: 65_535 },
   host: { type: 'string', flag: '--host', env: 'OCDN_EDGE_HOST', default: '127.0.0.1' },
   region: { type: 'string', flag: '--region', env: 'OCDN_EDGE_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
   capacity: { type: 'bytes', flag: '--capacity', env: 'OCDN_EDGE_CAPACITY', default: '512MB', min: 64 * 1024 },
   parent: { type: 'url', flag: '--parent', env: 'OCDN_EDGE_PARENT' },
-  steering: { type: 'urls', flag: '--steering', env: 'OCDN_STEERING_URL' },
+  steering: { type: 'urls', flag: '--steering', env: 'OCDN_STEERING_URL', ctx: 'steeringUrl' },
   publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_EDGE_PUBLIC_URL' },
-  tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET' },
-  adminToken: { type: 'string', flag: '--admin-token', env: 'OCDN_ADMIN_TOKEN' },
+  tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET', ctx: 'tokenSecret' },
+  adminToken: { type: 'string', flag: '--admin-token', env: 'OCDN_ADMIN_TOKEN', ctx: 'adminToken' },
   playlistTtl: { type: 'duration', flag: '--playlist-ttl', default: '5s', min: 1 },
   segmentTtl: { type: 'duration', flag: '--segment-ttl', default: '1h', min: 1 },
   negativeTtl: { type: 'duration', flag: '--negative-ttl', default: '2s', min: 1 },
@@ -41,11 +43,11 @@ export function registerEdge(program: Command): void {
     .option('--region <region>', 'region reported to steering (env OCDN_EDGE_REGION) [default local]')
     .option('--capacity <bytes>', 'cache capacity, e.g. 512MB, 2GiB (env OCDN_EDGE_CAPACITY) [default 512MB]')
     .option('--parent <url>', 'shield tier: send misses to this edge instead of S3 (env OCDN_EDGE_PARENT)')
-    .option('--steering <urls>', 'steering base URL(s) for heartbeats, comma-separated for several replicas (env OCDN_STEERING_URL)')
+    .option('--steering <urls>', "steering base URL(s) for heartbeats, comma-separated for several replicas (env OCDN_STEERING_URL) [default: the cluster's]")
     .option('--public-url <url>', 'URL players reach this edge at, sent in heartbeats [default http://host:port]')
-    .option('--token-secret <secret>', 'URL token HMAC secret shared with steering (env OCDN_TOKEN_SECRET)')
+    .option('--token-secret <secret>', "URL token HMAC secret shared with steering (env OCDN_TOKEN_SECRET) [default: the cluster's]")
     .option('--no-tokens', 'serve without URL tokens (explicit opt-out)')
-    .option('--admin-token <token>', 'bearer token for /admin/* (env OCDN_ADMIN_TOKEN); without it admin is off')
+    .option('--admin-token <token>', "bearer token for /admin/* (env OCDN_ADMIN_TOKEN); [default: the cluster's]; without it admin is off")
     .option('--playlist-ttl <time>', 'freshness of playlists [default 5s]')
     .option('--segment-ttl <time>', 'freshness of segments and other objects [default 1h]')
     .option('--negative-ttl <time>', 'how long a 404 is remembered [default 2s]')
@@ -53,12 +55,13 @@ export function registerEdge(program: Command): void {
     .option('--origin-timeout <time>', 'per-attempt upstream timeout [default 5s]')
     .option('--heartbeat-interval <time>', 'heartbeat period [default 1s]')
     .option('--drain-timeout <time>', 'on SIGTERM, how long in-flight responses may take [default 10s]');
-  addS3Options(serve);
+  addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
     const { tokens, ...rest } = flags;
     const problems: string[] = [];
-    const cfg = collectProblems(problems, () => loadConfig(edgeServeSpec, rest));
-    const s3 = collectProblems(problems, () => loadS3Config(rest));
+    const ctx = readContext(flags.dir);
+    const cfg = collectProblems(problems, () => loadConfig(edgeServeSpec, rest, process.env, ctx.values));
+    const s3 = collectProblems(problems, () => loadS3Config(rest, process.env, ctx.values));
     // Tokens are on unless turned off explicitly: a forgotten secret must not open the edge.
     if (tokens === false && cfg?.tokenSecret !== undefined && flags.tokenSecret !== undefined)
       problems.push('--token-secret and --no-tokens contradict each other: pick one');

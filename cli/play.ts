@@ -7,7 +7,7 @@ import type { EventSink } from '../telemetry/events.ts';
 import { ABR_NAMES, type AbrName } from '../player-sim/abr/index.ts';
 import { parseTraceSpec } from '../player-sim/network.ts';
 import { runPlayers, type RunSummary } from '../player-sim/runner.ts';
-import { renderTable } from './table.ts';
+import { renderTable } from '../common/table.ts';
 
 export const playSpec = {
   players: { type: 'int', flag: '--players', env: 'OCDN_PLAYERS', default: 100, min: 1 },

@@ -1,6 +1,8 @@
 import { startQoeFeedback } from '../steering/qoe-feedback.ts';
 import type { Command } from 'commander';
 import { request } from 'undici';
+import { DEFAULT_PORTS, readContext } from '../common/cluster-context.ts';
+import { addDirOption, loadCommandConfig, unreachable } from '../common/command-config.ts';
 import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
 import type { SteerResponse } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
@@ -11,15 +13,15 @@ import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.
 import { POLICY_NAMES, type PolicyName } from '../steering/policies.ts';
 import { startSteering } from '../steering/server.ts';
 import { loadTopologyFile } from '../steering/topology.ts';
-import { renderTable } from './table.ts';
+import { renderTable } from '../common/table.ts';
 
 export const steeringServeSpec = {
-  port: { type: 'int', flag: '--port', env: 'OCDN_STEERING_PORT', default: 8400, min: 0, max: 65_535 },
+  port: { type: 'int', flag: '--port', env: 'OCDN_STEERING_PORT', default: DEFAULT_PORTS.steering, min: 0, max: 65_535 },
   host: { type: 'string', flag: '--host', env: 'OCDN_STEERING_HOST', default: '127.0.0.1' },
   publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_STEERING_PUBLIC_URL' },
   policy: { type: 'enum', flag: '--policy', env: 'OCDN_STEERING_POLICY', values: POLICY_NAMES, default: 'hrw-bounded' },
   topology: { type: 'string', flag: '--topology', env: 'OCDN_STEERING_TOPOLOGY' },
-  tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET' },
+  tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET', ctx: 'tokenSecret' },
   tokenTtl: { type: 'duration', flag: '--token-ttl', default: 3600, min: 1_000 },
   epsilon: { type: 'number', flag: '--epsilon', default: 0.25, min: 0, max: 10 },
   maxEdges: { type: 'int', flag: '--max-edges', default: 5, min: 1, max: 100 },
@@ -30,7 +32,7 @@ export const steeringServeSpec = {
   fall: { type: 'int', flag: '--fall', default: 3, min: 1, max: 100 },
   catalogRefresh: { type: 'duration', flag: '--catalog-refresh', default: '30s', min: 100 },
   manifestTtl: { type: 'duration', flag: '--manifest-ttl', default: '30s', min: 1_000 },
-  aggregator: { type: 'url', flag: '--aggregator', env: 'OCDN_AGGREGATOR_URL' },
+  aggregator: { type: 'url', flag: '--aggregator', env: 'OCDN_AGGREGATOR_URL', ctx: 'aggregatorUrl' },
   logDecisions: { type: 'bool', flag: '--log-decisions', env: 'OCDN_LOG_DECISIONS', default: false },
 } as const;
 
@@ -39,7 +41,7 @@ const steerSpec = {
   region: { type: 'string', flag: '--region', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
   isp: { type: 'string', flag: '--isp', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
   policy: { type: 'enum', flag: '--policy', values: POLICY_NAMES },
-  steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL', default: 'http://127.0.0.1:8400' },
+  steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL', ctx: 'steeringUrl', default: `http://127.0.0.1:${DEFAULT_PORTS.steering}` },
   timeout: { type: 'duration', flag: '--timeout', default: '5s', min: 10 },
 } as const;
 
@@ -57,7 +59,7 @@ export function registerSteering(program: Command): void {
     .option('--public-url <url>', 'URL players reach steering at, for Content Steering URIs [default from the Host header]')
     .option('--policy <name>', `default ranking policy: ${POLICY_NAMES.join(', ')} [default hrw-bounded]`)
     .option('--topology <file>', 'sites, fallback order and coverage zones (JSON); default: us-east, us-west, eu-west')
-    .option('--token-secret <secret>', 'URL token HMAC secret shared with the edges (env OCDN_TOKEN_SECRET)')
+    .option('--token-secret <secret>', "URL token HMAC secret shared with the edges (env OCDN_TOKEN_SECRET) [default: the cluster's]")
     .option('--no-tokens', 'hand out unsigned URLs (edges running with --no-tokens)')
     .option('--token-ttl <time>', 'token lifetime, e.g. 3600 (seconds) or 1h [default 3600]')
     .option('--epsilon <x>', 'hrw-bounded: skip edges above (1+x) × the mean load of their tier [default 0.25]')
@@ -71,15 +73,16 @@ export function registerSteering(program: Command): void {
     .option('--manifest-ttl <time>', 'TTL of Content Steering manifests [default 30s]')
     .option('--aggregator <url>', 'telemetry aggregator URL: edges far above their peers in rebuffering or errors are demoted (reason qoe-demoted)')
     .option('--log-decisions', 'log every decision at info (title, site, policy, ranked edges with reasons); counted in /metrics always');
-  addS3Options(serve);
+  addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
     const { tokens, ...rest } = flags;
     const problems: string[] = [];
-    const cfg = collectProblems(problems, () => loadConfig(steeringServeSpec, rest));
-    const s3 = collectProblems(problems, () => loadS3Config(rest));
+    const ctx = readContext(flags.dir);
+    const cfg = collectProblems(problems, () => loadConfig(steeringServeSpec, rest, process.env, ctx.values));
+    const s3 = collectProblems(problems, () => loadS3Config(rest, process.env, ctx.values));
     // Same rule as the edge: signing is on unless turned off explicitly. Checked on the raw
     // values too, so one run reports these alongside any other bad flag.
-    const secret = (flags.tokenSecret as string | undefined) ?? (process.env.OCDN_TOKEN_SECRET || undefined);
+    const secret = (flags.tokenSecret as string | undefined) ?? (process.env.OCDN_TOKEN_SECRET || undefined) ?? ctx.values.tokenSecret;
     if (tokens === false && flags.tokenSecret !== undefined) problems.push('--token-secret and --no-tokens contradict each other: pick one');
     if (tokens !== false && secret === undefined)
       problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to hand out unsigned URLs');
@@ -131,57 +134,53 @@ export function registerSteering(program: Command): void {
     shutdown.installSignalHandlers();
   });
 
-  program
+  const steer = program
     .command('steer')
     .description('ask steering for the ranked, signed edge list of a title (GET /v1/steer)')
     .option('--title <id>', 'title id, e.g. title-0001')
     .option('--region <region>', 'client region (default: steering places you by your source address)')
     .option('--isp <isp>', 'client ISP label')
     .option('--policy <name>', `ranking policy for this request: ${POLICY_NAMES.join(', ')}`)
-    .option('--steering <url>', 'steering base URL (env OCDN_STEERING_URL) [default http://127.0.0.1:8400]')
+    .option('--steering <url>', `steering base URL (env OCDN_STEERING_URL) [default: the cluster's, else http://127.0.0.1:${DEFAULT_PORTS.steering}]`)
     .option('--timeout <time>', 'request timeout [default 5s]')
-    .option('--json', 'print the raw JSON answer')
-    .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(steerSpec, flags);
-      const q = new URLSearchParams({ title: cfg.title });
-      if (cfg.region) q.set('region', cfg.region);
-      if (cfg.isp) q.set('isp', cfg.isp);
-      if (cfg.policy) q.set('policy', cfg.policy);
-      const target = `${cfg.steering}/v1/steer?${q}`;
-      let status: number;
-      let text: string;
+    .option('--json', 'print the raw JSON answer');
+  addDirOption(steer).action(async (flags: Record<string, unknown>) => {
+    const { cfg, ctx } = loadCommandConfig(steerSpec, flags);
+    const q = new URLSearchParams({ title: cfg.title });
+    if (cfg.region) q.set('region', cfg.region);
+    if (cfg.isp) q.set('isp', cfg.isp);
+    if (cfg.policy) q.set('policy', cfg.policy);
+    const target = `${cfg.steering}/v1/steer?${q}`;
+    let status: number;
+    let text: string;
+    try {
+      const res = await request(target, { headersTimeout: cfg.timeout, bodyTimeout: cfg.timeout, signal: AbortSignal.timeout(cfg.timeout) });
+      status = res.statusCode;
+      text = await res.body.text();
+    } catch (err) {
+      throw unreachable(ErrorCodes.NO_EDGE, 'steering', steerSpec, cfg, 'steering', ctx, err);
+    }
+    if (status !== 200) {
+      let reason = text.trim();
       try {
-        const res = await request(target, { headersTimeout: cfg.timeout, bodyTimeout: cfg.timeout, signal: AbortSignal.timeout(cfg.timeout) });
-        status = res.statusCode;
-        text = await res.body.text();
-      } catch (err) {
-        const e = err as Error & { code?: string };
-        throw new OcdnError(
-          ErrorCodes.NO_EDGE,
-          `cannot reach steering at ${cfg.steering}: ${e.code ?? e.name} (start it with "ocdn steering serve" or pass --steering)`,
-        );
+        reason = (JSON.parse(text) as { reason?: string }).reason ?? reason;
+      } catch {
+        // not JSON: the text is the reason
       }
-      if (status !== 200) {
-        let reason = text.trim();
-        try {
-          reason = (JSON.parse(text) as { reason?: string }).reason ?? reason;
-        } catch {
-          // not JSON: the text is the reason
-        }
-        throw new OcdnError(
-          status === 404 ? ErrorCodes.NOT_FOUND : status === 400 ? ErrorCodes.USAGE : ErrorCodes.NO_EDGE,
-          `steering answered ${status}: ${reason.slice(0, 300)}`,
-        );
-      }
-      if (flags.json) {
-        process.stdout.write(`${text.trim()}\n`);
-        return;
-      }
-      const body = JSON.parse(text) as SteerResponse & { site?: string };
-      const rows = body.edges.map((e, i) => [i + 1, e.id, e.region, e.reason, e.score.toFixed(4), e.url]);
-      process.stdout.write(`${renderTable(['#', 'edge', 'region', 'reason', 'score', 'url'], rows)}\n`);
-      process.stdout.write(
-        `title ${body.title}  policy ${body.policy}${body.site ? `  site ${body.site}` : ''}  session ${body.sessionId}  expires ${new Date(body.expiresAt).toISOString()}\n`,
+      throw new OcdnError(
+        status === 404 ? ErrorCodes.NOT_FOUND : status === 400 ? ErrorCodes.USAGE : ErrorCodes.NO_EDGE,
+        `steering answered ${status}: ${reason.slice(0, 300)}`,
       );
-    });
+    }
+    if (flags.json) {
+      process.stdout.write(`${text.trim()}\n`);
+      return;
+    }
+    const body = JSON.parse(text) as SteerResponse & { site?: string };
+    const rows = body.edges.map((e, i) => [i + 1, e.id, e.region, e.reason, e.score.toFixed(4), e.url]);
+    process.stdout.write(`${renderTable(['#', 'edge', 'region', 'reason', 'score', 'url'], rows)}\n`);
+    process.stdout.write(
+      `title ${body.title}  policy ${body.policy}${body.site ? `  site ${body.site}` : ''}  session ${body.sessionId}  expires ${new Date(body.expiresAt).toISOString()}\n`,
+    );
+  });
 }

@@ -1,29 +1,23 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../common/config.ts';
+import { DEFAULT_PORTS } from '../common/cluster-context.ts';
+import { addDirOption, explain, loadCommandConfig } from '../common/command-config.ts';
+import type { ConfigOf } from '../common/config.ts';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { parseDuration } from '../common/units.ts';
-import { fetchKafkaLibs, kafkaDown, kafkaStatus, kafkaUpDetached, KAFKA_VERSION, startKafka } from '../scripts/kafka.ts';
 import { startAggregator } from '../telemetry/aggregator.ts';
-import { DEFAULT_BROKERS, ensureTopics, parseBrokers, topicNames } from '../telemetry/kafka.ts';
+import { DEFAULT_BROKERS, topicNames } from '../telemetry/kafka.ts';
 import { DIMENSIONS, type QoeMetrics } from '../telemetry/merge.ts';
 import type { QoeResult, QoeRow } from '../telemetry/view.ts';
 import { verify } from '../telemetry/verify.ts';
-import { renderTable } from './table.ts';
+import { renderTable } from '../common/table.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
 
-const kafkaSpec = {
-  dir: { type: 'string', default: '.ocdn/kafka' },
-  port: { type: 'int', min: 1, max: 65_534, default: 9092, env: 'OCDN_KAFKA_PORT' },
-  controllerPort: { type: 'int', flag: '--controller-port', min: 1, max: 65_535 },
-  heap: { type: 'int', flag: '--heap-mb', min: 128, max: 16_384, default: 512 },
-} as const;
-
 const aggSpec = {
-  brokers: { type: 'string', env: 'KAFKA_BROKERS', default: DEFAULT_BROKERS },
-  port: { type: 'int', min: 0, max: 65_535, default: 8500, env: 'OCDN_AGGREGATOR_PORT' },
+  brokers: { type: 'string', env: 'KAFKA_BROKERS', ctx: 'brokers', default: DEFAULT_BROKERS },
+  port: { type: 'int', min: 0, max: 65_535, default: DEFAULT_PORTS.aggregator, env: 'OCDN_AGGREGATOR_PORT' },
   host: { type: 'string', default: '127.0.0.1' },
   window: { type: 'duration', min: 100, default: '10s' },
   grace: { type: 'duration', min: 0, default: '5s' },
@@ -34,12 +28,23 @@ const aggSpec = {
 } as const;
 
 const qoeSpec = {
-  url: { type: 'url', env: 'OCDN_AGGREGATOR_URL', default: 'http://127.0.0.1:8500' },
+  url: { type: 'url', env: 'OCDN_AGGREGATOR_URL', ctx: 'aggregatorUrl', default: `http://127.0.0.1:${DEFAULT_PORTS.aggregator}` },
   by: { type: 'enum', values: DIMENSIONS, default: 'edge' },
   window: { type: 'duration', min: 100, default: '10s' },
   last: { type: 'duration', min: 100, default: '5m' },
   limit: { type: 'int', min: 1, max: 10_000, default: 20 },
 } as const;
+
+/** A qoe command's config (cluster context behind flags) and its query, whose failure says what it tried. */
+function qoeQuery<S extends typeof qoeSpec>(spec: S, flags: Record<string, unknown>): { cfg: ConfigOf<S>; query: () => Promise<QoeResult> } {
+  const { cfg, ctx } = loadCommandConfig(spec, flags);
+  const q = cfg as ConfigOf<typeof qoeSpec>;
+  const query = () =>
+    fetchQoe(q.url, { by: q.by, windowMs: q.window, lastMs: q.last }).catch((err: unknown) => {
+      throw explain(err, [ErrorCodes.NOT_FOUND], qoeSpec, q, 'url', ctx);
+    });
+  return { cfg, query };
+}
 
 export async function fetchQoe(url: string, q: { by: string; windowMs: number; lastMs?: number; from?: number; to?: number }): Promise<QoeResult> {
   const params = new URLSearchParams({ by: q.by, window: `${q.windowMs}ms` });
@@ -52,7 +57,7 @@ export async function fetchQoe(url: string, q: { by: string; windowMs: number; l
   } catch (err) {
     throw new OcdnError(
       ErrorCodes.NOT_FOUND,
-      `no aggregator answers at ${url} (${describeError(err)}); start one with "ocdn telemetry aggregate" or pass --url`,
+      `no aggregator answers at ${url}: ${((err as Error).cause as { code?: string } | undefined)?.code ?? describeError(err)}`,
     );
   }
   if (!res.ok) throw new OcdnError(ErrorCodes.BAD_REQUEST, `aggregator at ${url} answered ${res.status}: ${(await res.text()).trim()}`);
@@ -166,143 +171,47 @@ function watchScreen(r: QoeResult, limit: number): string {
 }
 
 export function registerTelemetry(program: Command): void {
-  // ---- kafka ---------------------------------------------------------------------------
-  const kafka = program.command('kafka').description(`local Apache Kafka ${KAFKA_VERSION} broker (KRaft, jars from Maven Central, no Docker)`);
-
-  kafka
-    .command('up')
-    .description('fetch the jars (once), start a broker+controller on 127.0.0.1 in the background, create the topics')
-    .option('--dir <dir>', 'data, config and log folder', '.ocdn/kafka')
-    .option('--port <port>', 'client port (controller = port + 1)', '9092')
-    .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(kafkaSpec, flags);
-      const st = await kafkaUpDetached({ dir: cfg.dir, port: cfg.port, onProgress: say });
-      say(`Kafka running on ${st.brokers} (pid ${st.pid}); topics: ${(st.topics ?? []).map((t) => `${t.name}[${t.partitions}]`).join(', ')}`);
-      say(`stop it with "ocdn kafka down --dir ${cfg.dir}"`);
-    });
-
-  kafka
-    .command('down')
-    .description('stop the broker started by "ocdn kafka up"')
-    .option('--dir <dir>', 'folder given to "kafka up"', '.ocdn/kafka')
-    .action(async (flags: { dir: string }) => {
-      const stopped = await kafkaDown(flags.dir, say);
-      if (stopped) say('Kafka stopped');
-    });
-
-  kafka
-    .command('status')
-    .description('is the broker up, and which topics does it hold')
-    .option('--dir <dir>', 'folder given to "kafka up"', '.ocdn/kafka')
-    .option('--port <port>', 'client port', '9092')
-    .option('--brokers <list>', 'check these brokers instead (host:port,…)')
-    .option('--json', 'machine-readable output')
-    .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(kafkaSpec, { dir: flags.dir, port: flags.port });
-      const brokers = flags.brokers ? parseBrokers(String(flags.brokers)).join(',') : process.env.KAFKA_BROKERS || `127.0.0.1:${cfg.port}`;
-      const st = await kafkaStatus(brokers, cfg.dir);
-      if (flags.json) process.stdout.write(`${JSON.stringify(st, null, 2)}\n`);
-      else {
-        process.stdout.write(`brokers   ${st.brokers}\nreachable ${st.reachable ? 'yes' : `no${st.error ? ` (${st.error})` : ''}`}\n`);
-        if (st.pid) process.stdout.write(`pid       ${st.pid} (${st.alive ? 'alive' : 'not running'})\n`);
-        if (st.topics?.length)
-          process.stdout.write(
-            `\n${renderTable(
-              ['topic', 'partitions'],
-              st.topics.map((t) => [t.name, t.partitions]),
-            )}\n`,
-          );
-      }
-      if (!st.reachable) process.exitCode = 1;
-    });
-
-  kafka
-    .command('run')
-    .description('run the broker in the foreground (what "kafka up" and "cluster up" start); SIGTERM stops it cleanly')
-    .option('--dir <dir>', 'data, config and log folder', '.ocdn/kafka')
-    .option('--port <port>', 'client port', '9092')
-    .option('--controller-port <port>', 'controller port (default port + 1)')
-    .option('--heap-mb <mb>', 'JVM heap', '512')
-    .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(kafkaSpec, flags);
-      const log = createLogger('kafka');
-      const handle = await startKafka({
-        dir: cfg.dir,
-        port: cfg.port,
-        controllerPort: cfg.controllerPort,
-        heapMb: cfg.heap,
-        output: 'inherit',
-        log,
-        onProgress: (line) => log.info(line),
-      });
-      const shutdown = new Shutdown({ log, hookTimeoutMs: 40_000 });
-      shutdown.add('kafka', () => handle.stop(30_000));
-      shutdown.installSignalHandlers();
-      const code = await handle.exited;
-      if (!shutdown.started) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka exited on its own with code ${code}`);
-      await shutdown.run();
-    });
-
-  kafka
-    .command('fetch')
-    .description(`download the Kafka ${KAFKA_VERSION} jars into the cache ($OCDN_KAFKA_LIBS or .ocdn/kafka-libs) if missing`)
-    .action(async () => {
-      const dir = await fetchKafkaLibs({ log: say });
-      say(`Kafka jars ready in ${dir}`);
-    });
-
-  kafka
-    .command('topics')
-    .description('create the ocdn topics on existing brokers (events ≥6 partitions, aggregates compacted, DLQ)')
-    .option('--brokers <list>', 'host:port,…', process.env.KAFKA_BROKERS || DEFAULT_BROKERS)
-    .option('--topic-prefix <p>', 'prefix for the topic names', '')
-    .action(async (flags: { brokers: string; topicPrefix: string }) => {
-      const topics = topicNames(flags.topicPrefix);
-      await ensureTopics(parseBrokers(flags.brokers), { topics });
-      say(`topics ready: ${Object.values(topics).join(', ')}`);
-    });
-
   // ---- telemetry aggregate -------------------------------------------------------------
   const telemetry = program.command('telemetry').description('QoE telemetry pipeline');
   telemetry
     .command('aggregate')
     .description('consume QoE events, aggregate them in event-time windows, serve /v1/qoe, /healthz, /metrics')
-    .option('--brokers <list>', 'Kafka brokers host:port,… (env KAFKA_BROKERS)')
-    .option('--port <port>', 'HTTP port', '8500')
-    .option('--host <host>', 'HTTP bind address', '127.0.0.1')
-    .option('--window <dur>', 'tumbling window (rolled up to 1 min on query)', '10s')
-    .option('--grace <dur>', 'how long after its end a window waits for stragglers', '5s')
-    .option('--idle <dur>', 'after this long without events, event time follows the clock', '5s')
-    .option('--provisional <dur>', 'publish open windows this often (0 = only closed ones)', '1s')
-    .option('--group <id>', 'consumer group (instances with one group share the partitions)', 'ocdn-aggregator')
-    .option('--topic-prefix <p>', 'prefix for the topic names', '')
-    .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(aggSpec, flags);
-      const log = createLogger('aggregator');
-      const agg = await startAggregator({
-        brokers: cfg.brokers,
-        port: cfg.port,
-        host: cfg.host,
-        windowMs: cfg.window,
-        graceMs: cfg.grace,
-        idleMs: cfg.idle,
-        provisionalMs: cfg.provisional,
-        groupId: cfg.group,
-        topics: topicNames(cfg.topicPrefix),
-        log,
-      });
-      say(`aggregator on ${agg.url} (try ${agg.url}/v1/qoe?by=edge&window=10s&last=5m)`);
-      const shutdown = new Shutdown({ log, hookTimeoutMs: 20_000 });
-      shutdown.add('aggregator', () => agg.close());
-      shutdown.installSignalHandlers();
-      await new Promise<void>(() => undefined);
+    .option('--brokers <list>', `Kafka brokers host:port,… (env KAFKA_BROKERS) [default: the cluster's, else ${DEFAULT_BROKERS}]`)
+    .option('--port <port>', `HTTP port (env OCDN_AGGREGATOR_PORT) [default ${DEFAULT_PORTS.aggregator}]`)
+    .option('--host <host>', 'HTTP bind address [default 127.0.0.1]')
+    .option('--window <dur>', 'tumbling window (rolled up to 1 min on query) [default 10s]')
+    .option('--grace <dur>', 'how long after its end a window waits for stragglers [default 5s]')
+    .option('--idle <dur>', 'after this long without events, event time follows the clock [default 5s]')
+    .option('--provisional <dur>', 'publish open windows this often (0 = only closed ones) [default 1s]')
+    .option('--group <id>', 'consumer group (instances with one group share the partitions) [default ocdn-aggregator]')
+    .option('--topic-prefix <p>', 'prefix for the topic names [default none]');
+  addDirOption(telemetry.commands.at(-1)!).action(async (flags: Record<string, unknown>) => {
+    const { cfg } = loadCommandConfig(aggSpec, flags);
+    const log = createLogger('aggregator');
+    const agg = await startAggregator({
+      brokers: cfg.brokers,
+      port: cfg.port,
+      host: cfg.host,
+      windowMs: cfg.window,
+      graceMs: cfg.grace,
+      idleMs: cfg.idle,
+      provisionalMs: cfg.provisional,
+      groupId: cfg.group,
+      topics: topicNames(cfg.topicPrefix),
+      log,
     });
+    say(`aggregator on ${agg.url} (try ${agg.url}/v1/qoe?by=edge&window=10s&last=5m)`);
+    const shutdown = new Shutdown({ log, hookTimeoutMs: 20_000 });
+    shutdown.add('aggregator', () => agg.close());
+    shutdown.installSignalHandlers();
+    await new Promise<void>(() => undefined);
+  });
 
   // ---- qoe -----------------------------------------------------------------------------
   const qoe = program.command('qoe').description('show QoE aggregates from a running aggregator (top, watch, report, verify)');
   const common = (c: Command) =>
-    c
-      .option('--url <url>', 'aggregator URL (env OCDN_AGGREGATOR_URL)')
+    addDirOption(c)
+      .option('--url <url>', `aggregator URL (env OCDN_AGGREGATOR_URL) [default: the cluster's, else http://127.0.0.1:${DEFAULT_PORTS.aggregator}]`)
       .option('--by <dim>', `dimension: ${DIMENSIONS.join('|')}`, 'edge')
       .option('--window <dur>', "window size (a multiple of the aggregator's, e.g. 10s or 1m)", '10s')
       .option('--last <dur>', 'how far back from the newest window', '5m');
@@ -310,8 +219,8 @@ export function registerTelemetry(program: Command): void {
   common(qoe.command('top').description('table of the dimension values over the range, busiest first'))
     .option('--limit <n>', 'rows', '20')
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(qoeSpec, flags);
-      const r = await fetchQoe(cfg.url, { by: cfg.by, windowMs: cfg.window, lastMs: cfg.last });
+      const { cfg, query } = qoeQuery(qoeSpec, flags);
+      const r = await query();
       if (r.totals.length === 0) {
         say(`no aggregates yet at ${cfg.url}`);
         return;
@@ -328,12 +237,12 @@ export function registerTelemetry(program: Command): void {
     .option('--interval <dur>', 'refresh period', '2s')
     .option('--once', 'print one screen and exit')
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(qoeSpec, flags);
+      const { cfg, query } = qoeQuery(qoeSpec, flags);
       const every = parseDuration(String(flags.interval ?? '2s'));
       for (;;) {
         let screen: string;
         try {
-          screen = watchScreen(await fetchQoe(cfg.url, { by: cfg.by, windowMs: cfg.window, lastMs: cfg.last }), cfg.limit);
+          screen = watchScreen(await query(), cfg.limit);
         } catch (err) {
           if (flags.once) throw err;
           screen = `waiting for the aggregator: ${describeError(err)}\n`;
@@ -350,8 +259,8 @@ export function registerTelemetry(program: Command): void {
   common(qoe.command('report').description('every window and value in the range'))
     .option('--format <fmt>', 'table|json|csv', 'table')
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig({ ...qoeSpec, format: { type: 'enum', values: ['table', 'json', 'csv'], default: 'table' } } as const, flags);
-      const r = await fetchQoe(cfg.url, { by: cfg.by, windowMs: cfg.window, lastMs: cfg.last });
+      const { cfg, query } = qoeQuery({ ...qoeSpec, format: { type: 'enum', values: ['table', 'json', 'csv'], default: 'table' } } as const, flags);
+      const r = await query();
       if (cfg.format === 'json') process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
       else if (cfg.format === 'csv') process.stdout.write(qoeCsv(r));
       else {
@@ -365,8 +274,9 @@ export function registerTelemetry(program: Command): void {
   qoe
     .command('verify')
     .description('recount the aggregates from the raw events topic and compare them with the live aggregator')
-    .option('--url <url>', 'aggregator URL (env OCDN_AGGREGATOR_URL)')
-    .option('--brokers <list>', 'Kafka brokers host:port,… (env KAFKA_BROKERS)')
+    .option('--url <url>', "aggregator URL (env OCDN_AGGREGATOR_URL) [default: the cluster's]")
+    .option('--brokers <list>', "Kafka brokers host:port,… (env KAFKA_BROKERS) [default: the cluster's]")
+    .option('--dir <dir>', 'cluster dir whose cluster.json fills in endpoints (env OCDN_DIR) [default ./.ocdn]')
     .option('--window <dur>', "the aggregator's window", '10s')
     .option('--grace <dur>', "the aggregator's grace", '5s')
     .option('--last <dur>', 'only the newest part of the range')
@@ -375,7 +285,7 @@ export function registerTelemetry(program: Command): void {
     .option('--topic-prefix <p>', 'prefix for the topic names', '')
     .option('--all-windows', 'compare open windows too (by default only windows the aggregator has closed)')
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(
+      const { cfg } = loadCommandConfig(
         {
           url: qoeSpec.url,
           brokers: aggSpec.brokers,

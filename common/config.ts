@@ -1,3 +1,4 @@
+import type { ContextKey } from './cluster-context.ts';
 import { ErrorCodes, OcdnError } from './errors.ts';
 import { parseBitrate, parseBytes, parseDuration } from './units.ts';
 
@@ -23,6 +24,8 @@ interface Common {
   /** Flag name as the user types it, e.g. "--s3-endpoint"; used in messages. */
   flag?: string;
   env?: string;
+  /** The running cluster's value for this field (cluster.json), used when neither flag nor env gives one. */
+  ctx?: ContextKey;
   required?: boolean;
   description?: string;
 }
@@ -129,17 +132,35 @@ function parseOne(key: string, spec: FieldSpec, raw: unknown): { value?: unknown
   }
 }
 
+export type ConfigSource = 'flag' | 'env' | 'context' | 'default';
+const sources = new WeakMap<object, Record<string, ConfigSource>>();
+
+/** Where a loaded field's value came from, for messages that say what was tried. */
+export function configSource(cfg: object, key: string): ConfigSource | undefined {
+  return sources.get(cfg)?.[key];
+}
+
 /**
  * Resolves a config from parsed flags (commander's opts(): undefined when not given), the
- * environment, and defaults, in that order. Throws ConfigError listing every problem.
+ * environment, the running cluster's context (fields with `ctx`), and defaults, in that order.
+ * Throws ConfigError listing every problem.
  */
-export function loadConfig<S extends ConfigSpec>(spec: S, flags: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): ConfigOf<S> {
+export function loadConfig<S extends ConfigSpec>(
+  spec: S,
+  flags: Record<string, unknown> = {},
+  env: NodeJS.ProcessEnv = process.env,
+  context: Partial<Record<ContextKey, unknown>> = {},
+): ConfigOf<S> {
   const out: Record<string, unknown> = {};
+  const from: Record<string, ConfigSource> = {};
   const problems: string[] = [];
   for (const [key, field] of Object.entries(spec)) {
     let raw: unknown = flags[key];
-    if (raw === undefined && field.env && env[field.env] !== undefined && env[field.env] !== '') raw = env[field.env];
-    if (raw === undefined) raw = field.default;
+    let source: ConfigSource = 'flag';
+    if (raw === undefined && field.env && env[field.env] !== undefined && env[field.env] !== '') (raw = env[field.env]), (source = 'env');
+    if (raw === undefined && field.ctx && context[field.ctx] !== undefined) (raw = context[field.ctx]), (source = 'context');
+    if (raw === undefined) (raw = field.default), (source = 'default');
+    from[key] = source;
     if (raw === undefined) {
       if (field.required) problems.push(`${flagOf(key, field)}${field.env ? ` (or ${field.env})` : ''} is required`);
       out[key] = undefined;
@@ -150,6 +171,7 @@ export function loadConfig<S extends ConfigSpec>(spec: S, flags: Record<string, 
     else out[key] = value;
   }
   if (problems.length > 0) throw new ConfigError(problems);
+  sources.set(out, from);
   return out as ConfigOf<S>;
 }
 

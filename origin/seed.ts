@@ -122,8 +122,7 @@ export async function ensureBucket(
         );
       }
       const why = code ?? (status ? `HTTP ${status}` : err.message || err.name);
-      const hint = code ? ' (start one with `ocdn origin serve`, or point --s3-endpoint at a running S3)' : '';
-      throw new OcdnError(ErrorCodes.S3_UNREACHABLE, `cannot reach S3 endpoint ${where}: ${why}${hint}`, { cause: err });
+      throw new OcdnError(ErrorCodes.S3_UNREACHABLE, `cannot reach S3 endpoint ${where}: ${why}`, { cause: err });
     } finally {
       clearTimeout(timer);
     }

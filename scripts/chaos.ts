@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { START_HINT } from '../common/cluster-context.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { waitFor } from '../common/http.ts';
 import { healthy, kafkaReady, s3Answers } from './cluster/cluster.ts';
@@ -9,7 +10,7 @@ export type ChaosLog = (line: string) => void;
 
 async function loadRunning(dir: string): Promise<ClusterState> {
   const state = await readState(resolve(dir));
-  if (!state) throw new OcdnError(ErrorCodes.USAGE, `no cluster is running from ${dir} (start one with "ocdn cluster up")`);
+  if (!state) throw new OcdnError(ErrorCodes.USAGE, `no cluster is running from ${dir} (${START_HINT})`);
   return state;
 }
 

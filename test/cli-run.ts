@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const ROOT = join(import.meta.dirname, '..');
@@ -18,6 +19,9 @@ export function cliEnv(opts: { logLevel?: string; unset?: string[] } = {}): Node
   const env: NodeJS.ProcessEnv = { ...process.env };
   if (opts.logLevel) env.OCDN_LOG_LEVEL = opts.logLevel;
   for (const k of ['VITEST', 'OCDN_DEBUG', ...(opts.unset ?? [])]) delete env[k];
+  // Commands fill in endpoints from the cluster in OCDN_DIR (else ./.ocdn): a cluster the
+  // developer runs in the checkout must not leak into tests, which name their own with --dir.
+  env.OCDN_DIR ??= join(tmpdir(), `ocdn-test-${process.pid}-no-cluster`);
   return env;
 }
 

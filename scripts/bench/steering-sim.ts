@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { LRUCache } from 'lru-cache';
 import { parseBytes, formatBytes } from '../../common/units.ts';
 import { mulberry32, Zipf } from '../../common/zipf.ts';
-import { renderTable } from '../../cli/table.ts';
+import { renderTable } from '../../common/table.ts';
 import { getPolicy, isPolicyName, POLICY_NAMES, type EdgeView, type PolicyName } from '../../steering/policies.ts';
 
 const { values } = parseArgs({

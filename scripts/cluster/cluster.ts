@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
+import { clusterPorts, DEFAULT_BASE_PORT, DEFAULT_KAFKA_PORT } from '../../common/cluster-context.ts';
 import { ErrorCodes, OcdnError } from '../../common/errors.ts';
 import { waitFor } from '../../common/http.ts';
 import type { Logger } from '../../common/log.ts';
@@ -35,8 +36,8 @@ export const defaultClusterOptions: ClusterOptions = {
   s3: 'embedded',
   bucket: 'ocdn-media',
   kafka: 'local',
-  basePort: 8400,
-  kafkaPort: 9092,
+  basePort: DEFAULT_BASE_PORT,
+  kafkaPort: DEFAULT_KAFKA_PORT,
   shield: false,
   policy: 'hrw-bounded',
   readyTimeoutMs: 120_000,
@@ -88,13 +89,7 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
 
   const embeddedS3 = o.s3 === 'embedded';
   const localKafka = o.kafka === 'local';
-  const ports = {
-    steering: o.basePort,
-    edge: (i: number) => o.basePort + 1 + i,
-    shield: o.basePort + 90,
-    aggregator: o.basePort + 100,
-    s3: o.basePort + 169,
-  };
+  const ports = clusterPorts(o.basePort);
   if (o.edges > 89) throw new OcdnError(ErrorCodes.CONFIG, '--edges must be at most 89 (the shield takes base port + 90)');
   const wanted = [ports.steering, ports.aggregator, ...Array.from({ length: o.edges }, (_, i) => ports.edge(i))];
   if (o.shield) wanted.push(ports.shield);

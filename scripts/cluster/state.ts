@@ -1,43 +1,11 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { type ClusterState, readStateSync, stateFile } from '../../common/cluster-context.ts';
 
-export interface ComponentState {
-  name: string; // e.g. "s3", "kafka", "steering", "edge-1", "aggregator"
-  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'shield' | 'aggregator' | 'players';
-  pid: number;
-  port: number;
-  url: string;
-  log: string;
-  /** The `ocdn` arguments it was started with, so chaos can restart it the same way. */
-  args?: string[];
-  /** Only for edges. */
-  region?: string;
-  external?: boolean; // given by the user (S3/Kafka URL): never started or stopped by us
-}
-
-export interface ClusterState {
-  version: 1;
-  startedAt: string;
-  dir: string;
-  tokenSecret: string;
-  adminToken: string;
-  s3Endpoint: string;
-  bucket: string;
-  brokers: string;
-  steeringUrl: string;
-  aggregatorUrl: string;
-  components: ComponentState[];
-}
-
-export const stateFile = (dir: string) => join(dir, 'cluster.json');
+export type { ClusterState, ComponentState } from '../../common/cluster-context.ts';
+export { stateFile };
 
 export async function readState(dir: string): Promise<ClusterState | undefined> {
-  try {
-    return JSON.parse(await readFile(stateFile(dir), 'utf8')) as ClusterState;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new Error(`cannot read ${stateFile(dir)}: ${(err as Error).message} (remove it if the cluster is not running)`);
-  }
+  return readStateSync(dir);
 }
 
 export async function writeState(state: ClusterState): Promise<void> {

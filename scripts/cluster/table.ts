@@ -1,4 +1,4 @@
-import { renderTable } from '../../cli/table.ts';
+import { renderTable } from '../../common/table.ts';
 import type { ClusterState } from './state.ts';
 
 export function printClusterTable(state: ClusterState): void {
