@@ -1,0 +1,86 @@
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { CATALOG_KEY } from '../common/contracts.ts';
+import { describeError, ErrorCodes, isOcdnError } from '../common/errors.ts';
+import { sendText } from '../common/http.ts';
+import type { Logger } from '../common/log.ts';
+import type { EdgeCache } from './cache.ts';
+import { hitHeaders } from './entry.ts';
+import type { EdgeMetrics } from './metrics.ts';
+import { etagMatches } from './range.ts';
+
+/** The one non-/vod object an edge serves: the origin's catalog.json, at the same name. */
+export const CATALOG_PATH = `/${CATALOG_KEY}`;
+
+/** Exactly `/catalog.json` (any query ignored): nothing else outside /vod is opened by this route. */
+export function isCatalogRequest(url: string): boolean {
+  return url.startsWith(CATALOG_PATH) && (url.length === CATALOG_PATH.length || url.charCodeAt(CATALOG_PATH.length) === 63) /* ? */;
+}
+
+export interface CatalogRouteDeps {
+  id: string;
+  cache: EdgeCache;
+  metrics: EdgeMetrics;
+  cacheStatusName: string;
+  log: Logger;
+  draining: () => boolean;
+}
+
+/**
+ * GET|HEAD /catalog.json: what players without steering pick titles from. It goes through the
+ * edge cache like a playlist (same TTL, coalesced fills, stale-if-error) and needs no token: it
+ * lists titles, not content bytes. Whole-object answers only (a Range is ignored, as RFC 9110
+ * allows); If-None-Match is honoured so a player re-reading it costs a 304.
+ */
+export function serveCatalog(req: IncomingMessage, res: ServerResponse, deps: CatalogRouteDeps): void {
+  answer(req, res, deps).catch((err: unknown) => {
+    deps.log.error({ err: describeError(err), path: CATALOG_PATH }, 'response failed');
+    if (!res.headersSent) sendText(res, 500, 'internal error');
+    else res.destroy();
+  });
+}
+
+async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRouteDeps): Promise<void> {
+  const { id, cache, metrics } = deps;
+  if (deps.draining()) res.shouldKeepAlive = false;
+  const method = req.method;
+  if (method !== 'GET' && method !== 'HEAD') {
+    sendText(res, 405, `method ${method} not allowed`, { allow: 'GET, HEAD', 'x-edge-id': id });
+    metrics.count('NONE', 405, 0);
+    return;
+  }
+  const fresh = cache.fresh(CATALOG_PATH);
+  let lookup: Awaited<ReturnType<EdgeCache['lookup']>>;
+  try {
+    lookup = fresh !== undefined ? { entry: fresh, outcome: 'HIT', stored: false, fwd: 'miss' } : await cache.lookup(CATALOG_PATH);
+  } catch (err) {
+    const timeout = isOcdnError(err, ErrorCodes.ORIGIN_TIMEOUT);
+    const status = timeout ? 504 : 502;
+    const why = describeError(err).replace(/\s+/g, ' ');
+    deps.log.info({ path: CATALOG_PATH, status, detail: why }, 'request');
+    if (res.destroyed) return;
+    sendText(res, status, `${timeout ? 'gateway timeout' : 'bad gateway'}: ${why}`, { 'x-edge-id': id, 'x-cache': 'MISS' });
+    metrics.count('MISS', status, 0);
+    return;
+  }
+  if (res.destroyed) return;
+  const { entry, outcome } = lookup;
+  const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': `${deps.cacheStatusName}; ${outcome === 'HIT' ? 'hit' : `fwd=${lookup.fwd}`}` };
+  if (entry.kind === 'missing') {
+    sendText(res, 404, `not found: ${CATALOG_PATH} (the origin holds no catalog yet: seed content first)`, marks);
+    metrics.count(outcome, 404, 0);
+    return;
+  }
+  const headers: OutgoingHttpHeaders = { ...hitHeaders(entry, Date.now()), ...marks };
+  const inm = req.headers['if-none-match'];
+  if (typeof inm === 'string' && etagMatches(inm, entry.etag)) {
+    const { 'content-length': _l, 'content-type': _t, ...notModified } = headers;
+    res.writeHead(304, notModified);
+    res.end();
+    metrics.count(outcome, 304, 0);
+    return;
+  }
+  res.writeHead(200, headers);
+  const sent = method === 'HEAD' ? 0 : entry.body.length;
+  res.end(sent === 0 ? undefined : entry.body);
+  metrics.count(outcome, 200, sent);
+}
