@@ -3,7 +3,7 @@ import { CATALOG_KEY } from '../common/contracts.ts';
 import { describeError, ErrorCodes, isOcdnError } from '../common/errors.ts';
 import { sendText } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
-import type { EdgeCache } from './cache.ts';
+import type { EdgeCache, Lookup } from './cache.ts';
 import { hitHeaders } from './entry.ts';
 import type { EdgeMetrics } from './metrics.ts';
 import { etagMatches } from './range.ts';
@@ -23,6 +23,22 @@ export interface CatalogRouteDeps {
   cacheStatusName: string;
   log: Logger;
   draining: () => boolean;
+  /** Counts the request in the edge's in-flight figure while it waits on upstream (+1, then -1). */
+  waiting: (delta: 1 | -1) => void;
+}
+
+/** RFC 9211 Cache-Status, as the /vod answers spell it. */
+function cacheStatus(name: string, lookup: Lookup): string {
+  switch (lookup.outcome) {
+    case 'HIT':
+      return `${name}; hit`;
+    case 'COALESCED':
+      return `${name}; fwd=miss; collapsed`;
+    case 'STALE':
+      return `${name}; fwd=stale; detail=stale-if-error`;
+    case 'MISS':
+      return `${name}; fwd=${lookup.fwd}${lookup.stored ? '; stored' : ''}`;
+  }
 }
 
 /**
@@ -49,22 +65,21 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
     return;
   }
   const fresh = cache.fresh(CATALOG_PATH);
-  let lookup: Awaited<ReturnType<EdgeCache['lookup']>>;
-  try {
-    lookup = fresh !== undefined ? { entry: fresh, outcome: 'HIT', stored: false, fwd: 'miss' } : await cache.lookup(CATALOG_PATH);
-  } catch (err) {
-    const timeout = isOcdnError(err, ErrorCodes.ORIGIN_TIMEOUT);
-    const status = timeout ? 504 : 502;
-    const why = describeError(err).replace(/\s+/g, ' ');
-    deps.log.info({ path: CATALOG_PATH, status, detail: why }, 'request');
-    if (res.destroyed) return;
-    sendText(res, status, `${timeout ? 'gateway timeout' : 'bad gateway'}: ${why}`, { 'x-edge-id': id, 'x-cache': 'MISS' });
-    metrics.count('MISS', status, 0);
-    return;
+  let lookup: Lookup;
+  if (fresh !== undefined) lookup = { entry: fresh, outcome: 'HIT', stored: false, fwd: 'miss' };
+  else {
+    deps.waiting(1);
+    try {
+      lookup = await cache.lookup(CATALOG_PATH);
+    } catch (err) {
+      return upstreamFailed(res, deps, err);
+    } finally {
+      deps.waiting(-1);
+    }
   }
   if (res.destroyed) return;
   const { entry, outcome } = lookup;
-  const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': `${deps.cacheStatusName}; ${outcome === 'HIT' ? 'hit' : `fwd=${lookup.fwd}`}` };
+  const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatus(deps.cacheStatusName, lookup) };
   if (entry.kind === 'missing') {
     sendText(res, 404, `not found: ${CATALOG_PATH} (the origin holds no catalog yet: seed content first)`, marks);
     metrics.count(outcome, 404, 0);
@@ -83,4 +98,18 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   const sent = method === 'HEAD' ? 0 : entry.body.length;
   res.end(sent === 0 ? undefined : entry.body);
   metrics.count(outcome, 200, sent);
+}
+
+function upstreamFailed(res: ServerResponse, deps: CatalogRouteDeps, err: unknown): void {
+  const timeout = isOcdnError(err, ErrorCodes.ORIGIN_TIMEOUT);
+  const status = timeout ? 504 : 502;
+  const why = describeError(err).replace(/\s+/g, ' ');
+  deps.log.info({ path: CATALOG_PATH, status, detail: why }, 'request');
+  if (res.destroyed) return;
+  sendText(res, status, `${timeout ? 'gateway timeout' : 'bad gateway'}: ${why}`, {
+    'x-edge-id': deps.id,
+    'x-cache': 'MISS',
+    'cache-status': `${deps.cacheStatusName}; fwd=miss; detail=${timeout ? 'upstream-timeout' : 'upstream-error'}`,
+  });
+  deps.metrics.count('MISS', status, 0);
 }

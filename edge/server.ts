@@ -362,7 +362,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     (req, res) => {
       const url = req.url ?? '/';
       if (url.startsWith('/vod')) return serveVod(req, res, url);
-      if (isCatalogRequest(url)) return serveCatalog(req, res, { id, cache: edgeCache, metrics, cacheStatusName, log, draining: () => draining });
+      if (isCatalogRequest(url))
+        return serveCatalog(req, res, { id, cache: edgeCache, metrics, cacheStatusName, log, draining: () => draining, waiting: (d) => (inFlight += d) });
       if (draining) res.shouldKeepAlive = false;
       serveOther(req, res, url).catch((err: unknown) => {
         log.error({ err: describeError(err), url: url.slice(0, 200) }, 'request failed');
