@@ -167,7 +167,11 @@ export function registerPlay(program: Command): void {
     .option('--speed <x>', 'real mode: session time runs this many times faster than real time [default 1]')
     .option('--titles <spec>', 'zipf:<s> | uniform | id,id,… [default zipf:0.9]')
     .option('--steering <url>', 'steering base URL (env OCDN_STEERING_URL)')
-    .option('--edge <url>', 'play from these edges instead of steering (repeatable or comma-separated; failover in this order)', collect)
+    .option(
+      '--edge <url>',
+      'play from these edges instead of steering (repeatable or comma-separated; failover in this order). Players hold no token secret, so these edges must serve without URL tokens (edge serve --no-tokens); with tokens, play through --steering',
+      collect,
+    )
     .option('--brokers <list>', 'Kafka brokers host:port,… for QoE events (env KAFKA_BROKERS)')
     .option('--events-file <path>', 'QoE events as JSON lines (appended) when --brokers is not given [default .ocdn/play-events.jsonl]')
     .option('--seed <n>', 'seed for traces, titles, watch times (and ids in --virtual) [default 42]')

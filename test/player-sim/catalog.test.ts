@@ -6,8 +6,11 @@ import type { Catalog } from '../../common/contracts.ts';
 import { waitFor } from '../../common/http.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import type { RunSummary } from '../../player-sim/runner.ts';
+import { fetchCatalogFrom, titlesByRank } from '../../player-sim/catalog.ts';
 import { SteeringRefusal } from '../../player-sim/steer.ts';
+import { serializeCatalog } from '../../origin/catalog.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
+import { startOrigin } from '../edge/helpers.ts';
 import type { ErrorEvent, QoeEvent } from '../../telemetry/events.ts';
 import { validateEvent } from '../../telemetry/validate.ts';
 import { cliEnv, runCli } from '../cli-run.ts';
@@ -199,6 +202,44 @@ describe('play --steering', () => {
     expect(s.refused).toEqual([{ title: 'title-0003', status: 503, code: 'E_NO_EDGE', reason: expect.stringMatching(/no healthy edge/), sessions: 2 }]);
     const errors = (await events(file)).filter((e): e is ErrorEvent => e.type === 'error');
     expect(errors.map((e) => e.reason)).toEqual([expect.stringMatching(/no healthy edge/), expect.stringMatching(/no healthy edge/)]);
+  });
+});
+
+describe('fetchCatalogFrom', () => {
+  it('fails over down the edge list, and says why when no edge has a catalog', async () => {
+    const dead = 'http://127.0.0.1:1';
+    const c = await fetchCatalogFrom({ edges: [dead, cdn.edges[0]!.url] }, { waitMs: 0 });
+    expect(c).toEqual(cdn.catalog);
+    expect(titlesByRank(c)).toEqual(['title-0001', 'title-0002', 'title-0003', 'title-0004']);
+
+    const empty = await startOrigin();
+    const bare = await startEdge({ id: 'edge-bare', region: 'local', capacityBytes: 1_000_000, origin: empty.reader, tokenSecret: null });
+    try {
+      const t0 = Date.now();
+      // a 404 is an answer, not an outage: no waiting for it to change
+      await expect(fetchCatalogFrom({ edges: [bare.url] }, { waitMs: 10_000 })).rejects.toThrow(/catalog\.json answered 404: .*seed content first/);
+      expect(Date.now() - t0).toBeLessThan(5_000);
+    } finally {
+      await bare.close();
+      await empty.close();
+    }
+  });
+
+  it('waits for steering that has no catalog yet (503) until it has one', async () => {
+    const origin = await startOrigin();
+    const st = await startSteering({ port: 0, tokenSecret: null, origin: origin.reader, catalogRefreshMs: 200, registry: { probeIntervalMs: 0 } });
+    try {
+      await expect(fetchCatalogFrom({ steering: st.url }, { waitMs: 0 })).rejects.toThrow(/v1\/catalog answered 503: .*title catalog unavailable/);
+      const pending = fetchCatalogFrom({ steering: st.url }, { waitMs: 20_000 });
+      await origin.put('catalog.json', serializeCatalog(cdn.catalog), 'application/json');
+      expect(await pending).toEqual(cdn.catalog);
+      await expect(fetchCatalogFrom({ steering: 'http://127.0.0.1:1' }, { waitMs: 0 })).rejects.toThrow(
+        /no title catalog: http:\/\/127\.0\.0\.1:1\/v1\/catalog/,
+      );
+    } finally {
+      await st.close();
+      await origin.close();
+    }
   });
 });
 
