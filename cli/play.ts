@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { ConfigError, loadConfig } from '../common/config.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { formatBytes, parseDuration } from '../common/units.ts';
-import type { EventSink } from '../telemetry/events.ts';
+import type { EventSink, QoeEvent } from '../telemetry/events.ts';
 import { ABR_NAMES, type AbrName } from '../player-sim/abr/index.ts';
 import { catalogUrls, fetchCatalogFrom, titlesByRank, type CatalogSource } from '../player-sim/catalog.ts';
 import { parseTraceSpec } from '../player-sim/network.ts';
@@ -207,6 +207,9 @@ export function registerPlay(program: Command): void {
       const onSignal = () => stop.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
+      // --edge players carry no token: an edge answering 403 wants one, and the summary alone would not say so.
+      let forbidden = 0;
+      const onEvent = target && 'edges' in target ? (e: QoeEvent) => void (e.type === 'failover' && e.reason === 'http 403' && forbidden++) : undefined;
       let summary: RunSummary;
       try {
         ({ summary } = await runPlayers({
@@ -232,6 +235,7 @@ export function registerPlay(program: Command): void {
           maxBufferS: cfg.maxBuffer / 1000,
           startTimeoutMs: cfg.startTimeout,
           signal: stop.signal,
+          onEvent,
         }));
       } finally {
         process.off('SIGINT', onSignal);
@@ -241,5 +245,10 @@ export function registerPlay(program: Command): void {
       }
       process.stdout.write(cfg.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
       if (!cfg.json && !(cfg.brokers && cfg.brokers.length > 0)) process.stderr.write(`events: ${cfg.eventsFile}\n`);
+      if (forbidden > 0)
+        process.stderr.write(
+          `warning: --edge answered 403 ${forbidden} times: it wants URL tokens, which players without steering do not have. ` +
+            'Play edges started with --no-tokens, or play through --steering (it signs the URLs).\n',
+        );
     });
 }

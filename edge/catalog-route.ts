@@ -6,7 +6,7 @@ import type { Logger } from '../common/log.ts';
 import type { EdgeCache, Lookup } from './cache.ts';
 import { hitHeaders } from './entry.ts';
 import type { EdgeMetrics } from './metrics.ts';
-import { etagMatches } from './range.ts';
+import { etagMatches, parseRange } from './range.ts';
 
 /** The one non-/vod object an edge serves: the origin's catalog.json, at the same name. */
 export const CATALOG_PATH = `/${CATALOG_KEY}`;
@@ -44,8 +44,8 @@ function cacheStatus(name: string, lookup: Lookup): string {
 /**
  * GET|HEAD /catalog.json: what players without steering pick titles from. It goes through the
  * edge cache like a playlist (same TTL, coalesced fills, stale-if-error) and needs no token: it
- * lists titles, not content bytes. Whole-object answers only (a Range is ignored, as RFC 9110
- * allows); If-None-Match is honoured so a player re-reading it costs a 304.
+ * lists titles, not content bytes. If-None-Match (a player re-reading it costs a 304) and one
+ * byte range are honoured, as on /vod.
  */
 export function serveCatalog(req: IncomingMessage, res: ServerResponse, deps: CatalogRouteDeps): void {
   answer(req, res, deps).catch((err: unknown) => {
@@ -94,10 +94,28 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
     metrics.count(outcome, 304, 0);
     return;
   }
-  res.writeHead(200, headers);
-  const sent = method === 'HEAD' ? 0 : entry.body.length;
-  res.end(sent === 0 ? undefined : entry.body);
-  metrics.count(outcome, 200, sent);
+  let status = 200;
+  let body = entry.body;
+  const range = req.headers.range;
+  const ifRange = req.headers['if-range'] as string | undefined;
+  if (typeof range === 'string' && (ifRange === undefined || ifRange.trim() === entry.etag)) {
+    const span = parseRange(range, entry.body.length);
+    if (span === 'unsatisfiable') {
+      sendText(res, 416, 'range not satisfiable', { ...marks, 'content-range': `bytes */${entry.body.length}` });
+      metrics.count(outcome, 416, 0);
+      return;
+    }
+    if (span !== undefined) {
+      status = 206;
+      body = entry.body.subarray(span.start, span.end + 1);
+      headers['content-length'] = String(body.length);
+      headers['content-range'] = `bytes ${span.start}-${span.end}/${entry.body.length}`;
+    }
+  }
+  res.writeHead(status, headers);
+  const sent = method === 'HEAD' ? 0 : body.length;
+  res.end(sent === 0 ? undefined : body);
+  metrics.count(outcome, status, sent);
 }
 
 function upstreamFailed(res: ServerResponse, deps: CatalogRouteDeps, err: unknown): void {

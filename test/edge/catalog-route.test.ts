@@ -57,6 +57,12 @@ describe('edge GET|HEAD /catalog.json', () => {
     expect(notModified.status).toBe(304);
     expect(notModified.body.length).toBe(0);
 
+    const part = await get(`${edge.url}/catalog.json`, { range: 'bytes=0-9' });
+    expect(part.status).toBe(206);
+    expect(part.headers['content-range']).toBe(`bytes 0-9/${Buffer.byteLength(catalogText)}`);
+    expect(part.body.toString('utf8')).toBe(catalogText.slice(0, 10));
+    expect((await get(`${edge.url}/catalog.json`, { range: 'bytes=999999-' })).status).toBe(416);
+
     const head = await get(`${edge.url}/catalog.json`, {}, 'HEAD');
     expect(head.status).toBe(200);
     expect(head.headers['content-length']).toBe(String(Buffer.byteLength(catalogText)));

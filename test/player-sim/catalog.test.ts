@@ -78,6 +78,20 @@ describe('play --edge against a lone origin + edge (no steering, no cluster)', (
     expect(starts.every((e) => ids.has(e.title))).toBe(true);
   });
 
+  it('an edge with URL tokens on still lists its catalog, and play says the 403s mean tokens', async () => {
+    const guarded = await startEdge({ id: 'edge-tokens', region: 'local', capacityBytes: 64_000_000, origin: cdn.reader, tokenSecret: SECRET });
+    try {
+      const file = join(dir, 'tokens.jsonl');
+      const r = await play(['--edge', guarded.url, '--players', '1', '--no-loop', '--start-timeout', '2s', '--json', '--events-file', file]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(guarded.cache.has('/catalog.json')).toBe(true);
+      expect(JSON.parse(r.stdout) as RunSummary).toMatchObject({ sessions: 1, started: 0, startFailures: 1 });
+      expect(r.stderr).toMatch(/answered 403 \d+ times: it wants URL tokens.*--no-tokens.*--steering/);
+    } finally {
+      await guarded.close();
+    }
+  });
+
   it('has no S3 flags any more', async () => {
     for (const flag of ['--s3-endpoint', '--bucket']) {
       const r = await runCli(['play', '--edge', 'http://127.0.0.1:1', flag, 'x', '--players', '1'], env());
