@@ -3,8 +3,9 @@ import { pino } from 'pino';
 import { ConfigError, loadConfig } from '../common/config.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { formatBytes, parseDuration } from '../common/units.ts';
-import type { EventSink } from '../telemetry/events.ts';
+import type { EventSink, QoeEvent } from '../telemetry/events.ts';
 import { ABR_NAMES, type AbrName } from '../player-sim/abr/index.ts';
+import { catalogUrls, fetchCatalogFrom, titlesByRank, type CatalogSource } from '../player-sim/catalog.ts';
 import { parseTraceSpec } from '../player-sim/network.ts';
 import { runPlayers, type RunSummary } from '../player-sim/runner.ts';
 import { renderTable } from '../common/table.ts';
@@ -34,8 +35,6 @@ export const playSpec = {
   catalogTitles: { type: 'int', flag: '--catalog-titles', min: 1 },
   virtualTitles: { type: 'int', flag: '--virtual-titles', default: 20, min: 1 },
   virtualEdges: { type: 'int', flag: '--virtual-edges', default: 2, min: 1 },
-  s3Endpoint: { type: 'url', flag: '--s3-endpoint', env: 'OCDN_S3_ENDPOINT', default: 'http://127.0.0.1:4569' },
-  bucket: { type: 'string', flag: '--bucket', env: 'OCDN_S3_BUCKET', default: 'ocdn-media' },
 } as const;
 
 function collect(value: string, previous: string[] | undefined): string[] {
@@ -48,18 +47,24 @@ function collect(value: string, previous: string[] | undefined): string[] {
   ];
 }
 
-/** Title ids by rank for zipf/uniform draws: title-0001..N when given, else catalog.json from S3. */
-async function loadCatalog(cfg: { catalogTitles?: number; s3Endpoint: string; bucket: string }): Promise<string[]> {
-  if (cfg.catalogTitles !== undefined) return Array.from({ length: cfg.catalogTitles }, (_, i) => `title-${String(i + 1).padStart(4, '0')}`);
-  const { fetchCatalog } = await import('../scripts/catalog-client.ts');
-  const catalog = await fetchCatalog(cfg.s3Endpoint, cfg.bucket);
-  if (!catalog || catalog.titles.length === 0) {
-    throw new OcdnError(
-      ErrorCodes.CONFIG,
-      `no catalog.json in ${cfg.s3Endpoint}/${cfg.bucket}: seed content first, or pass --catalog-titles N or --titles id,id`,
-    );
+/**
+ * Where the players go: steering, or a fixed edge list. The one place --steering and --edge are
+ * resolved (the catalog and the sessions both follow it).
+ */
+function playTarget(cfg: { steering?: string; edge?: string[] }): CatalogSource | undefined {
+  if (cfg.steering) return { steering: cfg.steering };
+  if (cfg.edge && cfg.edge.length > 0) return { edges: cfg.edge };
+  return undefined;
+}
+
+/** Title ids by rank for zipf/uniform draws: title-0001..N when given, else the CDN's catalog (steering /v1/catalog, or an edge's /catalog.json). */
+async function loadCatalog(catalogTitles: number | undefined, target: CatalogSource): Promise<string[]> {
+  if (catalogTitles !== undefined) return Array.from({ length: catalogTitles }, (_, i) => `title-${String(i + 1).padStart(4, '0')}`);
+  const catalog = await fetchCatalogFrom(target);
+  if (catalog.titles.length === 0) {
+    throw new OcdnError(ErrorCodes.CONFIG, `the catalog at ${catalogUrls(target).join(', ')} lists no titles: seed content first, or pass --titles id,id`);
   }
-  return [...catalog.titles].sort((a, b) => a.popularityRank - b.popularityRank).map((t) => t.id);
+  return titlesByRank(catalog);
 }
 
 /**
@@ -81,13 +86,28 @@ const mbps = (x: number) => `${(x / 1e6).toFixed(2)} Mbit/s`;
 
 export function formatSummary(s: RunSummary): string {
   const head = renderTable(
-    ['sessions', 'started', 'start failures', 'errors', 'VST p50', 'VST p95', 'rebuffer', 'stalls/min', 'avg bitrate', 'switches/min', 'failovers', 'bytes'],
+    [
+      'sessions',
+      'started',
+      'start failures',
+      'errors',
+      'refused',
+      'VST p50',
+      'VST p95',
+      'rebuffer',
+      'stalls/min',
+      'avg bitrate',
+      'switches/min',
+      'failovers',
+      'bytes',
+    ],
     [
       [
         s.sessions,
         s.started,
         s.startFailures,
         s.errors,
+        s.refusedSessions,
         ms(s.vstP50Ms),
         ms(s.vstP95Ms),
         pct(s.rebufferRatio),
@@ -107,10 +127,21 @@ export function formatSummary(s: RunSummary): string {
     .filter(([, n]) => n > 0)
     .map(([k, n]) => `${k} ${n}`)
     .join(', ');
+  const refused =
+    s.refused.length === 0
+      ? []
+      : [
+          '',
+          renderTable(
+            ['refused title', 'status', 'code', 'sessions', 'reason'],
+            s.refused.map((r) => [r.title, r.status, r.code, r.sessions, r.reason]),
+          ),
+        ];
   return [
     `${s.mode} run: ${s.players} players, abr ${s.abr}, network ${s.network}, seed ${s.seed}; ${(s.simulatedMs / 1000).toFixed(1)} s simulated in ${(s.wallMs / 1000).toFixed(1)} s, peak ${s.peakConcurrent} concurrent`,
     head,
     `exits: ${exits || 'none'}`,
+    ...refused,
     '',
     edges,
   ].join('\n');
@@ -136,7 +167,11 @@ export function registerPlay(program: Command): void {
     .option('--speed <x>', 'real mode: session time runs this many times faster than real time [default 1]')
     .option('--titles <spec>', 'zipf:<s> | uniform | id,id,… [default zipf:0.9]')
     .option('--steering <url>', 'steering base URL (env OCDN_STEERING_URL)')
-    .option('--edge <url>', 'play from these edges instead of steering (repeatable or comma-separated; failover in this order)', collect)
+    .option(
+      '--edge <url>',
+      'play from these edges instead of steering (repeatable or comma-separated; failover in this order). Players hold no token secret, so these edges must serve without URL tokens (edge serve --no-tokens); with tokens, play through --steering',
+      collect,
+    )
     .option('--brokers <list>', 'Kafka brokers host:port,… for QoE events (env KAFKA_BROKERS)')
     .option('--events-file <path>', 'QoE events as JSON lines (appended) when --brokers is not given [default .ocdn/play-events.jsonl]')
     .option('--seed <n>', 'seed for traces, titles, watch times (and ids in --virtual) [default 42]')
@@ -148,11 +183,9 @@ export function registerPlay(program: Command): void {
     .option('--region <region>', 'client region sent to steering; a list (us-east,eu-west) spreads sessions over them (env OCDN_REGION) [default local]')
     .option('--max-buffer <time>', 'player buffer target [default 30s]')
     .option('--start-timeout <time>', 'a session not playing by then is a start failure [default 15s]')
-    .option('--catalog-titles <n>', 'real mode: draw from title-0001..N instead of reading catalog.json from S3')
+    .option('--catalog-titles <n>', "real mode: draw from title-0001..N instead of reading the catalog (steering /v1/catalog, or the edge's /catalog.json)")
     .option('--virtual-titles <n>', '--virtual: number of synthetic titles [default 20]')
     .option('--virtual-edges <n>', '--virtual: number of edges [default 2]')
-    .option('--s3-endpoint <url>', 'where catalog.json is read from (env OCDN_S3_ENDPOINT)')
-    .option('--bucket <name>', 'bucket holding catalog.json (env OCDN_S3_BUCKET)')
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig(playSpec, flags);
       const problems: string[] = [];
@@ -166,13 +199,17 @@ export function registerPlay(program: Command): void {
       }
       if (problems.length > 0) throw new ConfigError(problems);
 
+      const target = playTarget(cfg);
       const needsCatalog = /^(zipf|uniform)/i.test(cfg.titles) && !cfg.virtual;
-      const catalog = needsCatalog ? await loadCatalog(cfg) : undefined;
+      const catalog = needsCatalog && target ? await loadCatalog(cfg.catalogTitles, target) : undefined;
       const sink = await openSink(cfg.brokers, cfg.eventsFile);
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
+      // --edge players carry no token: an edge answering 403 wants one, and the summary alone would not say so.
+      let forbidden = 0;
+      const onEvent = target && 'edges' in target ? (e: QoeEvent) => void (e.type === 'failover' && e.reason === 'http 403' && forbidden++) : undefined;
       let summary: RunSummary;
       try {
         ({ summary } = await runPlayers({
@@ -186,8 +223,8 @@ export function registerPlay(program: Command): void {
           speed: cfg.speed,
           titles: cfg.titles,
           catalog,
-          steering: cfg.steering,
-          edges: cfg.edge,
+          steering: target && 'steering' in target ? target.steering : undefined,
+          edges: target && 'edges' in target ? [...target.edges] : undefined,
           sink,
           seed: cfg.seed,
           virtual: cfg.virtual,
@@ -198,6 +235,7 @@ export function registerPlay(program: Command): void {
           maxBufferS: cfg.maxBuffer / 1000,
           startTimeoutMs: cfg.startTimeout,
           signal: stop.signal,
+          onEvent,
         }));
       } finally {
         process.off('SIGINT', onSignal);
@@ -207,5 +245,10 @@ export function registerPlay(program: Command): void {
       }
       process.stdout.write(cfg.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
       if (!cfg.json && !(cfg.brokers && cfg.brokers.length > 0)) process.stderr.write(`events: ${cfg.eventsFile}\n`);
+      if (forbidden > 0)
+        process.stderr.write(
+          `warning: --edge answered 403 ${forbidden} times: it wants URL tokens, which players without steering do not have. ` +
+            'Play edges started with --no-tokens, or play through --steering (it signs the URLs).\n',
+        );
     });
 }

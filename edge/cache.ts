@@ -149,7 +149,8 @@ export class EdgeCache {
   titles(): string[] {
     const titles = new Set<string>();
     for (const [key, { value }] of this.lru.dump()) {
-      if (value.kind === 'object') titles.add(titleOf(key));
+      // Not /catalog.json: it names no title.
+      if (value.kind === 'object' && key.startsWith('/vod/')) titles.add(titleOf(key));
     }
     return [...titles].sort();
   }

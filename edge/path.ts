@@ -30,8 +30,9 @@ export function titleOf(path: string): string {
   return end === -1 ? path.slice(5) : path.slice(5, end);
 }
 
+/** Playlists, and /catalog.json: both change when content is (re)seeded, so both get the short playlist TTL. */
 export function isPlaylist(path: string): boolean {
-  return path.endsWith('.m3u8');
+  return path.endsWith('.m3u8') || path === '/catalog.json';
 }
 
 const TYPES: Record<string, string> = {

@@ -10,6 +10,7 @@ import type { OriginReader } from '../origin/reader.ts';
 import { Admin } from './admin.ts';
 import { TokenGate } from './auth.ts';
 import { EdgeCache, type Lookup } from './cache.ts';
+import { isCatalogRequest, serveCatalog } from './catalog-route.ts';
 import { parseCmcd } from './cmcd.ts';
 import { ageSec, hitHeaders } from './entry.ts';
 import { Heartbeat } from './heartbeat.ts';
@@ -361,6 +362,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     (req, res) => {
       const url = req.url ?? '/';
       if (url.startsWith('/vod')) return serveVod(req, res, url);
+      if (isCatalogRequest(url))
+        return serveCatalog(req, res, { id, cache: edgeCache, metrics, cacheStatusName, log, draining: () => draining, waiting: (d) => (inFlight += d) });
       if (draining) res.shouldKeepAlive = false;
       serveOther(req, res, url).catch((err: unknown) => {
         log.error({ err: describeError(err), url: url.slice(0, 200) }, 'request failed');

@@ -80,6 +80,15 @@ export interface EdgeSummary extends EdgeUsage {
   byteHitRatio: number;
 }
 
+/** Sessions of one title that steering refused with one status and code, and its (latest) reason. */
+export interface RefusedTitle {
+  title: string;
+  status: number;
+  code: string;
+  reason: string;
+  sessions: number;
+}
+
 export interface RunSummary {
   mode: 'virtual' | 'real';
   abr: AbrName;
@@ -90,6 +99,10 @@ export interface RunSummary {
   started: number;
   startFailures: number;
   errors: number;
+  /** Sessions that ended because steering refused them (also counted in startFailures or errors). */
+  refusedSessions: number;
+  /** Those sessions by title, status and code: most refused first. */
+  refused: RefusedTitle[];
   exitReasons: Record<ExitReason, number>;
   vstP50Ms: number | undefined;
   vstP95Ms: number | undefined;
@@ -190,7 +203,17 @@ export function summarize(
   let errors = 0;
   let sinkErrors = 0;
   const edges = new Map<string, EdgeUsage>();
+  const refused = new Map<string, RefusedTitle>();
+  let refusedSessions = 0;
   for (const r of results) {
+    if (r.refused) {
+      refusedSessions++;
+      const key = `${r.title}\u0000${r.refused.status}\u0000${r.refused.code}`;
+      const t = refused.get(key) ?? { title: r.title, ...r.refused, sessions: 0 };
+      t.reason = r.refused.reason;
+      t.sessions++;
+      refused.set(key, t);
+    }
     exitReasons[r.exitReason]++;
     if (r.vstMs !== undefined) vst.push(r.vstMs);
     played += r.playedS;
@@ -220,6 +243,8 @@ export function summarize(
     started: results.filter((r) => r.started).length,
     startFailures: exitReasons['start-failure'],
     errors,
+    refusedSessions,
+    refused: [...refused.values()].sort((a, b) => b.sessions - a.sessions || (a.title < b.title ? -1 : a.title > b.title ? 1 : a.status - b.status)),
     exitReasons,
     vstP50Ms: percentile(vst, 50),
     vstP95Ms: percentile(vst, 95),

@@ -7,7 +7,7 @@ import { isAborted, type Clock } from './clock.ts';
 import { cmcdHeaders, relativeRef, withCmcdQuery, type CmcdData, type CmcdMode } from './cmcd.ts';
 import { SessionEmitter } from './emitter.ts';
 import { parseMasterOrMedia, parseMedia, segmentAt, type MediaInfo, type MediaSegment, type Variant } from './playlist.ts';
-import type { EdgeSource } from './steer.ts';
+import { SteeringRefusal, type EdgeSource } from './steer.ts';
 import { TransportError, type FetchResult, type ObjectKind, type Progress, type Transport } from './transport.ts';
 
 export type ExitReason = SessionEndEvent['exitReason'];
@@ -90,11 +90,19 @@ export interface SessionResult {
   exitReason: ExitReason;
   failovers: number;
   errors: { code: string; message: string }[];
+  /** Steering said no, and that ended the session: its status, error code and reason. */
+  refused?: Refusal;
   startMs: number;
   endMs: number;
   edges: Record<string, EdgeUsage>;
   segments?: SegmentRecord[];
   sinkErrors: number;
+}
+
+export interface Refusal {
+  status: number;
+  code: string;
+  reason: string;
 }
 
 /** An HTTP status the session cannot use. */
@@ -177,6 +185,9 @@ class Session {
   private failovers = 0;
   private bytes = 0;
   private readonly errors: { code: string; message: string }[] = [];
+  /** The last steering answer was a refusal (cleared by the next list of edges). */
+  private pendingRefusal: SteeringRefusal | undefined;
+  private refused: Refusal | undefined;
   private readonly edgeUsage: Record<string, EdgeUsage> = {};
   private readonly records: SegmentRecord[] | undefined;
   private lastDownload: LastDownload | undefined;
@@ -224,7 +235,10 @@ class Session {
   async run(): Promise<SessionResult> {
     this.em.begin(this.clock.now());
     this.cancelStartTimeout = this.clock.timer(this.t0 + this.cfg.startTimeoutMs, () => {
-      if (!this.started) this.end('start-failure');
+      if (this.started) return;
+      // Still refused when time ran out (no edge, no catalog yet): that refusal is why.
+      if (this.pendingRefusal) this.fail(this.pendingRefusal);
+      else this.end('start-failure');
     });
     this.scheduleHeartbeat();
     try {
@@ -251,8 +265,12 @@ class Session {
           : ErrorCodes.INTERNAL;
     const message = describeError(err);
     this.errors.push({ code, message });
-    this.em.emit('error', { code, message, fatal: true });
-    this.end(!this.started && (isOcdnError(err, ErrorCodes.NO_EDGE) || err instanceof TransportError) ? 'start-failure' : 'error');
+    if (err instanceof SteeringRefusal) {
+      this.refused = { status: err.status, code, reason: err.reason };
+      this.em.emit('error', { code, message, fatal: true, reason: err.reason });
+    } else this.em.emit('error', { code, message, fatal: true });
+    const noStart = isOcdnError(err, ErrorCodes.NO_EDGE) || err instanceof TransportError || err instanceof SteeringRefusal;
+    this.end(!this.started && noStart ? 'start-failure' : 'error');
   }
 
   // ---- playback model -------------------------------------------------------------------
@@ -383,12 +401,18 @@ class Session {
           this.stop.signal,
         );
         if (edges.length === 0) throw new OcdnError(ErrorCodes.NO_EDGE, 'steering returned no edges');
+        this.pendingRefusal = undefined;
         this.edges = edges;
         this.edgeIdx = 0;
         if (!this.edgeId) this.setEdge(edges[0]!.id);
         return;
       } catch (err) {
         if (isAborted(err) || this.stop.signal.aborted) throw err;
+        if (err instanceof SteeringRefusal) {
+          // 4xx (unknown title, bad request): asking again gets the same answer.
+          if (!err.retryable) throw err;
+          this.pendingRefusal = err;
+        }
         this.checkGiveUp(err);
         await this.backoff();
       }
@@ -724,6 +748,7 @@ class Session {
       exitReason: reason,
       failovers: this.failovers,
       errors: this.errors,
+      ...(this.refused ? { refused: this.refused } : {}),
       startMs: this.t0,
       endMs: now,
       edges: this.edgeUsage,

@@ -1,6 +1,6 @@
 import { request, type Dispatcher } from 'undici';
 import type { SteerResponse, SteeredEdge } from '../common/contracts.ts';
-import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { type ErrorCode, ErrorCodes, OcdnError } from '../common/errors.ts';
 
 export interface SteerRequest {
   title: string;
@@ -63,6 +63,49 @@ export class StaticEdges implements EdgeSource {
   }
 }
 
+/** Bound on a refusal's reason (the QoE error event's string fields are bounded to this). */
+export const MAX_REASON_LENGTH = 512;
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
+
+/**
+ * Steering answered, and the answer was no: the HTTP status, steering's error code, and its
+ * reason in its own words. 4xx (unknown title, bad request) will not change by asking again;
+ * 5xx (no healthy edge, no catalog yet) may.
+ */
+export class SteeringRefusal extends OcdnError {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    code: ErrorCode,
+  ) {
+    super(code, `steering refused (${status}): ${reason}`);
+    this.name = 'SteeringRefusal';
+  }
+
+  get retryable(): boolean {
+    return this.status >= 500 || this.status === 429 || this.status === 408;
+  }
+
+  /** From a non-200 answer's body: JSON {error, reason|message} (flat or nested under error), else its text. */
+  static from(status: number, text: string): SteeringRefusal {
+    let code: string | undefined;
+    let reason: string | undefined;
+    try {
+      const body = JSON.parse(text) as Record<string, unknown>;
+      const inner = typeof body.error === 'object' && body.error !== null ? (body.error as Record<string, unknown>) : body;
+      code = [inner.code, inner.error, body.error].find((c): c is string => typeof c === 'string');
+      reason = [inner.reason, inner.message, body.reason, body.message].find((r): r is string => typeof r === 'string');
+    } catch {
+      // not JSON: the text is the reason
+    }
+    reason = (reason ?? text).replace(/\s+/g, ' ').trim() || `HTTP ${status}`;
+    if (reason.length > MAX_REASON_LENGTH) reason = `${reason.slice(0, MAX_REASON_LENGTH - 1)}…`;
+    const known = code !== undefined && KNOWN_CODES.has(code) ? (code as ErrorCode) : undefined;
+    return new SteeringRefusal(status, reason, known ?? (status === 404 ? ErrorCodes.NOT_FOUND : status < 500 ? ErrorCodes.BAD_REQUEST : ErrorCodes.NO_EDGE));
+  }
+}
+
 /** `--steering URL`: GET /v1/steer per session (and again when its list is used up). */
 export class SteeringClient implements EdgeSource {
   constructor(
@@ -82,7 +125,7 @@ export class SteeringClient implements EdgeSource {
       headers: { accept: 'application/json' },
     });
     const text = await res.body.text();
-    if (res.statusCode !== 200) throw new OcdnError(ErrorCodes.NO_EDGE, `steering answered ${res.statusCode}: ${text.slice(0, 200).trim()}`);
+    if (res.statusCode !== 200) throw SteeringRefusal.from(res.statusCode, text.slice(0, 4_096));
     let body: SteerResponse;
     try {
       body = JSON.parse(text) as SteerResponse;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { CATALOG_KEY, type Catalog, type CatalogTitle } from '../common/contracts.ts';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
@@ -21,8 +22,16 @@ export interface CatalogOptions {
   log?: Logger;
 }
 
+/** The loaded catalog as served by GET /v1/catalog: made once per load, not once per request. */
+export interface CatalogDocument {
+  body: string;
+  /** Strong ETag of `body`: equal bodies (an unchanged refresh) keep their ETag. */
+  etag: string;
+}
+
 export class TitleCatalog {
   private byId = new Map<string, CatalogTitle>();
+  private doc: CatalogDocument | undefined;
   private loadedAt: number | undefined;
   private lastError: string | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -110,11 +119,23 @@ export class TitleCatalog {
 
   private install(catalog: Catalog): void {
     this.byId = new Map(catalog.titles.map((t) => [t.id, t]));
+    const body = JSON.stringify(catalog);
+    this.doc = { body, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"` };
     this.loadedAt = Date.now();
   }
 
   get loaded(): boolean {
     return this.loadedAt !== undefined;
+  }
+
+  /** The catalog as last loaded, serialised (undefined before the first load). */
+  get document(): CatalogDocument | undefined {
+    return this.doc;
+  }
+
+  /** How often the catalog is re-read (0: never, a static catalog or refresh off). */
+  get refreshIntervalMs(): number {
+    return this.reader ? Math.max(0, this.refreshMs) : 0;
   }
 
   get size(): number {

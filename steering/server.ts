@@ -10,6 +10,7 @@ import { createRegistry, sendMetrics } from '../common/metrics.ts';
 import { signPrefix } from '../common/token.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import { TitleCatalog } from './catalog.ts';
+import { serveCatalog } from './catalog-route.ts';
 import {
   buildSessionMaster,
   hlsPathwayParam,
@@ -397,6 +398,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     }
     if (path === '/metrics') return sendMetrics(res, metrics);
     if (path === '/v1/topology') return sendJson(res, 200, topology.toJSON());
+    if (path === '/v1/catalog') return serveCatalog(req, res, catalog);
     let m = /^\/v1\/play\/([^/]+)\/master\.m3u8$/.exec(path);
     if (m) return playMaster(req, res, safeDecode(m[1]!), q);
     m = /^\/v1\/steering\/([^/]+)\.json$/.exec(path);

@@ -65,6 +65,8 @@ export interface ErrorEvent extends EventEnvelope {
   code: string;
   message: string;
   fatal: boolean;
+  /** Why the other side refused, in its words (e.g. steering's reason for a 404 or 503); at most 512 characters. */
+  reason?: string;
 }
 export interface FailoverEvent extends EventEnvelope {
   type: 'failover';

@@ -50,7 +50,7 @@ const byType: Record<QoeEventType, { props: Props; required: string[] }> = {
   switch: { props: { from: str, to: str, fromBitrate: nonNeg, toBitrate: nonNeg }, required: ['from', 'to', 'fromBitrate', 'toBitrate'] },
   stall_start: { props: { bufferS: { type: 'number' } }, required: ['bufferS'] },
   stall_end: { props: { stallMs: nonNeg }, required: ['stallMs'] },
-  error: { props: { code: str, message: { type: 'string' }, fatal: { type: 'boolean' } }, required: ['code', 'message', 'fatal'] },
+  error: { props: { code: str, message: { type: 'string' }, fatal: { type: 'boolean' }, reason: str }, required: ['code', 'message', 'fatal'] },
   failover: { props: { fromEdge: str, toEdge: str, reason: { type: 'string' } }, required: ['fromEdge', 'toEdge', 'reason'] },
   heartbeat: {
     props: { bufferS: { type: 'number' }, rendition: str, bitrate: nonNeg, playedS: nonNeg },

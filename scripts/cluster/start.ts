@@ -73,10 +73,6 @@ export async function startAll(o: StartOptions, say: (s: string) => void): Promi
       state.brokers,
       '--titles',
       'zipf:0.9',
-      '--s3-endpoint',
-      state.s3Endpoint,
-      '--bucket',
-      state.bucket,
       ...(regions.length ? ['--region', regions.join(',')] : []),
     ];
     const p = await spawnOcdn(playArgs, join(state.dir, 'logs', 'players.log'));
