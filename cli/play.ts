@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { pino } from 'pino';
+import { readContext, START_HINT, stateFile } from '../common/cluster-context.ts';
+import { addDirOption } from '../common/command-config.ts';
 import { ConfigError, loadConfig } from '../common/config.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { formatBytes, parseDuration } from '../common/units.ts';
@@ -19,9 +21,9 @@ export const playSpec = {
   rtt: { type: 'duration', flag: '--rtt', default: '20ms' },
   speed: { type: 'number', flag: '--speed', default: 1, min: 0.01, max: 1000 },
   titles: { type: 'string', flag: '--titles', default: 'zipf:0.9' },
-  steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL' },
+  steering: { type: 'url', flag: '--steering', env: 'OCDN_STEERING_URL', ctx: 'steeringUrl' },
   edge: { type: 'list', flag: '--edge' },
-  brokers: { type: 'list', flag: '--brokers', env: 'KAFKA_BROKERS' },
+  brokers: { type: 'list', flag: '--brokers', env: 'KAFKA_BROKERS', ctx: 'brokers' },
   eventsFile: { type: 'string', flag: '--events-file', default: '.ocdn/play-events.jsonl' },
   seed: { type: 'int', flag: '--seed', default: 42, min: 0, max: 4_294_967_295 },
   virtual: { type: 'bool', flag: '--virtual', default: false },
@@ -148,107 +150,116 @@ export function formatSummary(s: RunSummary): string {
 }
 
 export function registerPlay(program: Command): void {
-  program
-    .command('play')
-    .description(
-      'simulated HLS players: steer (or --edge), master → media playlists → per-segment ABR → download → buffer, ' +
-        'with network traces, CMCD on every request, failover down the steering list, and QoE events ' +
-        '(JSON lines to --events-file, or Kafka with --brokers). --virtual runs the same sessions on a simulated clock without sockets.',
-    )
-    .option('--players <n>', 'concurrent sessions [default 100]')
-    .option('--ramp <time>', 'spread session starts over this [default 10s]')
-    .option('--duration <time>', 'run length; sessions still playing then end "aborted" [default 60s]')
-    .option('--abr <name>', `ABR algorithm: ${ABR_NAMES.join('|')} [default throughput]`)
-    .option(
-      '--network <trace>',
-      'per-session bandwidth: const:5mbps | step:6mbps,1mbps@30s | walk[:3mbps] | markov[:on,off,onMean,offMean] | file:trace.json [default const:5mbps]',
-    )
-    .option('--rtt <time>', 'added round-trip time per request [default 20ms]')
-    .option('--speed <x>', 'real mode: session time runs this many times faster than real time [default 1]')
-    .option('--titles <spec>', 'zipf:<s> | uniform | id,id,… [default zipf:0.9]')
-    .option('--steering <url>', 'steering base URL (env OCDN_STEERING_URL)')
-    .option(
-      '--edge <url>',
-      'play from these edges instead of steering (repeatable or comma-separated; failover in this order). Players hold no token secret, so these edges must serve without URL tokens (edge serve --no-tokens); with tokens, play through --steering',
-      collect,
-    )
-    .option('--brokers <list>', 'Kafka brokers host:port,… for QoE events (env KAFKA_BROKERS)')
-    .option('--events-file <path>', 'QoE events as JSON lines (appended) when --brokers is not given [default .ocdn/play-events.jsonl]')
-    .option('--seed <n>', 'seed for traces, titles, watch times (and ids in --virtual) [default 42]')
-    .option('--virtual', 'simulated clock and transfer model, no sockets')
-    .option('--json', 'print the summary as JSON')
-    .option('--cmcd <mode>', 'CMCD as query|headers|off [default query]')
-    .option('--watch <time|full>', 'mean watch time (geometric drop-off), or full [default 120s]')
-    .option('--no-loop', 'do not replace sessions that end before the run does')
-    .option('--region <region>', 'client region sent to steering; a list (us-east,eu-west) spreads sessions over them (env OCDN_REGION) [default local]')
-    .option('--max-buffer <time>', 'player buffer target [default 30s]')
-    .option('--start-timeout <time>', 'a session not playing by then is a start failure [default 15s]')
-    .option('--catalog-titles <n>', "real mode: draw from title-0001..N instead of reading the catalog (steering /v1/catalog, or the edge's /catalog.json)")
-    .option('--virtual-titles <n>', '--virtual: number of synthetic titles [default 20]')
-    .option('--virtual-edges <n>', '--virtual: number of edges [default 2]')
-    .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(playSpec, flags);
-      const problems: string[] = [];
-      if (cfg.steering && cfg.edge && cfg.edge.length > 0) problems.push('--steering and --edge are alternatives: pick one');
-      if (!cfg.virtual && !cfg.steering && !(cfg.edge && cfg.edge.length > 0)) problems.push('give --steering URL or --edge URL (or --virtual)');
-      for (const e of cfg.edge ?? []) if (!/^https?:\/\/[^/]+/.test(e)) problems.push(`--edge: "${e}" is not an http(s) URL`);
-      try {
-        parseTraceSpec(cfg.network, { seed: cfg.seed });
-      } catch (err) {
-        problems.push((err as Error).message.replace(/^E_CONFIG: /, ''));
-      }
-      if (problems.length > 0) throw new ConfigError(problems);
+  addDirOption(
+    program
 
-      const target = playTarget(cfg);
-      const needsCatalog = /^(zipf|uniform)/i.test(cfg.titles) && !cfg.virtual;
-      const catalog = needsCatalog && target ? await loadCatalog(cfg.catalogTitles, target) : undefined;
-      const sink = await openSink(cfg.brokers, cfg.eventsFile);
-      const stop = new AbortController();
-      const onSignal = () => stop.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      // --edge players carry no token: an edge answering 403 wants one, and the summary alone would not say so.
-      let forbidden = 0;
-      const onEvent = target && 'edges' in target ? (e: QoeEvent) => void (e.type === 'failover' && e.reason === 'http 403' && forbidden++) : undefined;
-      let summary: RunSummary;
-      try {
-        ({ summary } = await runPlayers({
-          players: cfg.players,
-          rampMs: cfg.ramp,
-          durationMs: cfg.duration,
-          loop: cfg.loop,
-          abr: cfg.abr as AbrName,
-          network: cfg.network,
-          rttMs: cfg.rtt,
-          speed: cfg.speed,
-          titles: cfg.titles,
-          catalog,
-          steering: target && 'steering' in target ? target.steering : undefined,
-          edges: target && 'edges' in target ? [...target.edges] : undefined,
-          sink,
-          seed: cfg.seed,
-          virtual: cfg.virtual,
-          virtualCdn: { titles: cfg.virtualTitles, edges: cfg.virtualEdges },
-          cmcd: cfg.cmcd as 'query' | 'headers' | 'off',
-          watchMeanS: cfg.watch === 'full' ? 'full' : parseDuration(cfg.watch) / 1000,
-          region: cfg.region,
-          maxBufferS: cfg.maxBuffer / 1000,
-          startTimeoutMs: cfg.startTimeout,
-          signal: stop.signal,
-          onEvent,
-        }));
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await sink.flush().catch(() => {});
-        await sink.close();
-      }
-      process.stdout.write(cfg.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
-      if (!cfg.json && !(cfg.brokers && cfg.brokers.length > 0)) process.stderr.write(`events: ${cfg.eventsFile}\n`);
-      if (forbidden > 0)
-        process.stderr.write(
-          `warning: --edge answered 403 ${forbidden} times: it wants URL tokens, which players without steering do not have. ` +
-            'Play edges started with --no-tokens, or play through --steering (it signs the URLs).\n',
-        );
-    });
+      .command('play')
+      .description(
+        'simulated HLS players: steer (or --edge), master → media playlists → per-segment ABR → download → buffer, ' +
+          'with network traces, CMCD on every request, failover down the steering list, and QoE events ' +
+          '(JSON lines to --events-file, or Kafka with --brokers). --virtual runs the same sessions on a simulated clock without sockets.',
+      )
+      .option('--players <n>', 'concurrent sessions [default 100]')
+      .option('--ramp <time>', 'spread session starts over this [default 10s]')
+      .option('--duration <time>', 'run length; sessions still playing then end "aborted" [default 60s]')
+      .option('--abr <name>', `ABR algorithm: ${ABR_NAMES.join('|')} [default throughput]`)
+      .option(
+        '--network <trace>',
+        'per-session bandwidth: const:5mbps | step:6mbps,1mbps@30s | walk[:3mbps] | markov[:on,off,onMean,offMean] | file:trace.json [default const:5mbps]',
+      )
+      .option('--rtt <time>', 'added round-trip time per request [default 20ms]')
+      .option('--speed <x>', 'real mode: session time runs this many times faster than real time [default 1]')
+      .option('--titles <spec>', 'zipf:<s> | uniform | id,id,… [default zipf:0.9]')
+      .option('--steering <url>', "steering base URL (env OCDN_STEERING_URL) [default: the cluster's]")
+      .option(
+        '--edge <url>',
+        'play from these edges instead of steering (repeatable or comma-separated; failover in this order). Players hold no token secret, so these edges must serve without URL tokens (edge serve --no-tokens); with tokens, play through --steering',
+        collect,
+      )
+      .option('--brokers <list>', "Kafka brokers host:port,… for QoE events (env KAFKA_BROKERS) [default: the cluster's, except with --virtual]")
+      .option('--events-file <path>', 'QoE events as JSON lines (appended) when --brokers is not given [default .ocdn/play-events.jsonl]')
+      .option('--seed <n>', 'seed for traces, titles, watch times (and ids in --virtual) [default 42]')
+      .option('--virtual', 'simulated clock and transfer model, no sockets')
+      .option('--json', 'print the summary as JSON')
+      .option('--cmcd <mode>', 'CMCD as query|headers|off [default query]')
+      .option('--watch <time|full>', 'mean watch time (geometric drop-off), or full [default 120s]')
+      .option('--no-loop', 'do not replace sessions that end before the run does')
+      .option('--region <region>', 'client region sent to steering; a list (us-east,eu-west) spreads sessions over them (env OCDN_REGION) [default local]')
+      .option('--max-buffer <time>', 'player buffer target [default 30s]')
+      .option('--start-timeout <time>', 'a session not playing by then is a start failure [default 15s]')
+      .option('--catalog-titles <n>', "real mode: draw from title-0001..N instead of reading the catalog (steering /v1/catalog, or the edge's /catalog.json)")
+      .option('--virtual-titles <n>', '--virtual: number of synthetic titles [default 20]')
+      .option('--virtual-edges <n>', '--virtual: number of edges [default 2]'),
+  ).action(async (flags: Record<string, unknown>) => {
+    // The cluster fills in steering and brokers, but never overrides a choice of --edge, and a
+    // --virtual run (no sockets) stays off the cluster's Kafka unless told otherwise.
+    const ctx = readContext(flags.dir);
+    const own = flags.virtual === true ? {} : { ...ctx.values, ...(flags.edge !== undefined ? { steeringUrl: undefined } : {}) };
+    const cfg = loadConfig(playSpec, flags, process.env, own);
+    const problems: string[] = [];
+    if (cfg.steering && cfg.edge && cfg.edge.length > 0) problems.push('--steering and --edge are alternatives: pick one');
+    if (!cfg.virtual && !cfg.steering && !(cfg.edge && cfg.edge.length > 0))
+      problems.push(
+        `no steering: none given by --steering, OCDN_STEERING_URL or ${stateFile(ctx.dir)}; ${START_HINT}, or pass --steering URL, --edge URL or --virtual`,
+      );
+    for (const e of cfg.edge ?? []) if (!/^https?:\/\/[^/]+/.test(e)) problems.push(`--edge: "${e}" is not an http(s) URL`);
+    try {
+      parseTraceSpec(cfg.network, { seed: cfg.seed });
+    } catch (err) {
+      problems.push((err as Error).message.replace(/^E_CONFIG: /, ''));
+    }
+    if (problems.length > 0) throw new ConfigError(problems);
+
+    const target = playTarget(cfg);
+    const needsCatalog = /^(zipf|uniform)/i.test(cfg.titles) && !cfg.virtual;
+    const catalog = needsCatalog && target ? await loadCatalog(cfg.catalogTitles, target) : undefined;
+    const sink = await openSink(cfg.brokers, cfg.eventsFile);
+    const stop = new AbortController();
+    const onSignal = () => stop.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    // --edge players carry no token: an edge answering 403 wants one, and the summary alone would not say so.
+    let forbidden = 0;
+    const onEvent = target && 'edges' in target ? (e: QoeEvent) => void (e.type === 'failover' && e.reason === 'http 403' && forbidden++) : undefined;
+    let summary: RunSummary;
+    try {
+      ({ summary } = await runPlayers({
+        players: cfg.players,
+        rampMs: cfg.ramp,
+        durationMs: cfg.duration,
+        loop: cfg.loop,
+        abr: cfg.abr as AbrName,
+        network: cfg.network,
+        rttMs: cfg.rtt,
+        speed: cfg.speed,
+        titles: cfg.titles,
+        catalog,
+        steering: target && 'steering' in target ? target.steering : undefined,
+        edges: target && 'edges' in target ? [...target.edges] : undefined,
+        sink,
+        seed: cfg.seed,
+        virtual: cfg.virtual,
+        virtualCdn: { titles: cfg.virtualTitles, edges: cfg.virtualEdges },
+        cmcd: cfg.cmcd as 'query' | 'headers' | 'off',
+        watchMeanS: cfg.watch === 'full' ? 'full' : parseDuration(cfg.watch) / 1000,
+        region: cfg.region,
+        maxBufferS: cfg.maxBuffer / 1000,
+        startTimeoutMs: cfg.startTimeout,
+        signal: stop.signal,
+        onEvent,
+      }));
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      await sink.flush().catch(() => {});
+      await sink.close();
+    }
+    process.stdout.write(cfg.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
+    if (!cfg.json && !(cfg.brokers && cfg.brokers.length > 0)) process.stderr.write(`events: ${cfg.eventsFile}\n`);
+    if (forbidden > 0)
+      process.stderr.write(
+        `warning: --edge answered 403 ${forbidden} times: it wants URL tokens, which players without steering do not have. ` +
+          'Play edges started with --no-tokens, or play through --steering (it signs the URLs).\n',
+      );
+  });
 }
