@@ -1,14 +1,16 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../common/config.ts';
+import type { QoeMetrics, QoeResponse, QoeResult, QoeRow } from '../common/contracts.ts';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
+import { errorMessage } from '../common/http.ts';
 import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { parseDuration } from '../common/units.ts';
 import { fetchKafkaLibs, kafkaDown, kafkaStatus, kafkaUpDetached, KAFKA_VERSION, startKafka } from '../scripts/kafka.ts';
 import { startAggregator } from '../telemetry/aggregator.ts';
 import { DEFAULT_BROKERS, ensureTopics, parseBrokers, topicNames } from '../telemetry/kafka.ts';
-import { DIMENSIONS, type QoeMetrics } from '../telemetry/merge.ts';
-import type { QoeResult, QoeRow } from '../telemetry/view.ts';
+import { DIMENSIONS } from '../telemetry/merge.ts';
+
 import { verify } from '../telemetry/verify.ts';
 import { renderTable } from './table.ts';
 
@@ -41,7 +43,7 @@ const qoeSpec = {
   limit: { type: 'int', min: 1, max: 10_000, default: 20 },
 } as const;
 
-export async function fetchQoe(url: string, q: { by: string; windowMs: number; lastMs?: number; from?: number; to?: number }): Promise<QoeResult> {
+export async function fetchQoe(url: string, q: { by: string; windowMs: number; lastMs?: number; from?: number; to?: number }): Promise<QoeResponse> {
   const params = new URLSearchParams({ by: q.by, window: `${q.windowMs}ms` });
   if (q.lastMs !== undefined) params.set('last', `${q.lastMs}ms`);
   if (q.from !== undefined) params.set('from', String(q.from));
@@ -55,8 +57,8 @@ export async function fetchQoe(url: string, q: { by: string; windowMs: number; l
       `no aggregator answers at ${url} (${describeError(err)}); start one with "ocdn telemetry aggregate" or pass --url`,
     );
   }
-  if (!res.ok) throw new OcdnError(ErrorCodes.BAD_REQUEST, `aggregator at ${url} answered ${res.status}: ${(await res.text()).trim()}`);
-  return (await res.json()) as QoeResult;
+  if (!res.ok) throw new OcdnError(ErrorCodes.BAD_REQUEST, `aggregator at ${url} answered ${res.status}: ${errorMessage(await res.text())}`);
+  return (await res.json()) as QoeResponse;
 }
 
 const pct = (v: number | null) => (v === null ? '-' : `${(v * 100).toFixed(2)}%`);
