@@ -13,14 +13,6 @@ import { checkPath, queryArg } from './path.ts';
 import { etagMatches, parseRange } from './range.ts';
 import type { Upstream } from './upstream.ts';
 
-/** What the edge's handlers share with its lifecycle (edge/server.ts). */
-export interface EdgeState {
-  /** Requests waiting on upstream right now. */
-  inFlight: number;
-  /** Set by close(): every response then closes its connection. */
-  draining: boolean;
-}
-
 export interface EdgeContext {
   id: string;
   log: Logger;
@@ -30,7 +22,16 @@ export interface EdgeContext {
   metrics: EdgeMetrics;
   admin: Admin;
   negativeTtlMs: number;
-  state: EdgeState;
+}
+
+/** The edge's request listener and the state its lifecycle (edge/server.ts) reads and sets. */
+export interface EdgeHandler {
+  handle: RequestListener;
+  /** Requests waiting on upstream right now. */
+  readonly inFlight: number;
+  readonly draining: boolean;
+  /** From now on every response closes its connection, and readiness says so (close()). */
+  drain(): void;
 }
 
 /** Handlers of one non-/vod path by method; HEAD is served by GET. */
@@ -43,12 +44,15 @@ function notModifiedHeaders(base: OutgoingHttpHeaders): OutgoingHttpHeaders {
 }
 
 /** The edge's request listener: /vod (the hit path first), then a small route table. */
-export function edgeRoutes(ctx: EdgeContext): RequestListener {
-  const { id, log, tokens, upstream, cache: edgeCache, metrics, admin, state } = ctx;
+export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
+  const { id, log, tokens, upstream, cache: edgeCache, metrics, admin } = ctx;
   const logHits = log.isLevelEnabled('debug');
   const cacheStatusName = `ocdn-${id}`;
   const negativeCacheControl = `public, max-age=${Math.floor(ctx.negativeTtlMs / 1000)}`;
   const idHeader = { 'x-edge-id': id };
+  // Plain bindings, not fields of a shared object: the hit path reads `draining` per request.
+  let inFlight = 0;
+  let draining = false;
   let readiness: { at: number; ok: boolean; reason?: string } | undefined;
   let probing: Promise<void> | undefined;
 
@@ -83,7 +87,7 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
 
   /** A /vod request refused before any cache or upstream work (400, 403, 405). */
   function refuse(req: IncomingMessage, res: ServerResponse, path: string, query: string, err: OcdnError, extra: Record<string, string> = {}): void {
-    if (state.draining) res.shouldKeepAlive = false;
+    if (draining) res.shouldKeepAlive = false;
     const status = sendError(res, err, { ...idHeader, ...extra });
     metrics.count('NONE', status, 0);
     if (logHits) accessLog('debug', req, path, query, status, 'NONE', 0, Date.now(), err.message);
@@ -116,7 +120,7 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
   ): void {
     if (res.destroyed) return;
     // While draining, every response closes its connection so close() is not held by keep-alive.
-    if (state.draining) res.shouldKeepAlive = false;
+    if (draining) res.shouldKeepAlive = false;
     const { entry, outcome } = lookup;
     const head = req.method === 'HEAD';
     const level = outcome === 'HIT' ? 'debug' : 'info';
@@ -178,7 +182,7 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
 
   function upstreamFailed(req: IncomingMessage, res: ServerResponse, path: string, query: string, err: unknown, startedAt: number): void {
     if (res.destroyed) return;
-    if (state.draining) res.shouldKeepAlive = false;
+    if (draining) res.shouldKeepAlive = false;
     // Whatever went wrong upstream, this edge was a gateway that got no usable answer.
     const e = isOcdnError(err) ? err : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, describeError(err), { cause: err });
     const timeout = e.code === ErrorCodes.ORIGIN_TIMEOUT;
@@ -192,7 +196,7 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
   }
 
   function onSlowDone(): void {
-    state.inFlight--;
+    inFlight--;
   }
 
   // ---- /vod ------------------------------------------------------------------------------
@@ -235,7 +239,7 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
     }
     if (entry !== undefined && entry.kind === 'object' && range === undefined && inm === undefined) {
       // The hit path: precomputed headers, the stored Buffer, two counters.
-      if (state.draining) res.shouldKeepAlive = false;
+      if (draining) res.shouldKeepAlive = false;
       res.writeHead(200, hitHeaders(entry, Date.now()));
       if (method === 'HEAD') {
         res.end();
@@ -249,7 +253,7 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
     }
     const startedAt = Date.now();
     if (entry !== undefined) return respond(req, res, path, query, { entry, outcome: 'HIT', stored: false, fwd: 'miss' }, range, inm, ifRange, startedAt);
-    state.inFlight++;
+    inFlight++;
     res.once('close', onSlowDone);
     edgeCache
       .lookup(path)
@@ -265,7 +269,7 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
 
   // ---- everything else -------------------------------------------------------------------
   async function checkReady(): Promise<{ ok: boolean; reason?: string }> {
-    if (state.draining) return { ok: false, reason: 'draining' };
+    if (draining) return { ok: false, reason: 'draining' };
     if (readiness && Date.now() - readiness.at < 1_000) return readiness;
     probing ??= upstream
       .ping()
@@ -281,7 +285,7 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
 
   /** Exact paths besides /vod and /admin; add a route with one line here. */
   const routes = new Map<string, Route>([
-    ['/healthz', { GET: (_req, res) => sendJson(res, 200, { ok: true, id, draining: state.draining }) }],
+    ['/healthz', { GET: (_req, res) => sendJson(res, 200, { ok: true, id, draining: draining }) }],
     [
       '/readyz',
       {
@@ -304,13 +308,24 @@ export function edgeRoutes(ctx: EdgeContext): RequestListener {
     await route.GET?.(req, res);
   }
 
-  return (req, res) => {
-    const url = req.url ?? '/';
-    if (url.startsWith('/vod')) return serveVod(req, res, url);
-    if (state.draining) res.shouldKeepAlive = false;
-    serveOther(req, res, url).catch((err: unknown) => {
-      if (statusOf(err) >= 500) log.error({ err: describeError(err), url: url.slice(0, 200) }, 'request failed');
-      sendError(res, err, idHeader);
-    });
+  return {
+    handle(req, res) {
+      const url = req.url ?? '/';
+      if (url.startsWith('/vod')) return serveVod(req, res, url);
+      if (draining) res.shouldKeepAlive = false;
+      serveOther(req, res, url).catch((err: unknown) => {
+        if (statusOf(err) >= 500) log.error({ err: describeError(err), url: url.slice(0, 200) }, 'request failed');
+        sendError(res, err, idHeader);
+      });
+    },
+    get inFlight() {
+      return inFlight;
+    },
+    get draining() {
+      return draining;
+    },
+    drain() {
+      draining = true;
+    },
   };
 }

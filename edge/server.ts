@@ -11,7 +11,7 @@ import { TokenGate } from './auth.ts';
 import { EdgeCache } from './cache.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { EdgeMetrics } from './metrics.ts';
-import { type EdgeState, edgeRoutes } from './routes.ts';
+import { edgeRoutes } from './routes.ts';
 import { ParentUpstream, S3Upstream, type Upstream } from './upstream.ts';
 
 export interface EdgeOptions {
@@ -89,7 +89,6 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     .filter(Boolean);
 
   // ---- state -----------------------------------------------------------------------------
-  const state: EdgeState = { inFlight: 0, draining: false };
   const tokens = tokenSecret === null ? null : new TokenGate(tokenSecret);
   const upstream: Upstream = opts.parentUrl
     ? new ParentUpstream(opts.parentUrl, { timeoutMs: opts.upstreamTimeoutMs ?? 5_000, tokenSecret, edgeId: id })
@@ -118,7 +117,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const admin = new Admin({ cache, adminToken: opts.adminToken, log });
 
   // ---- handlers (edge/routes.ts) ---------------------------------------------------------
-  const handle = edgeRoutes({ id, log, tokens, upstream, cache, metrics, admin, negativeTtlMs: opts.negativeTtlMs ?? 2_000, state });
+  const routes = edgeRoutes({ id, log, tokens, upstream, cache, metrics, admin, negativeTtlMs: opts.negativeTtlMs ?? 2_000 });
 
   // ---- lifecycle -------------------------------------------------------------------------
   const server = createServer(
@@ -129,7 +128,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       // How often Node looks for connections past headersTimeout/requestTimeout.
       connectionsCheckingInterval: Math.min(1_000, opts.headersTimeoutMs ?? 1_000),
     },
-    handle,
+    routes.handle,
   );
   server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 5_000;
   server.maxHeadersCount = 100;
@@ -167,7 +166,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       region: opts.region,
       capacityBytes: opts.capacityBytes,
       usedBytes: cache.bytes,
-      inFlight: state.inFlight,
+      inFlight: routes.inFlight,
       rps: Math.round(((metrics.requestCount - last.requests) / dt) * 10) / 10,
       egressBps: Math.round(((metrics.bytesServed - last.bytes) * 8) / dt),
       healthy,
@@ -179,7 +178,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     return hb;
   };
   const heartbeat = steeringUrls.length
-    ? new Heartbeat({ steeringUrls, intervalMs: opts.heartbeatIntervalMs ?? 1_000, build: () => buildHeartbeat(!state.draining), log })
+    ? new Heartbeat({ steeringUrls, intervalMs: opts.heartbeatIntervalMs ?? 1_000, build: () => buildHeartbeat(!routes.draining), log })
     : undefined;
   heartbeat?.start();
 
@@ -210,11 +209,11 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     metrics,
     server,
     get inFlight() {
-      return state.inFlight;
+      return routes.inFlight;
     },
     close() {
       closing ??= (async () => {
-        state.draining = true;
+        routes.drain();
         admin.close();
         await heartbeat?.stop(buildHeartbeat(false));
         await closeServer(server, opts.drainTimeoutMs ?? 10_000);
