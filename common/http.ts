@@ -48,6 +48,18 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(data);
 }
 
+/** A plain-text body (not for errors: every 4xx/5xx goes through sendError). */
+export function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
+  const data = text.endsWith('\n') ? text : `${text}\n`;
+  res.writeHead(status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(data),
+    'cache-control': 'no-store',
+    ...headers,
+  });
+  res.end(data);
+}
+
 // ---- errors ----------------------------------------------------------------------------------
 
 /** The one error body of every service: `{"error": {"code", "message", "details"?}}`, message on one line. */

@@ -325,7 +325,9 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
 
   function fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
     const status = sendError(res, err);
-    if (status >= 500 && status !== 503) log.error({ err: describeError(err), url: req.url?.slice(0, 200) }, 'request failed');
+    // A broken upstream (502, 504) or no edge (503) is the world's state, not a steering fault.
+    if (status === 502 || status === 504) log.warn({ err: describeError(err), url: req.url?.slice(0, 200) }, 'upstream failed');
+    else if (status >= 500 && status !== 503) log.error({ err: describeError(err), url: req.url?.slice(0, 200) }, 'request failed');
     else if (debug) log.debug({ err: describeError(err), url: req.url?.slice(0, 200), status }, 'request refused');
   }
 

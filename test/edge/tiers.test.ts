@@ -1,7 +1,18 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EdgeHeartbeat, FillJob, FillJobSummary, PurgeResponse, SteerResponse } from '../../common/contracts.ts';
+import { Value } from '@sinclair/typebox/value';
+import {
+  type EdgeHeartbeat,
+  type FillJob,
+  FillJobListSchema,
+  FillJobSchema,
+  type FillJobSummary,
+  FillJobSummarySchema,
+  type PurgeResponse,
+  PurgeResponseSchema,
+  type SteerResponse,
+} from '../../common/contracts.ts';
 import { listen, waitFor } from '../../common/http.ts';
 import { signPath, withToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
@@ -101,6 +112,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     const res = await post(`${edge.url}/admin/fill`, { title: 'film', bytesPerSecond: '1GB', wait: true }, auth);
     expect(res.status).toBe(200);
     const job = JSON.parse(res.body.toString()) as FillJob;
+    expect(Value.Check(FillJobSchema, job)).toBe(true);
     expect(job).toMatchObject({ state: 'done', keys: 7, done: 7, failed: [] });
     const all = [
       '/vod/film/master.m3u8',
@@ -118,7 +130,10 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     // A fill without wait answers 202 at once; cached keys are not fetched again.
     const again = await post(`${edge.url}/admin/fill`, { keys: ['vod/film/730k/seg-00000.ts', '/vod/film/nope.ts'] }, auth);
     expect(again.status).toBe(202);
-    const id = (JSON.parse(again.body.toString()) as FillJobSummary).id;
+    const summary = JSON.parse(again.body.toString()) as FillJobSummary;
+    expect(Value.Check(FillJobSummarySchema, summary)).toBe(true);
+    const id = summary.id;
+    expect(Value.Check(FillJobListSchema, JSON.parse((await get(`${edge.url}/admin/fill`, auth)).body.toString()))).toBe(true);
     const done = await waitFor(
       async () => {
         const j = JSON.parse((await get(`${edge.url}/admin/fill/${id}`, auth)).body.toString()) as FillJob;
@@ -129,6 +144,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     expect(done).toMatchObject({ keys: 2, done: 2, alreadyCached: 1, failed: [{ key: '/vod/film/nope.ts', reason: 'not found' }] });
 
     const hard = await post(`${edge.url}/admin/purge`, { prefix: '/vod/film/730k/' }, auth);
+    expect(Value.Check(PurgeResponseSchema, JSON.parse(hard.body.toString()))).toBe(true);
     expect(JSON.parse(hard.body.toString()) as PurgeResponse).toEqual({ prefix: '/vod/film/730k/', soft: false, purged: 3 });
     expect(edge.cache.has('/vod/film/730k/seg-00000.ts')).toBe(false);
     expect(edge.cache.has('/vod/film/2000k/init.mp4')).toBe(true);

@@ -2,7 +2,8 @@ import * as HLS from 'hls-parser';
 import { pino } from 'pino';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EdgeList, HeartbeatAck, SteerResponse } from '../../common/contracts.ts';
+import { Value } from '@sinclair/typebox/value';
+import { type EdgeList, EdgeListSchema, type HeartbeatAck, type SteerResponse, SteerResponseSchema } from '../../common/contracts.ts';
 import { readMetric } from '../../common/metrics.ts';
 import { verifyToken } from '../../common/token.ts';
 import { pathwayPriority, readSteeringTags, type SteeringManifest } from '../../steering/content-steering.ts';
@@ -88,6 +89,7 @@ describe('steering server (heartbeats from the test, no probes)', () => {
       expect({ status: r.status, json: r.json }).toEqual({ status: 200, json: { ok: true, id, state: 'up' } satisfies HeartbeatAck });
     }
     const list = (await get(`${st.url}/v1/edges`)).json() as EdgeList;
+    expect(Value.Check(EdgeListSchema, list)).toBe(true);
     expect(list.edges.map((e) => [e.id, e.healthy, e.region])).toEqual([
       ['e-east', true, 'us-east'],
       ['eu-1', true, 'eu-west'],
@@ -101,6 +103,8 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     const r = await get(`${st.url}/v1/steer?title=title-0003&region=us-west&isp=isp-a&session=s-123`);
     expect(r.status).toBe(200);
     const body = r.json() as SteerResponse;
+    // The answer is assembled by hand for speed: it must still be exactly the contract.
+    expect(Value.Check(SteerResponseSchema, body)).toBe(true);
     expect(body).toMatchObject({ sessionId: 's-123', title: 'title-0003', policy: 'hrw-bounded', site: 'us-west' });
     expect(body.edges.map((e) => e.region)).toEqual(['us-west', 'us-west', 'us-east', 'eu-west']);
     expect(body.edges.map((e) => e.reason)).toEqual(['site+hash', 'site+hash', 'backup-site+hash', 'backup-site+hash']);

@@ -9,7 +9,8 @@ import type { TopicNames } from '../../telemetry/kafka.ts';
 import { createProducer, type KafkaEventProducer } from '../../telemetry/producer.ts';
 import { verify } from '../../telemetry/verify.ts';
 import { expectErrorBody } from '../error-body.ts';
-import type { QoeResponse } from '../../common/contracts.ts';
+import { Value } from '@sinclair/typebox/value';
+import { type QoeResponse, QoeResponseSchema } from '../../common/contracts.ts';
 import { brokers, dataset, EXPECTED, exactQuantiles, freshTopics, produceDataset, qoe, readTopic, settled, T0, type Dataset } from './helpers.ts';
 
 const WINDOW = { windowMs: 10_000, graceMs: 1_000, idleMs: 2_000, provisionalMs: 200, tickMs: 100 };
@@ -106,6 +107,7 @@ describe('QoE pipeline: producer → real Kafka → aggregator', () => {
 
   it('rolls up to 1 minute windows and honours last=', async () => {
     const m = await qoe(agg.url, { by: 'all', window: '1m' });
+    expect(Value.Check(QoeResponseSchema, m)).toBe(true);
     expect(m.windows).toHaveLength(1);
     expect(m.windows[0]!.rows[0]!.events).toBe(EXPECTED.all.events);
     const last = await qoe(agg.url, { by: 'all', window: '10s', last: '10s' });
