@@ -200,7 +200,7 @@ export function registerPlay(program: Command): void {
     if (cfg.steering && cfg.edge && cfg.edge.length > 0) problems.push('--steering and --edge are alternatives: pick one');
     if (!cfg.virtual && !cfg.steering && !(cfg.edge && cfg.edge.length > 0))
       problems.push(
-        `no steering: none given by --steering, OCDN_STEERING_URL or ${stateFile(ctx.dir)}; ${START_HINT}, or pass --steering URL, --edge URL or --virtual`,
+        `no steering: none given by --steering, OCDN_STEERING_URL or ${stateFile(ctx.dir)}; ${START_HINT}, or give --steering URL or --edge URL (or --virtual)`,
       );
     for (const e of cfg.edge ?? []) if (!/^https?:\/\/[^/]+/.test(e)) problems.push(`--edge: "${e}" is not an http(s) URL`);
     try {

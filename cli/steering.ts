@@ -5,6 +5,7 @@ import { DEFAULT_PORTS, readContext } from '../common/cluster-context.ts';
 import { addDirOption, loadCommandConfig, unreachable } from '../common/command-config.ts';
 import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
 import type { SteerResponse } from '../common/contracts.ts';
+import { errorMessage } from '../common/http.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
@@ -161,22 +162,16 @@ export function registerSteering(program: Command): void {
       throw unreachable(ErrorCodes.NO_EDGE, 'steering', steerSpec, cfg, 'steering', ctx, err);
     }
     if (status !== 200) {
-      let reason = text.trim();
-      try {
-        reason = (JSON.parse(text) as { reason?: string }).reason ?? reason;
-      } catch {
-        // not JSON: the text is the reason
-      }
       throw new OcdnError(
         status === 404 ? ErrorCodes.NOT_FOUND : status === 400 ? ErrorCodes.USAGE : ErrorCodes.NO_EDGE,
-        `steering answered ${status}: ${reason.slice(0, 300)}`,
+        `steering answered ${status}: ${errorMessage(text).slice(0, 300)}`,
       );
     }
     if (flags.json) {
       process.stdout.write(`${text.trim()}\n`);
       return;
     }
-    const body = JSON.parse(text) as SteerResponse & { site?: string };
+    const body = JSON.parse(text) as SteerResponse;
     const rows = body.edges.map((e, i) => [i + 1, e.id, e.region, e.reason, e.score.toFixed(4), e.url]);
     process.stdout.write(`${renderTable(['#', 'edge', 'region', 'reason', 'score', 'url'], rows)}\n`);
     process.stdout.write(

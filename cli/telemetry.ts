@@ -2,14 +2,15 @@ import type { Command } from 'commander';
 import { DEFAULT_PORTS } from '../common/cluster-context.ts';
 import { addDirOption, explain, loadCommandConfig } from '../common/command-config.ts';
 import type { ConfigOf } from '../common/config.ts';
+import type { QoeMetrics, QoeResponse, QoeResult, QoeRow } from '../common/contracts.ts';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
+import { errorMessage } from '../common/http.ts';
 import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { parseDuration } from '../common/units.ts';
 import { startAggregator } from '../telemetry/aggregator.ts';
 import { DEFAULT_BROKERS, topicNames } from '../telemetry/kafka.ts';
-import { DIMENSIONS, type QoeMetrics } from '../telemetry/merge.ts';
-import type { QoeResult, QoeRow } from '../telemetry/view.ts';
+import { DIMENSIONS } from '../telemetry/merge.ts';
 import { verify } from '../telemetry/verify.ts';
 import { renderTable } from '../common/table.ts';
 
@@ -36,7 +37,7 @@ const qoeSpec = {
 } as const;
 
 /** A qoe command's config (cluster context behind flags) and its query, whose failure says what it tried. */
-function qoeQuery<S extends typeof qoeSpec>(spec: S, flags: Record<string, unknown>): { cfg: ConfigOf<S>; query: () => Promise<QoeResult> } {
+function qoeQuery<S extends typeof qoeSpec>(spec: S, flags: Record<string, unknown>): { cfg: ConfigOf<S>; query: () => Promise<QoeResponse> } {
   const { cfg, ctx } = loadCommandConfig(spec, flags);
   const q = cfg as ConfigOf<typeof qoeSpec>;
   const query = () =>
@@ -46,7 +47,7 @@ function qoeQuery<S extends typeof qoeSpec>(spec: S, flags: Record<string, unkno
   return { cfg, query };
 }
 
-export async function fetchQoe(url: string, q: { by: string; windowMs: number; lastMs?: number; from?: number; to?: number }): Promise<QoeResult> {
+export async function fetchQoe(url: string, q: { by: string; windowMs: number; lastMs?: number; from?: number; to?: number }): Promise<QoeResponse> {
   const params = new URLSearchParams({ by: q.by, window: `${q.windowMs}ms` });
   if (q.lastMs !== undefined) params.set('last', `${q.lastMs}ms`);
   if (q.from !== undefined) params.set('from', String(q.from));
@@ -60,8 +61,8 @@ export async function fetchQoe(url: string, q: { by: string; windowMs: number; l
       `no aggregator answers at ${url}: ${((err as Error).cause as { code?: string } | undefined)?.code ?? describeError(err)}`,
     );
   }
-  if (!res.ok) throw new OcdnError(ErrorCodes.BAD_REQUEST, `aggregator at ${url} answered ${res.status}: ${(await res.text()).trim()}`);
-  return (await res.json()) as QoeResult;
+  if (!res.ok) throw new OcdnError(ErrorCodes.BAD_REQUEST, `aggregator at ${url} answered ${res.status}: ${errorMessage(await res.text())}`);
+  return (await res.json()) as QoeResponse;
 }
 
 const pct = (v: number | null) => (v === null ? '-' : `${(v * 100).toFixed(2)}%`);

@@ -1,78 +1,183 @@
 /**
- * Wire contracts between parts (DESIGN.md §2), in one place so edge, steering, player-sim and
- * the cluster scripts agree by construction. Runtime validation lives with the receiver.
+ * Wire contracts between parts (DESIGN.md §2), in one place so edge, steering, aggregator,
+ * player-sim, the CLI and the tests agree by construction. Each body is ONE TypeBox schema: its
+ * TypeScript type is `Static<typeof XSchema>` and its JSON Schema is the value itself, which a
+ * receiver compiles once (common/http.ts bodyValidator) and checks every body it accepts against.
+ *
+ * A schema's `description` is the reason a receiver gives when that field is wrong ("id: must
+ * be …"), so it reads as a requirement.
  */
+import { type Static, type TSchema, Type } from '@sinclair/typebox';
+import { ErrorCodes } from './errors.ts';
+import type { QoeEvent } from '../telemetry/events.ts';
 
-/** POST /v1/edges/heartbeat, sent by every edge once a second. */
-export interface EdgeHeartbeat {
-  id: string;
-  /** Base URL players use, e.g. http://127.0.0.1:8401 (no trailing slash). */
-  url: string;
-  region: string;
-  capacityBytes: number;
-  usedBytes: number;
-  inFlight: number;
-  /** Requests per second over the last interval. */
-  rps: number;
-  /** Egress bits per second over the last interval. */
-  egressBps: number;
-  healthy: boolean;
-  /** Titles with at least one object in cache (compact inventory). */
-  titles: string[];
-  /** Edge's own clock, ms since epoch. */
-  ts: number;
-  /** Optional: parent/shield URL, when this edge is a child tier. */
-  parent?: string;
-}
+// ---- building blocks ---------------------------------------------------------------------
+
+/** Edge ids, regions, sites: what appears in metric labels and Cache-Status. */
+export const LABEL_PATTERN = '^[A-Za-z0-9._-]{1,64}$';
+const Label = (what = 'must be 1-64 characters of A-Z a-z 0-9 . _ -') => Type.String({ pattern: LABEL_PATTERN, description: what });
+/**
+ * An absolute http(s) base URL: a host name or [IPv6] literal, an optional port and path, no
+ * user info, query or fragment (receivers append paths to it).
+ */
+export const HTTP_URL_PATTERN = '^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9._~-]{1,253}|\\[[0-9A-Fa-f:.]{2,45}\\])(?::[0-9]{1,5})?(?:/[^\\s?#]*)?$';
+const HttpUrl = (what = 'must be an absolute http(s) URL') => Type.String({ maxLength: 2048, pattern: HTTP_URL_PATTERN, description: what });
+const Count = Type.Number({ minimum: 0, description: 'must be a finite number ≥ 0' });
+const Flag = Type.Boolean({ description: 'must be true or false' });
+const NumberOrNull = Type.Union([Type.Number(), Type.Null()]);
+const TITLE_ID_PATTERN = '^[A-Za-z0-9._-]{1,128}$';
+
+// ---- errors: every 4xx/5xx of every service -----------------------------------------------
+
+export const ErrorBodySchema = Type.Object({
+  error: Type.Object({
+    /** Stable: match on this (common/errors.ts). */
+    code: Type.Enum(ErrorCodes),
+    /** One line for people; may change. */
+    message: Type.String({ maxLength: 1_000 }),
+    /** Extra facts (never secrets), e.g. the list of problems of an invalid body. */
+    details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  }),
+});
+export type ErrorBody = Static<typeof ErrorBodySchema>;
+
+// ---- POST /v1/edges/heartbeat (edge → steering, once a second) ------------------------------
+
+/** Bounds the receiver keeps: a heartbeat lists at most this many titles, each this long. */
+export const HEARTBEAT_LIMITS = { maxTitles: 1_000_000, maxTitleLength: 256, maxBodyBytes: 8 << 20 } as const;
+
+export const EdgeHeartbeatSchema = Type.Object(
+  {
+    id: Label('must be 1-64 characters of A-Z a-z 0-9 . _ -'),
+    /** Base URL players use, e.g. http://127.0.0.1:8401 (no trailing slash). */
+    url: HttpUrl(),
+    region: Label('must be 1-64 characters of A-Z a-z 0-9 . _ -'),
+    capacityBytes: Count,
+    usedBytes: Count,
+    inFlight: Count,
+    /** Requests per second over the last interval. */
+    rps: Count,
+    /** Egress bits per second over the last interval. */
+    egressBps: Count,
+    healthy: Flag,
+    /** Titles with at least one object in cache (compact inventory). */
+    titles: Type.Array(
+      Type.String({
+        minLength: 1,
+        maxLength: HEARTBEAT_LIMITS.maxTitleLength,
+        description: `every entry must be a non-empty string of at most ${HEARTBEAT_LIMITS.maxTitleLength} characters`,
+      }),
+      { maxItems: HEARTBEAT_LIMITS.maxTitles, description: 'must be an array of title ids' },
+    ),
+    /** Edge's own clock, ms since epoch. */
+    ts: Count,
+    /** Optional: parent/shield URL, when this edge is a child tier. */
+    parent: Type.Optional(HttpUrl('must be an absolute http(s) URL when present')),
+  },
+  { description: 'must be a JSON object' },
+);
+export type EdgeHeartbeat = Static<typeof EdgeHeartbeatSchema>;
+
+export const EdgeStateSchema = Type.Union([Type.Literal('up'), Type.Literal('down')]);
+export type EdgeState = Static<typeof EdgeStateSchema>;
+
+/** Steering's answer to a heartbeat it accepted. */
+export const HeartbeatAckSchema = Type.Object({ ok: Type.Literal(true), id: Type.String(), state: EdgeStateSchema });
+export type HeartbeatAck = Static<typeof HeartbeatAckSchema>;
+
+// ---- GET /v1/steer?title=&region=&isp=&session=&policy= -------------------------------------
 
 /** One ranked edge in a steering answer; `url` is the signed master playlist URL on that edge. */
-export interface SteeredEdge {
-  id: string;
-  url: string;
-  region: string;
-  reason: string;
-  score: number;
-}
+export const SteeredEdgeSchema = Type.Object({
+  id: Type.String(),
+  url: Type.String(),
+  region: Type.String(),
+  /** Why the policy put this edge here, e.g. "site+hash", "backup-site+overload-skip". */
+  reason: Type.String(),
+  score: Type.Number(),
+});
+export type SteeredEdge = Static<typeof SteeredEdgeSchema>;
 
-/** GET /v1/steer answer. */
-export interface SteerResponse {
-  sessionId: string;
-  title: string;
-  policy: string;
+export const SteerResponseSchema = Type.Object({
+  sessionId: Type.String(),
+  title: Type.String(),
+  policy: Type.String(),
+  /** The client's site (from ?region= or its source address through the coverage zones). */
+  site: Type.String(),
   /** Token expiry, ms since epoch. */
-  expiresAt: number;
-  edges: SteeredEdge[];
-}
+  expiresAt: Type.Number(),
+  edges: Type.Array(SteeredEdgeSchema),
+});
+export type SteerResponse = Static<typeof SteerResponseSchema>;
 
-/** catalog.json at the bucket root. */
-export interface CatalogRendition {
-  name: string; // e.g. "730k"
-  bandwidth: number; // bits/s (peak, as in BANDWIDTH)
-  averageBandwidth: number; // bits/s
-  width: number;
-  height: number;
-  codecs: string;
-}
+// ---- GET /v1/edges ---------------------------------------------------------------------------
 
-export interface CatalogTitle {
-  id: string; // e.g. "title-0001"
-  durationSec: number;
-  segmentSec: number;
-  segments: number;
+/** One row of GET /v1/edges. */
+export const EdgeStatusSchema = Type.Object({
+  id: Type.String(),
+  url: Type.String(),
+  region: Type.String(),
+  state: EdgeStateSchema,
+  healthy: Type.Boolean(),
+  /** Why the edge is down (or "ok"). */
+  reason: Type.String(),
+  /** ms since epoch of the last state change. */
+  since: Type.Number(),
+  lastHeartbeatAgoMs: Type.Number(),
+  load: Type.Number(),
+  steeredSinceHeartbeat: Type.Number(),
+  capacityBytes: Type.Number(),
+  usedBytes: Type.Number(),
+  inFlight: Type.Number(),
+  rps: Type.Number(),
+  egressBps: Type.Number(),
+  titles: Type.Number(),
+  demoted: Type.Boolean(),
+  parent: Type.Optional(Type.String()),
+  lastProbe: Type.Optional(Type.Object({ agoMs: Type.Number(), ok: Type.Boolean(), error: Type.Optional(Type.String()) })),
+});
+export type EdgeStatus = Static<typeof EdgeStatusSchema>;
+
+export const EdgeListSchema = Type.Object({ edges: Type.Array(EdgeStatusSchema) });
+export type EdgeList = Static<typeof EdgeListSchema>;
+
+// ---- GET /v1/catalog (steering) = catalog.json at the bucket root ---------------------------
+
+export const CatalogRenditionSchema = Type.Object({
+  /** e.g. "730k" */
+  name: Type.String(),
+  /** bits/s (peak, as in BANDWIDTH) */
+  bandwidth: Type.Number(),
+  /** bits/s */
+  averageBandwidth: Type.Number(),
+  width: Type.Number(),
+  height: Type.Number(),
+  codecs: Type.String(),
+});
+export type CatalogRendition = Static<typeof CatalogRenditionSchema>;
+
+export const CatalogTitleSchema = Type.Object({
+  /** e.g. "title-0001" */
+  id: Type.String({ pattern: TITLE_ID_PATTERN }),
+  durationSec: Type.Number(),
+  segmentSec: Type.Number(),
+  segments: Type.Integer({ minimum: 0 }),
   /** 1 = most popular; a Zipf draw over ranks picks what players watch. */
-  popularityRank: number;
-  renditions: CatalogRendition[];
-  mode: 'synthetic' | 'ffmpeg';
+  popularityRank: Type.Integer({ minimum: 1 }),
+  renditions: Type.Array(CatalogRenditionSchema),
+  mode: Type.Union([Type.Literal('synthetic'), Type.Literal('ffmpeg')]),
   /** fmp4 titles have init.mp4 + .m4s segments; ts titles .ts segments. */
-  container: 'ts' | 'fmp4';
-}
+  container: Type.Union([Type.Literal('ts'), Type.Literal('fmp4')]),
+});
+export type CatalogTitle = Static<typeof CatalogTitleSchema>;
 
-export interface Catalog {
-  version: 1;
-  generatedAt: string;
-  ladder: string;
-  titles: CatalogTitle[];
-}
+export const CatalogSchema = Type.Object({
+  version: Type.Literal(1),
+  generatedAt: Type.String(),
+  ladder: Type.String(),
+  titles: Type.Array(CatalogTitleSchema),
+});
+export type Catalog = Static<typeof CatalogSchema>;
 
 export const CATALOG_KEY = 'catalog.json';
 
@@ -83,3 +188,203 @@ export const contentKeys = {
     `vod/${title}/${rendition}/seg-${String(index).padStart(5, '0')}.${ext}`,
   init: (title: string, rendition: string) => `vod/${title}/${rendition}/init.mp4`,
 };
+
+// ---- GET /v1/qoe?by=&window=&last=&from=&to=&value=&final= (aggregator) ----------------------
+
+export const QoeDimensionSchema = Type.Union([
+  Type.Literal('all'),
+  Type.Literal('edge'),
+  Type.Literal('title'),
+  Type.Literal('region'),
+  Type.Literal('isp'),
+  Type.Literal('device'),
+  Type.Literal('abr'),
+]);
+
+/** What the API and CLI show for a (merged) aggregate: raw sums plus the derived QoE metrics. */
+export const QoeMetricsSchema = Type.Object({
+  events: Type.Number(),
+  /** Sessions started in the window. */
+  sessions: Type.Number(),
+  sessionEnds: Type.Number(),
+  vstP50Ms: NumberOrNull,
+  vstP95Ms: NumberOrNull,
+  vstP99Ms: NumberOrNull,
+  vstMeanMs: NumberOrNull,
+  startups: Type.Number(),
+  startFailures: Type.Number(),
+  /** Start failures / session ends. */
+  startFailureRate: NumberOrNull,
+  exitsBeforeStart: Type.Number(),
+  ebvsRate: NumberOrNull,
+  playS: Type.Number(),
+  stallS: Type.Number(),
+  /** Σstall / Σ(play + stall), from session ends. */
+  rebufferRatio: NumberOrNull,
+  stalls: Type.Number(),
+  /** stall_start events per played minute. */
+  stallsPerMin: NumberOrNull,
+  /** Time-weighted, bits/s. */
+  avgBitrate: NumberOrNull,
+  switches: Type.Number(),
+  /** Σ session_end.switches per played minute. */
+  switchesPerMin: NumberOrNull,
+  errors: Type.Number(),
+  fatalErrors: Type.Number(),
+  /** Sessions ended by an error / session ends. */
+  errorRate: NumberOrNull,
+  failovers: Type.Number(),
+  segments: Type.Number(),
+  cacheHitRatio: NumberOrNull,
+  segmentBytes: Type.Number(),
+  /** Σ session_end.bytes */
+  sessionBytes: Type.Number(),
+  ttfbMeanMs: NumberOrNull,
+  duplicates: Type.Number(),
+  late: Type.Number(),
+});
+export type QoeMetrics = Static<typeof QoeMetricsSchema>;
+
+export const QoeRowSchema = Type.Composite([Type.Object({ value: Type.String() }), QoeMetricsSchema]);
+export type QoeRow = Static<typeof QoeRowSchema>;
+
+export const QoeWindowSchema = Type.Object({ start: Type.Number(), end: Type.Number(), final: Type.Boolean(), rows: Type.Array(QoeRowSchema) });
+export type QoeWindow = Static<typeof QoeWindowSchema>;
+
+/** What the read side computes for a query (telemetry/view.ts). */
+export const QoeResultSchema = Type.Object({
+  by: QoeDimensionSchema,
+  windowMs: Type.Number(),
+  from: NumberOrNull,
+  to: NumberOrNull,
+  generatedAt: Type.Number(),
+  /** Partitions that contributed records in the range. */
+  partitions: Type.Array(Type.Number()),
+  windows: Type.Array(QoeWindowSchema),
+  /** Each value merged over the whole range. */
+  totals: Type.Array(QoeRowSchema),
+});
+export type QoeResult = Static<typeof QoeResultSchema>;
+
+/** The GET /v1/qoe body: the result plus the aggregator's window settings. */
+export const QoeResponseSchema = Type.Composite([QoeResultSchema, Type.Object({ baseWindowMs: Type.Number(), graceMs: Type.Number() })]);
+export type QoeResponse = Static<typeof QoeResponseSchema>;
+
+// ---- POST /v1/events (browser players → ingest → Kafka) ------------------------------------
+
+/**
+ * navigator.sendBeacon caps a body at 64 KiB and sends strings as text/plain (no CORS
+ * preflight), so the ingest takes a JSON body of that size whatever its content type.
+ */
+export const EVENT_BATCH_LIMITS = { maxEvents: 200, maxBodyBytes: 64 * 1024 } as const;
+
+/**
+ * Each event is checked one by one against its type's schema (telemetry/validate.ts) so a bad
+ * event goes to the DLQ with its reason while the good ones of the batch still count; the
+ * batch schema bounds the count and requires objects.
+ */
+const QoeEventItem = Type.Unsafe<QoeEvent>(Type.Object({}, { description: 'every event must be a JSON object (a QoE event, telemetry/events.ts)' }));
+
+export const EventBatchSchema = Type.Object(
+  {
+    events: Type.Array(QoeEventItem, {
+      minItems: 1,
+      maxItems: EVENT_BATCH_LIMITS.maxEvents,
+      description: `must be an array of 1-${EVENT_BATCH_LIMITS.maxEvents} QoE events`,
+    }),
+  },
+  { description: 'must be a JSON object {"events": [...]}' },
+);
+export type EventBatch = Static<typeof EventBatchSchema>;
+
+/** The ingest's answer: how many events it took (invalid ones included: they go to the DLQ). */
+export const EventBatchAckSchema = Type.Object({ accepted: Type.Integer({ minimum: 0 }), invalid: Type.Integer({ minimum: 0 }) });
+export type EventBatchAck = Static<typeof EventBatchAckSchema>;
+
+// ---- edge admin: POST /admin/fill, GET /admin/fill[/<id>], POST /admin/purge ----------------
+
+export const ADMIN_LIMITS = { maxFillKeys: 100_000, maxKeyLength: 1_024, fillBodyBytes: 4 << 20, purgeBodyBytes: 64 * 1024 } as const;
+
+export const FillRequestSchema = Type.Object(
+  {
+    /** Object keys, e.g. "/vod/title-0001/730k/seg-00000.ts" (leading slash optional). */
+    keys: Type.Optional(
+      Type.Array(Type.String({ maxLength: ADMIN_LIMITS.maxKeyLength, description: 'every key must be a string (a /vod/... path)' }), {
+        maxItems: ADMIN_LIMITS.maxFillKeys,
+        description: 'must be an array of strings',
+      }),
+    ),
+    /** A whole title, followed through its playlists. */
+    title: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$', description: 'must be a title id like "title-0001"' })),
+    /** Bytes per second pulled from upstream: a number or a size like "50MB". */
+    bytesPerSecond: Type.Optional(
+      Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.String({ maxLength: 32 })], {
+        description: 'must be a positive number or a size like "50MB"',
+      }),
+    ),
+    /** Answer when the fill is done (200) instead of when it started (202). */
+    wait: Type.Optional(Flag),
+  },
+  { description: 'must be a JSON object {"keys": [...]} or {"title": "..."}' },
+);
+export type FillRequest = Static<typeof FillRequestSchema>;
+
+const FillState = Type.Union([Type.Literal('running'), Type.Literal('done'), Type.Literal('failed'), Type.Literal('cancelled')]);
+
+export const FillJobSchema = Type.Object({
+  id: Type.String(),
+  title: Type.Optional(Type.String()),
+  state: FillState,
+  bytesPerSecond: Type.Number(),
+  /** Keys to fill; grows while a title's playlists are read. */
+  keys: Type.Number(),
+  done: Type.Number(),
+  /** Keys that were already fresh in the cache. */
+  alreadyCached: Type.Number(),
+  bytesFetched: Type.Number(),
+  failed: Type.Array(Type.Object({ key: Type.String(), reason: Type.String() })),
+  error: Type.Optional(Type.String()),
+  startedAt: Type.String(),
+  finishedAt: Type.Optional(Type.String()),
+});
+export type FillJob = Static<typeof FillJobSchema>;
+
+/** A job in lists and in the 202 answer: the failures counted, not listed. */
+export const FillJobSummarySchema = Type.Composite([Type.Omit(FillJobSchema, ['failed']), Type.Object({ failed: Type.Number() })]);
+export type FillJobSummary = Static<typeof FillJobSummarySchema>;
+
+export const FillJobListSchema = Type.Object({ jobs: Type.Array(FillJobSummarySchema) });
+export type FillJobList = Static<typeof FillJobListSchema>;
+
+export const PurgeRequestSchema = Type.Object(
+  {
+    /** Under /vod/ (leading slash optional); no "." or ".." segments. */
+    prefix: Type.String({
+      maxLength: ADMIN_LIMITS.maxKeyLength,
+      pattern: '^(?!(?:.*/)?\\.\\.?(?:/|$))/?vod/[A-Za-z0-9._/-]*$',
+      description: 'must be under /vod/ and use only A-Z a-z 0-9 . _ - / (e.g. "/vod/title-0001/")',
+    }),
+    /** Soft: mark stale (revalidate, keep for stale-if-error) instead of dropping. */
+    soft: Type.Optional(Flag),
+  },
+  { description: 'must be a JSON object {"prefix": "/vod/...", "soft": false}' },
+);
+export type PurgeRequest = Static<typeof PurgeRequestSchema>;
+
+export const PurgeResponseSchema = Type.Object({ prefix: Type.String(), soft: Type.Boolean(), purged: Type.Integer({ minimum: 0 }) });
+export type PurgeResponse = Static<typeof PurgeResponseSchema>;
+
+/** Every contract, by the API that carries it (docs, other-language clients, the contract tests). */
+export const CONTRACTS = {
+  'POST /v1/edges/heartbeat': { request: EdgeHeartbeatSchema, response: HeartbeatAckSchema },
+  'GET /v1/steer': { response: SteerResponseSchema },
+  'GET /v1/edges': { response: EdgeListSchema },
+  'GET /v1/catalog': { response: CatalogSchema },
+  'GET /v1/qoe': { response: QoeResponseSchema },
+  'POST /v1/events': { request: EventBatchSchema, response: EventBatchAckSchema },
+  'POST /admin/fill': { request: FillRequestSchema, response: Type.Union([FillJobSummarySchema, FillJobSchema]) },
+  'GET /admin/fill': { response: FillJobListSchema },
+  'GET /admin/fill/{id}': { response: FillJobSchema },
+  'POST /admin/purge': { request: PurgeRequestSchema, response: PurgeResponseSchema },
+  '* (any 4xx/5xx)': { response: ErrorBodySchema },
+} satisfies Record<string, { request?: TSchema; response: TSchema }>;

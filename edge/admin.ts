@@ -1,7 +1,18 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { ErrorCodes, OcdnError, describeError, isOcdnError } from '../common/errors.ts';
-import { readJsonBody, sendJson, sendText } from '../common/http.ts';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  ADMIN_LIMITS,
+  type FillJob,
+  type FillJobList,
+  type FillJobSummary,
+  type FillRequest,
+  FillRequestSchema,
+  type PurgeRequest,
+  PurgeRequestSchema,
+  type PurgeResponse,
+} from '../common/contracts.ts';
+import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
+import { bodyValidator, readBody, sendError, sendJson, sendMethodNotAllowed, statusOf } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import { parseBytes } from '../common/units.ts';
 import { bearerMatches } from './auth.ts';
@@ -10,27 +21,16 @@ import { checkPath } from './path.ts';
 
 export const DEFAULT_FILL_RATE = 20_000_000; // bytes/s: a fill must never starve live traffic
 const MAX_RUNNING_JOBS = 4;
-const MAX_KEYS = 100_000;
 const KEPT_JOBS = 50;
 
-export interface FillJob {
-  id: string;
-  title: string | undefined;
-  state: 'running' | 'done' | 'failed' | 'cancelled';
-  bytesPerSecond: number;
-  /** Keys to fill; grows while a title's playlists are read. */
-  keys: number;
-  done: number;
-  /** Keys that were already fresh in the cache. */
-  alreadyCached: number;
-  bytesFetched: number;
-  failed: { key: string; reason: string }[];
-  error?: string;
-  startedAt: string;
-  finishedAt?: string;
-}
+export type { FillJob } from '../common/contracts.ts';
 
-interface FillRequest {
+// The wire contracts (common/contracts.ts), compiled once.
+const checkFill = bodyValidator(FillRequestSchema, 'fill request');
+const checkPurge = bodyValidator(PurgeRequestSchema, 'purge request');
+
+/** A fill request once its keys are checked and normalised. */
+interface FillPlan {
   keys: string[];
   title: string | undefined;
   bytesPerSecond: number;
@@ -51,26 +51,35 @@ export class Admin {
 
   constructor(private readonly opts: { cache: EdgeCache; adminToken: string | undefined; log: Logger }) {}
 
-  async handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    if (this.opts.adminToken === undefined) return sendText(res, 403, 'forbidden: admin API disabled (start the edge with --admin-token)');
-    if (!bearerMatches(req.headers.authorization, this.opts.adminToken)) {
-      return sendText(res, 401, 'unauthorized: admin token required (Authorization: Bearer <token>)', { 'www-authenticate': 'Bearer realm="ocdn-edge-admin"' });
-    }
+  async handle(req: IncomingMessage, res: ServerResponse, path: string, headers: Record<string, string> = {}): Promise<void> {
     try {
-      if (path === '/admin/purge' && req.method === 'POST') return sendJson(res, 200, this.purge(await readJsonBody(req, 64 * 1024)));
-      if (path === '/admin/fill' && req.method === 'POST') return await this.startFill(res, parseFill(await readJsonBody(req, 4 << 20)));
-      if (path === '/admin/fill' && req.method === 'GET') return sendJson(res, 200, { jobs: [...this.jobs.values()].map(summary) });
-      if (path.startsWith('/admin/fill/') && req.method === 'GET') {
-        const job = this.jobs.get(path.slice('/admin/fill/'.length));
-        return job ? sendJson(res, 200, job) : sendText(res, 404, 'no such fill job');
+      if (this.opts.adminToken === undefined) throw new OcdnError(ErrorCodes.FORBIDDEN, 'admin API disabled (start the edge with --admin-token)');
+      if (!bearerMatches(req.headers.authorization, this.opts.adminToken)) {
+        const err = new OcdnError(ErrorCodes.UNAUTHORIZED, 'admin token required (Authorization: Bearer <token>)');
+        return void sendError(res, err, { 'www-authenticate': 'Bearer realm="ocdn-edge-admin"', ...headers });
       }
-      if (['/admin/purge', '/admin/fill'].includes(path))
-        return sendText(res, 405, `method ${req.method} not allowed`, { allow: path === '/admin/fill' ? 'GET, POST' : 'POST' });
-      return sendText(res, 404, `no admin endpoint ${path}`);
+      const method = req.method === 'HEAD' ? 'GET' : req.method;
+      if (path === '/admin/purge') {
+        if (method !== 'POST') return void sendMethodNotAllowed(res, req.method, 'POST', headers);
+        return sendJson(res, 200, this.purge(await readBody(req, checkPurge, ADMIN_LIMITS.purgeBodyBytes)), headers);
+      }
+      if (path === '/admin/fill') {
+        if (method === 'POST') return await this.startFill(res, parseFill(await readBody(req, checkFill, ADMIN_LIMITS.fillBodyBytes)), headers);
+        if (method !== 'GET') return void sendMethodNotAllowed(res, req.method, 'GET, POST', headers);
+        const list: FillJobList = { jobs: [...this.jobs.values()].map(summary) };
+        return sendJson(res, 200, list, headers);
+      }
+      if (path.startsWith('/admin/fill/')) {
+        if (method !== 'GET') return void sendMethodNotAllowed(res, req.method, 'GET', headers);
+        const id = path.slice('/admin/fill/'.length);
+        const job = this.jobs.get(id);
+        if (!job) throw new OcdnError(ErrorCodes.NOT_FOUND, `no fill job "${id.slice(0, 64)}" (GET /admin/fill lists them)`);
+        return sendJson(res, 200, job, headers);
+      }
+      throw new OcdnError(ErrorCodes.NOT_FOUND, `no admin endpoint ${path.slice(0, 200)} (there are /admin/fill and /admin/purge)`);
     } catch (err) {
-      if (isOcdnError(err, ErrorCodes.BAD_REQUEST)) return sendText(res, 400, `bad request: ${err.message}`);
-      this.opts.log.error({ err: describeError(err), path }, 'admin request failed');
-      return sendText(res, 500, `internal error: ${describeError(err)}`);
+      if (statusOf(err) >= 500) this.opts.log.error({ err: describeError(err), path }, 'admin request failed');
+      sendError(res, err, headers);
     }
   }
 
@@ -85,23 +94,19 @@ export class Admin {
     return n;
   }
 
-  private purge(body: unknown): { prefix: string; soft: boolean; purged: number } {
-    if (typeof body !== 'object' || body === null) throw badRequest('expected {"prefix": "/vod/...", "soft": false}');
-    const { prefix: rawPrefix, soft = false } = body as { prefix?: unknown; soft?: unknown };
-    if (typeof rawPrefix !== 'string') throw badRequest('"prefix" (string, e.g. "/vod/title-0001/") is required');
-    if (typeof soft !== 'boolean') throw badRequest('"soft" must be true or false');
-    const prefix = rawPrefix.startsWith('/') ? rawPrefix : `/${rawPrefix}`;
-    if (!/^\/vod\/[A-Za-z0-9._/-]*$/.test(prefix) || /(^|\/)\.\.?(\/|$)/.test(prefix)) {
-      throw badRequest(`prefix must be under /vod/ and use only A-Z a-z 0-9 . _ - / (got ${JSON.stringify(rawPrefix).slice(0, 100)})`);
-    }
+  private purge(body: PurgeRequest): PurgeResponse {
+    const soft = body.soft ?? false;
+    const prefix = body.prefix.startsWith('/') ? body.prefix : `/${body.prefix}`;
     const purged = this.opts.cache.purge(prefix, soft);
     this.opts.log.info({ prefix, soft, purged }, 'purge');
     return { prefix, soft, purged };
   }
 
-  private async startFill(res: ServerResponse, fill: FillRequest): Promise<void> {
-    if (this.runningJobs >= MAX_RUNNING_JOBS)
-      return sendText(res, 429, `too many fills running (max ${MAX_RUNNING_JOBS}); retry later`, { 'retry-after': '5' });
+  private async startFill(res: ServerResponse, fill: FillPlan, headers: Record<string, string>): Promise<void> {
+    if (this.runningJobs >= MAX_RUNNING_JOBS) {
+      const err = new OcdnError(ErrorCodes.TOO_MANY, `too many fills running (max ${MAX_RUNNING_JOBS}); retry later`);
+      return void sendError(res, err, { 'retry-after': '5', ...headers });
+    }
     const job: FillJob = {
       id: randomUUID(),
       title: fill.title,
@@ -126,12 +131,12 @@ export class Admin {
         job.finishedAt = new Date().toISOString();
         this.opts.log.info({ job: job.id, state: job.state, done: job.done, failed: job.failed.length, bytes: job.bytesFetched }, 'fill finished');
       });
-    if (!fill.wait) return sendJson(res, 202, summary(job));
+    if (!fill.wait) return sendJson(res, 202, summary(job), headers);
     await running;
-    sendJson(res, 200, job);
+    sendJson(res, 200, job, headers);
   }
 
-  private async runFill(job: FillJob, fill: FillRequest): Promise<void> {
+  private async runFill(job: FillJob, fill: FillPlan): Promise<void> {
     const started = Date.now();
     const seen = new Set<string>();
     const queue: string[] = [];
@@ -180,7 +185,7 @@ export class Admin {
   }
 }
 
-function summary(job: FillJob): Omit<FillJob, 'failed'> & { failed: number } {
+function summary(job: FillJob): FillJobSummary {
   return { ...job, failed: job.failed.length };
 }
 
@@ -188,44 +193,33 @@ function badRequest(msg: string): OcdnError {
   return new OcdnError(ErrorCodes.BAD_REQUEST, msg);
 }
 
-function parseFill(body: unknown): FillRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('expected {"keys": [...]} or {"title": "..."}');
-  const b = body as { keys?: unknown; title?: unknown; bytesPerSecond?: unknown; wait?: unknown };
+/** What the schema cannot say: every key is a servable path, one of keys or title, a rate. */
+function parseFill(b: FillRequest): FillPlan {
   const keys: string[] = [];
-  if (b.keys !== undefined) {
-    if (!Array.isArray(b.keys) || b.keys.some((k) => typeof k !== 'string')) throw badRequest('"keys" must be an array of strings');
-    if (b.keys.length > MAX_KEYS) throw badRequest(`at most ${MAX_KEYS} keys per fill`);
-    const bad: string[] = [];
-    for (const raw of b.keys as string[]) {
-      const key = raw.startsWith('/') ? raw : `/${raw}`;
-      if (checkPath(key) !== undefined) bad.push(raw);
-      else keys.push(key);
-    }
-    if (bad.length > 0)
-      throw badRequest(
-        `invalid keys: ${bad
-          .slice(0, 5)
-          .map((k) => JSON.stringify(k.slice(0, 80)))
-          .join(', ')}${bad.length > 5 ? ` and ${bad.length - 5} more` : ''}`,
-      );
+  const bad: string[] = [];
+  for (const raw of b.keys ?? []) {
+    const key = raw.startsWith('/') ? raw : `/${raw}`;
+    if (checkPath(key) !== undefined) bad.push(raw);
+    else keys.push(key);
   }
-  let title: string | undefined;
-  if (b.title !== undefined) {
-    if (typeof b.title !== 'string' || !/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/.test(b.title)) throw badRequest('"title" must be a title id like "title-0001"');
-    title = b.title;
+  if (bad.length > 0) {
+    const shown = bad
+      .slice(0, 5)
+      .map((k) => JSON.stringify(k.slice(0, 80)))
+      .join(', ');
+    throw badRequest(`invalid keys: ${shown}${bad.length > 5 ? ` and ${bad.length - 5} more` : ''}`);
   }
-  if (keys.length === 0 && title === undefined) throw badRequest('give "keys" (non-empty) or "title"');
+  if (keys.length === 0 && b.title === undefined) throw badRequest('give "keys" (non-empty) or "title"');
   let bytesPerSecond = DEFAULT_FILL_RATE;
   if (b.bytesPerSecond !== undefined) {
     try {
-      bytesPerSecond = parseBytes(b.bytesPerSecond as string | number);
+      bytesPerSecond = parseBytes(b.bytesPerSecond);
     } catch {
       bytesPerSecond = 0;
     }
     if (!(bytesPerSecond > 0)) throw badRequest('"bytesPerSecond" must be a positive number or a size like "50MB"');
   }
-  if (b.wait !== undefined && typeof b.wait !== 'boolean') throw badRequest('"wait" must be true or false');
-  return { keys, title, bytesPerSecond, wait: b.wait === true };
+  return { keys, title: b.title, bytesPerSecond, wait: b.wait === true };
 }
 
 /** URIs a playlist references: URI lines and URI="..." attributes (EXT-X-MAP, EXT-X-MEDIA, I-frame streams). */

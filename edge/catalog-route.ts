@@ -1,7 +1,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { CATALOG_KEY } from '../common/contracts.ts';
-import { describeError, ErrorCodes, isOcdnError } from '../common/errors.ts';
-import { sendText } from '../common/http.ts';
+import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
+import { sendError, sendMethodNotAllowed } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import type { EdgeCache, Lookup } from './cache.ts';
 import { hitHeaders } from './entry.ts';
@@ -10,11 +10,6 @@ import { etagMatches, parseRange } from './range.ts';
 
 /** The one non-/vod object an edge serves: the origin's catalog.json, at the same name. */
 export const CATALOG_PATH = `/${CATALOG_KEY}`;
-
-/** Exactly `/catalog.json` (any query ignored): nothing else outside /vod is opened by this route. */
-export function isCatalogRequest(url: string): boolean {
-  return url.startsWith(CATALOG_PATH) && (url.length === CATALOG_PATH.length || url.charCodeAt(CATALOG_PATH.length) === 63) /* ? */;
-}
 
 export interface CatalogRouteDeps {
   id: string;
@@ -50,7 +45,7 @@ function cacheStatus(name: string, lookup: Lookup): string {
 export function serveCatalog(req: IncomingMessage, res: ServerResponse, deps: CatalogRouteDeps): void {
   answer(req, res, deps).catch((err: unknown) => {
     deps.log.error({ err: describeError(err), path: CATALOG_PATH }, 'response failed');
-    if (!res.headersSent) sendText(res, 500, 'internal error');
+    if (!res.headersSent) sendError(res, new OcdnError(ErrorCodes.INTERNAL, 'internal error'));
     else res.destroy();
   });
 }
@@ -60,7 +55,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   if (deps.draining()) res.shouldKeepAlive = false;
   const method = req.method;
   if (method !== 'GET' && method !== 'HEAD') {
-    sendText(res, 405, `method ${method} not allowed`, { allow: 'GET, HEAD', 'x-edge-id': id });
+    sendMethodNotAllowed(res, method, 'GET, HEAD', { 'x-edge-id': id });
     metrics.count('NONE', 405, 0);
     return;
   }
@@ -81,7 +76,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   const { entry, outcome } = lookup;
   const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatus(deps.cacheStatusName, lookup) };
   if (entry.kind === 'missing') {
-    sendText(res, 404, `not found: ${CATALOG_PATH} (the origin holds no catalog yet: seed content first)`, marks);
+    sendError(res, new OcdnError(ErrorCodes.NOT_FOUND, `not found: ${CATALOG_PATH} (the origin holds no catalog yet: seed content first)`), marks);
     metrics.count(outcome, 404, 0);
     return;
   }
@@ -101,7 +96,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   if (typeof range === 'string' && (ifRange === undefined || ifRange.trim() === entry.etag)) {
     const span = parseRange(range, entry.body.length);
     if (span === 'unsatisfiable') {
-      sendText(res, 416, 'range not satisfiable', { ...marks, 'content-range': `bytes */${entry.body.length}` });
+      sendError(res, new OcdnError(ErrorCodes.RANGE_NOT_SATISFIABLE, 'range not satisfiable'), { ...marks, 'content-range': `bytes */${entry.body.length}` });
       metrics.count(outcome, 416, 0);
       return;
     }
@@ -124,7 +119,7 @@ function upstreamFailed(res: ServerResponse, deps: CatalogRouteDeps, err: unknow
   const why = describeError(err).replace(/\s+/g, ' ');
   deps.log.info({ path: CATALOG_PATH, status, detail: why }, 'request');
   if (res.destroyed) return;
-  sendText(res, status, `${timeout ? 'gateway timeout' : 'bad gateway'}: ${why}`, {
+  sendError(res, new OcdnError(timeout ? ErrorCodes.ORIGIN_TIMEOUT : ErrorCodes.ORIGIN_UNAVAILABLE, `${timeout ? 'gateway timeout' : 'bad gateway'}: ${why}`), {
     'x-edge-id': deps.id,
     'x-cache': 'MISS',
     'cache-status': `${deps.cacheStatusName}; fwd=miss; detail=${timeout ? 'upstream-timeout' : 'upstream-error'}`,

@@ -1,9 +1,10 @@
 import { request } from 'undici';
 import type { EdgeHeartbeat } from '../common/contracts.ts';
+import { errorMessage } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 
 /**
- * Pushes an EdgeHeartbeat to steering every interval, to every steering replica given (each
+ * Pushes an EdgeHeartbeat (the contract steering checks it against) to steering every interval, to every steering replica given (each
  * keeps its own registry, so each must hear from every edge). Steering being slow or down must
  * never touch serving: one beat at a time (a slow steering skips beats rather than piling them
  * up), a timeout shorter than the interval, failures logged once per outage and replica.
@@ -62,8 +63,8 @@ export class Heartbeat {
         bodyTimeout: timeoutMs,
         signal: AbortSignal.timeout(timeoutMs),
       });
+      if (res.statusCode >= 300) throw new Error(`steering answered ${res.statusCode}: ${errorMessage(await res.body.text())}`);
       await res.body.dump();
-      if (res.statusCode >= 300) throw new Error(`steering answered ${res.statusCode}`);
       this.sent++;
       if (this.failing.delete(steeringUrl)) this.opts.log.info({ steering: steeringUrl }, 'heartbeats reach steering again');
     } catch (err) {

@@ -1,5 +1,6 @@
 import { Agent, errors as undiciErrors, request } from 'undici';
 import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
+import { errorMessage } from '../common/http.ts';
 import { signPath, withToken } from '../common/token.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import type { UpstreamKind } from './metrics.ts';
@@ -85,7 +86,7 @@ export class ParentUpstream implements Upstream {
           ageSec: Number.isFinite(age) && age > 0 ? Math.floor(age) : 0,
         };
       }
-      const text = (await res.body.text().catch(() => '')).trim().split('\n')[0]?.slice(0, 200) ?? '';
+      const text = errorMessage(await res.body.text().catch(() => '')).slice(0, 200);
       if (res.statusCode === 404) throw new OcdnError(ErrorCodes.NOT_FOUND, `not found at parent: ${path}`);
       const code = res.statusCode === 504 ? ErrorCodes.ORIGIN_TIMEOUT : ErrorCodes.ORIGIN_UNAVAILABLE;
       throw new OcdnError(code, `parent ${this.parentUrl} answered ${res.statusCode} for ${path}${text ? `: ${text}` : ''}`, {

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { START_HINT } from '../common/cluster-context.ts';
+import type { EdgeList } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { waitFor } from '../common/http.ts';
 import { healthy, kafkaReady, s3Answers } from './cluster/cluster.ts';
@@ -61,9 +62,7 @@ export async function killEdge(
   await waitFor(
     async () => {
       const res = await fetch(`${state.steeringUrl}/v1/edges`, { signal: AbortSignal.timeout(1_000) });
-      const body = (await res.json()) as { edges?: { id: string; healthy?: boolean }[] } | { id: string; healthy?: boolean }[];
-      const list = Array.isArray(body) ? body : (body.edges ?? []);
-      const e = list.find((x) => x.id === victim.name);
+      const e = ((await res.json()) as EdgeList).edges.find((x) => x.id === victim.name);
       return !e || e.healthy === false;
     },
     { timeoutMs: 30_000, intervalMs: 100, what: `steering to mark ${victim.name} out` },

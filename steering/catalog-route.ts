@@ -14,7 +14,7 @@ const STATIC_MAX_AGE_SEC = 60;
  */
 export function serveCatalog(req: IncomingMessage, res: ServerResponse, catalog: TitleCatalog): void {
   const doc = catalog.document;
-  if (doc === undefined) throw new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `title catalog unavailable: ${catalog.error ?? 'not loaded yet'}`);
+  if (doc === undefined) throw new OcdnError(ErrorCodes.NOT_READY, `title catalog unavailable: ${catalog.error ?? 'not loaded yet'}`);
   const refreshMs = catalog.refreshIntervalMs;
   const maxAge = refreshMs > 0 ? Math.max(1, Math.floor(refreshMs / 1000)) : STATIC_MAX_AGE_SEC;
   const headers = { etag: doc.etag, 'cache-control': `public, max-age=${maxAge}` };

@@ -1,6 +1,6 @@
 import { Agent, request } from 'undici';
-import type { EdgeHeartbeat } from '../common/contracts.ts';
-import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { type EdgeHeartbeat, EdgeHeartbeatSchema, type EdgeState, type EdgeStatus } from '../common/contracts.ts';
+import { bodyValidator } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import type { EdgeView } from './policies.ts';
 
@@ -37,32 +37,7 @@ export interface RegistryOptions {
   log?: Logger;
 }
 
-export type EdgeState = 'up' | 'down';
-
-/** One row of GET /v1/edges. */
-export interface EdgeStatus {
-  id: string;
-  url: string;
-  region: string;
-  state: EdgeState;
-  healthy: boolean;
-  /** Why the edge is down (or "ok"). */
-  reason: string;
-  /** ms since epoch of the last state change. */
-  since: number;
-  lastHeartbeatAgoMs: number;
-  load: number;
-  steeredSinceHeartbeat: number;
-  capacityBytes: number;
-  usedBytes: number;
-  inFlight: number;
-  rps: number;
-  egressBps: number;
-  titles: number;
-  demoted: boolean;
-  parent?: string;
-  lastProbe?: { agoMs: number; ok: boolean; error?: string };
-}
+export type { EdgeState, EdgeStatus } from '../common/contracts.ts';
 
 interface EdgeRecord {
   hb: EdgeHeartbeat;
@@ -78,51 +53,31 @@ interface EdgeRecord {
   lastProbe?: { at: number; ok: boolean; error?: string };
 }
 
-const ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
-const MAX_TITLES = 1_000_000;
+// Compiled once, here, where heartbeats are received.
+const checkHeartbeat = bodyValidator(EdgeHeartbeatSchema, 'heartbeat');
 
-/** Checks a heartbeat body; throws OcdnError(BAD_REQUEST) naming every problem. */
+/**
+ * Checks a heartbeat body against its contract (EdgeHeartbeatSchema: patterns, URL form,
+ * finite non-negative numbers, at most HEARTBEAT_LIMITS titles); throws OcdnError(BAD_REQUEST)
+ * naming every wrong field. The result holds only the contract's fields, its URL without a
+ * trailing slash.
+ */
 export function validateHeartbeat(raw: unknown): EdgeHeartbeat {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new OcdnError(ErrorCodes.BAD_REQUEST, 'heartbeat must be a JSON object');
-  const b = raw as Record<string, unknown>;
-  const problems: string[] = [];
-  if (typeof b.id !== 'string' || !ID_PATTERN.test(b.id)) problems.push('id: must be 1-64 characters of A-Z a-z 0-9 . _ -');
-  if (typeof b.url !== 'string' || !isHttpUrl(b.url)) problems.push('url: must be an absolute http(s) URL');
-  if (typeof b.region !== 'string' || !ID_PATTERN.test(b.region)) problems.push('region: must be 1-64 characters of A-Z a-z 0-9 . _ -');
-  for (const key of ['capacityBytes', 'usedBytes', 'inFlight', 'rps', 'egressBps', 'ts'] as const) {
-    if (typeof b[key] !== 'number' || !Number.isFinite(b[key]) || b[key] < 0) problems.push(`${key}: must be a finite number ≥ 0`);
-  }
-  if (typeof b.healthy !== 'boolean') problems.push('healthy: must be true or false');
-  if (!Array.isArray(b.titles)) problems.push('titles: must be an array of title ids');
-  else if (b.titles.length > MAX_TITLES) problems.push(`titles: more than ${MAX_TITLES} entries`);
-  else if (!b.titles.every((t) => typeof t === 'string' && t.length > 0 && t.length <= 256))
-    problems.push('titles: every entry must be a non-empty string of at most 256 characters');
-  if (b.parent !== undefined && (typeof b.parent !== 'string' || !isHttpUrl(b.parent))) problems.push('parent: must be an absolute http(s) URL when present');
-  if (problems.length > 0) throw new OcdnError(ErrorCodes.BAD_REQUEST, `invalid heartbeat: ${problems.join('; ')}`, { details: { problems } });
+  const b = checkHeartbeat(raw);
   return {
-    id: b.id as string,
-    url: (b.url as string).replace(/\/+$/, ''),
-    region: b.region as string,
-    capacityBytes: b.capacityBytes as number,
-    usedBytes: b.usedBytes as number,
-    inFlight: b.inFlight as number,
-    rps: b.rps as number,
-    egressBps: b.egressBps as number,
-    healthy: b.healthy as boolean,
-    titles: b.titles as string[],
-    ts: b.ts as number,
-    ...(b.parent !== undefined ? { parent: b.parent as string } : {}),
+    id: b.id,
+    url: b.url.replace(/\/+$/, ''),
+    region: b.region,
+    capacityBytes: b.capacityBytes,
+    usedBytes: b.usedBytes,
+    inFlight: b.inFlight,
+    rps: b.rps,
+    egressBps: b.egressBps,
+    healthy: b.healthy,
+    titles: b.titles,
+    ts: b.ts,
+    ...(b.parent !== undefined ? { parent: b.parent } : {}),
   };
-}
-
-function isHttpUrl(s: string): boolean {
-  if (s.length > 2048) return false;
-  try {
-    const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.search === '' && u.hash === '';
-  } catch {
-    return false;
-  }
 }
 
 export class EdgeRegistry {

@@ -10,13 +10,14 @@ import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { Partitioners, type Consumer, type EachBatchPayload, type Kafka, type Message, type Producer } from 'kafkajs';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
-import { closeServer, listen, sendJson, sendText } from '../common/http.ts';
+import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
+import { closeServer, listen } from '../common/http.ts';
 import { createLogger, type Logger } from '../common/log.ts';
-import { createRegistry, sendMetrics } from '../common/metrics.ts';
+import { createRegistry } from '../common/metrics.ts';
+import { aggregatorRoutes } from './aggregator-http.ts';
 import { createKafka, ensureTopics, parseBrokers, topicNames, type TopicNames } from './kafka.ts';
 import { parseMessage } from './validate.ts';
-import { AggregateView, isRecord, parseQoeQuery } from './view.ts';
+import { AggregateView, isRecord } from './view.ts';
 import { defaultWindowOptions, partialKey, PartitionWindows, type PartialRecord, type WindowOptions } from './windows.ts';
 
 export interface AggregatorOptions extends Partial<WindowOptions> {
@@ -117,6 +118,7 @@ function sessionIdOf(raw: string): string | undefined {
 }
 
 export async function startAggregator(opts: AggregatorOptions = {}): Promise<AggregatorHandle> {
+  // ---- settings --------------------------------------------------------------------------
   const log = opts.log ?? createLogger('aggregator');
   const brokers = parseBrokers(opts.brokers);
   const topics = opts.topics ?? topicNames();
@@ -136,13 +138,13 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   const view = new AggregateView({ retentionMs: opts.viewRetentionMs });
   const instance = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
 
+  // ---- state -----------------------------------------------------------------------------
   const kafka: Kafka = createKafka({
     brokers,
     clientId: `ocdn-aggregator-${instance}`,
     log,
     retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5_000 },
   });
-  if (opts.createTopics !== false) await ensureTopics(brokers, { topics, log });
 
   // Not idempotent: a retried publish carries more records than the lost one, and kafkajs would
   // reuse its sequence numbers, so the broker would drop it as a duplicate (see producer.ts).
@@ -180,7 +182,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   const assignment = new Set<number>();
   let readSinceRate = 0;
 
-  // ---- read side -------------------------------------------------------------------------
+  // ---- handlers: read side ---------------------------------------------------------------
   const onViewBatch = async ({ batch }: EachBatchPayload) => {
     for (const msg of batch.messages) {
       if (msg.value === null) {
@@ -222,7 +224,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     }
   };
 
-  // ---- write side ------------------------------------------------------------------------
+  // ---- handlers: write side --------------------------------------------------------------
   const withLock = async <T>(st: PartitionState, fn: () => Promise<T>): Promise<T> => {
     const prev = st.lock;
     let release!: () => void;
@@ -353,6 +355,49 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     await heartbeat();
   };
 
+  // ---- handlers: housekeeping ------------------------------------------------------------
+  let ticking = false;
+  const tick = async (force = false) => {
+    if (ticking && !force) return;
+    ticking = true;
+    try {
+      const now = Date.now();
+      const elapsed = (now - lastRateAt) / 1000;
+      if (elapsed >= 2) {
+        m.rate.set(readSinceRate / elapsed);
+        readSinceRate = 0;
+        lastRateAt = now;
+      }
+      await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), force))));
+    } finally {
+      ticking = false;
+    }
+  };
+  const stopKafka = async () => {
+    await consumer.disconnect().catch(() => undefined);
+    await viewConsumer.disconnect().catch(() => undefined);
+    await producer.disconnect().catch(() => undefined);
+    await admin.disconnect().catch(() => undefined);
+  };
+
+  // ---- HTTP (telemetry/aggregator-http.ts) -----------------------------------------------
+  const handleHttp = aggregatorRoutes({
+    view,
+    windows: wopts,
+    registry,
+    log,
+    health: () => ({
+      ok: ready && !crashed && !closing,
+      ready,
+      crashed: crashed ?? null,
+      groupId,
+      partitions: [...parts.keys()].sort((a, b) => a - b),
+      viewRecords: view.size,
+    }),
+  });
+
+  // ---- lifecycle -------------------------------------------------------------------------
+  if (opts.createTopics !== false) await ensureTopics(brokers, { topics, log });
   consumer.on(consumer.events.GROUP_JOIN, (e) => {
     const mine = new Set(e.payload.memberAssignment[topics.events] ?? []);
     assignment.clear();
@@ -387,58 +432,12 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     }, 2_000).unref();
   });
 
-  // ---- housekeeping ----------------------------------------------------------------------
-  let ticking = false;
-  const tick = async (force = false) => {
-    if (ticking && !force) return;
-    ticking = true;
-    try {
-      const now = Date.now();
-      const elapsed = (now - lastRateAt) / 1000;
-      if (elapsed >= 2) {
-        m.rate.set(readSinceRate / elapsed);
-        readSinceRate = 0;
-        lastRateAt = now;
-      }
-      await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), force))));
-    } finally {
-      ticking = false;
-    }
-  };
   const timer = setInterval(() => {
     if (!closing && ready) void tick().catch((err: unknown) => log.warn({ err: describeError(err) }, 'housekeeping failed'));
   }, tickMs);
   timer.unref();
 
-  // ---- HTTP ------------------------------------------------------------------------------
-  const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, 'method not allowed', { allow: 'GET, HEAD' });
-    if (url.pathname === '/healthz') {
-      const ok = ready && !crashed && !closing;
-      return sendJson(res, ok ? 200 : 503, {
-        ok,
-        ready,
-        crashed: crashed ?? null,
-        groupId,
-        partitions: [...parts.keys()].sort((a, b) => a - b),
-        viewRecords: view.size,
-      });
-    }
-    if (url.pathname === '/metrics') return void sendMetrics(res, registry);
-    if (url.pathname === '/v1/qoe') {
-      try {
-        const q = parseQoeQuery(url.searchParams, wopts.windowMs);
-        return sendJson(res, 200, { ...view.query(q), baseWindowMs: wopts.windowMs, graceMs: wopts.graceMs });
-      } catch (err) {
-        if (isOcdnError(err)) return sendText(res, 400, err.message);
-        log.error({ err: describeError(err) }, 'query failed');
-        return sendText(res, 500, 'internal error');
-      }
-    }
-    return sendText(res, 404, 'not found: try /v1/qoe?by=edge&window=10s&last=5m, /healthz, /metrics');
-  });
-
+  const server: Server = createServer(handleHttp);
   const host = opts.host ?? '127.0.0.1';
   let port: number;
   try {
@@ -447,13 +446,6 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     clearInterval(timer);
     throw err;
   }
-
-  const stopKafka = async () => {
-    await consumer.disconnect().catch(() => undefined);
-    await viewConsumer.disconnect().catch(() => undefined);
-    await producer.disconnect().catch(() => undefined);
-    await admin.disconnect().catch(() => undefined);
-  };
 
   try {
     await admin.connect();

@@ -3,6 +3,7 @@
  * from different partitions (and aggregator instances) merge exactly, and ratios are computed
  * from the merged sums at read time (Σrebuffer / Σ(play + rebuffer), never an average of ratios).
  */
+import type { QoeMetrics } from '../common/contracts.ts';
 import type { QoeEvent } from './events.ts';
 import { decodeSketch, encodeSketch, newSketch, quantile, type Sketch } from './sketch.ts';
 
@@ -172,40 +173,8 @@ export function aggFromJson(j: AggJson): Agg {
   return a;
 }
 
-/** What the API and CLI show for a (merged) aggregate: raw sums plus the derived QoE metrics. */
-export interface QoeMetrics {
-  events: number;
-  sessions: number; // sessions started in the window
-  sessionEnds: number;
-  vstP50Ms: number | null;
-  vstP95Ms: number | null;
-  vstP99Ms: number | null;
-  vstMeanMs: number | null;
-  startups: number;
-  startFailures: number;
-  startFailureRate: number | null; // start failures / session ends
-  exitsBeforeStart: number;
-  ebvsRate: number | null;
-  playS: number;
-  stallS: number;
-  rebufferRatio: number | null; // Σstall / Σ(play + stall), from session ends
-  stalls: number;
-  stallsPerMin: number | null; // stall_start events per played minute
-  avgBitrate: number | null; // time-weighted, bits/s
-  switches: number;
-  switchesPerMin: number | null; // Σ session_end.switches per played minute
-  errors: number;
-  fatalErrors: number;
-  errorRate: number | null; // sessions ended by an error / session ends
-  failovers: number;
-  segments: number;
-  cacheHitRatio: number | null;
-  segmentBytes: number;
-  sessionBytes: number; // Σ session_end.bytes
-  ttfbMeanMs: number | null;
-  duplicates: number;
-  late: number;
-}
+/** What the API and CLI show for a (merged) aggregate: the /v1/qoe contract's metrics. */
+export type { QoeMetrics };
 
 const ratio = (n: number, d: number): number | null => (d > 0 ? n / d : null);
 

@@ -5,7 +5,8 @@
  */
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { parseDuration } from '../common/units.ts';
-import { aggFromJson, DIMENSIONS, emptyAgg, mergeInto, metricsOf, type Agg, type Dimension, type QoeMetrics } from './merge.ts';
+import type { QoeResult, QoeRow } from '../common/contracts.ts';
+import { aggFromJson, DIMENSIONS, emptyAgg, mergeInto, metricsOf, type Agg, type Dimension } from './merge.ts';
 import { partialKey, type PartialRecord } from './windows.ts';
 
 export interface QoeQuery {
@@ -22,29 +23,8 @@ export interface QoeQuery {
   finalOnly?: boolean;
 }
 
-export interface QoeRow extends QoeMetrics {
-  value: string;
-}
-
-export interface QoeWindow {
-  start: number;
-  end: number;
-  final: boolean;
-  rows: QoeRow[];
-}
-
-export interface QoeResult {
-  by: Dimension;
-  windowMs: number;
-  from: number | null;
-  to: number | null;
-  generatedAt: number;
-  /** Partitions that contributed records in the range. */
-  partitions: number[];
-  windows: QoeWindow[];
-  /** Each value merged over the whole range. */
-  totals: QoeRow[];
-}
+/** The /v1/qoe body's parts (common/contracts.ts: QoeResponseSchema). */
+export type { QoeResult, QoeRow, QoeWindow } from '../common/contracts.ts';
 
 export function isRecord(x: unknown): x is PartialRecord {
   const r = x as PartialRecord;

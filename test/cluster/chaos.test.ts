@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { QoeResponse, QoeRow } from '../../common/contracts.ts';
 import { waitFor } from '../../common/http.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
 import { fetchCatalog } from '../../scripts/catalog-client.ts';
@@ -27,12 +28,6 @@ async function freeBlock(offsets: number[], lo: number): Promise<number> {
     if (ok) return base;
   }
   throw new Error('no free port block');
-}
-
-interface AllRow {
-  events: number;
-  late: number;
-  duplicates: number;
 }
 
 describe('chaos in a running cluster', () => {
@@ -81,11 +76,11 @@ describe('chaos in a running cluster', () => {
     await producer.close();
     expect(run.summary.startFailures).toBe(0);
     expect(producer.backlog()).toMatchObject({ memory: 0, spill: 0 });
-    let seen: AllRow | undefined;
+    let seen: QoeRow | undefined;
     await waitFor(
       async () => {
         const res = await fetch(`${state.aggregatorUrl}/v1/qoe?by=all&last=24h`);
-        seen = ((await res.json()) as { totals: AllRow[] }).totals[0];
+        seen = ((await res.json()) as QoeResponse).totals[0];
         return seen !== undefined && seen.events + seen.late === produced;
       },
       { timeoutMs: 90_000, intervalMs: 500, what: `all ${produced} produced events in the aggregates` },

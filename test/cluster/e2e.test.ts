@@ -18,23 +18,12 @@ import { fetchCatalog } from '../../scripts/catalog-client.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
 import { createProducer } from '../../telemetry/producer.ts';
 import type { QoeEvent, SessionEndEvent } from '../../telemetry/events.ts';
+import type { QoeResponse, QoeRow, SteerResponse } from '../../common/contracts.ts';
 
-interface Totals {
-  value: string;
-  sessions: number;
-  sessionEnds: number;
-  stallS: number;
-  playS: number;
-  segmentBytes: number;
-  sessionBytes: number;
-  segments: number;
-  failovers: number;
-}
-
-async function qoe(state: ClusterState, by: string): Promise<Totals[]> {
+async function qoe(state: ClusterState, by: string): Promise<QoeRow[]> {
   const res = await fetch(`${state.aggregatorUrl}/v1/qoe?by=${by}&last=24h`);
   if (!res.ok) throw new Error(`aggregator ${res.status}`);
-  return ((await res.json()) as { totals: Totals[] }).totals;
+  return ((await res.json()) as QoeResponse).totals;
 }
 
 /**
@@ -153,7 +142,7 @@ describe('local cluster end to end', () => {
       await waitFor(() => stop || Date.now() >= first, { timeoutMs: 7_000, intervalMs: 100 }).catch(() => undefined);
       while (!stop) {
         // The edge steering puts the most popular title on: the one most players are using.
-        const steer = (await (await fetch(`${state.steeringUrl}/v1/steer?title=${catalog!.titles[0]!.id}`)).json()) as { edges: { id: string }[] };
+        const steer = (await (await fetch(`${state.steeringUrl}/v1/steer?title=${catalog!.titles[0]!.id}`)).json()) as SteerResponse;
         killed.push(await killEdge(state.dir, { id: steer.edges[0]!.id, restartAfterMs: 4_000, log: () => undefined }));
         const next = Date.now() + 15_000;
         await waitFor(() => stop || Date.now() >= next, { timeoutMs: 16_000, intervalMs: 100 }).catch(() => undefined);
@@ -182,7 +171,7 @@ describe('local cluster end to end', () => {
     expect(run.summary.startFailures).toBe(0);
     expect(run.summary.exitReasons.error ?? 0).toBe(0);
     expect(failovers.length).toBeGreaterThan(0);
-    let seen: Totals | undefined;
+    let seen: QoeRow | undefined;
     await waitFor(
       async () => {
         seen = (await qoe(state, 'all'))[0];

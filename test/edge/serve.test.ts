@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signPath, withToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { bytes, get, metric, rawGet, sha256, startOrigin, type TestOrigin } from './helpers.ts';
+import { expectErrorBody } from '../error-body.ts';
 
 const SECRET = 'test-secret-0123456789';
 const future = () => Math.floor(Date.now() / 1000) + 600;
@@ -104,6 +105,7 @@ describe('edge serving from the embedded S3', () => {
     const bad = await get(`${open.url}${path}`, { range: `bytes=${seg2.length}-` });
     expect(bad.status).toBe(416);
     expect(bad.headers['content-range']).toBe(`bytes */${seg2.length}`);
+    expectErrorBody(bad.body, 'E_RANGE_NOT_SATISFIABLE', /outside the \d+-byte object/);
     const multi = await get(`${open.url}${path}`, { range: 'bytes=0-1,4-5' });
     expect(multi.status).toBe(200);
     expect(multi.body.equals(seg2)).toBe(true);
@@ -142,11 +144,13 @@ describe('edge serving from the embedded S3', () => {
     const a = await get(`${open.url}${path}`);
     expect(a.status).toBe(404);
     expect(a.headers['x-cache']).toBe('MISS');
-    expect(a.body.toString()).toMatch(/^not found: \/vod\/t1\/730k\/seg-99999\.ts\n$/);
+    expectErrorBody(a.body, 'E_NOT_FOUND', /^not found: \/vod\/t1\/730k\/seg-99999\.ts$/);
+    expect(a.headers['content-type']).toBe('application/json; charset=utf-8');
     const b = await get(`${open.url}${path}`);
     expect(b.status).toBe(404);
     expect(b.headers['x-cache']).toBe('HIT');
     expect(b.headers['cache-status']).toContain('detail=negative');
+    expectErrorBody(b.body, 'E_NOT_FOUND', /^not found: \/vod\/t1\/730k\/seg-99999\.ts$/);
     expect(await metric(open, 'ocdn_edge_origin_fetches_total', { result: 'not_found' })).toBe(before + 1);
   });
 
@@ -166,8 +170,8 @@ describe('edge serving from the embedded S3', () => {
       for (const [url, why] of cases) {
         const r = await get(url);
         expect(r.status, url).toBe(403);
-        expect(r.body.toString()).toMatch(why);
-        expect(r.body.toString().trim().split('\n')).toHaveLength(1);
+        expect(r.headers['x-edge-id']).toBe('edge-1');
+        expectErrorBody(r.body, 'E_FORBIDDEN', why);
       }
       expect(await metric(edge, 'ocdn_edge_origin_fetches_total')).toBe(fetchesBefore);
       expect(await metric(edge, 'ocdn_edge_requests_total', { cache: 'NONE', status: '403' })).toBeGreaterThanOrEqual(cases.length);
@@ -202,10 +206,13 @@ describe('edge serving from the embedded S3', () => {
     for (const p of paths) {
       const r = await rawGet(open.url, p);
       expect(r.status, p).toBe(400);
-      expect(r.body).toMatch(/^bad request: /);
+      expectErrorBody(r.body, 'E_BAD_REQUEST');
     }
     expect(await metric(open, 'ocdn_edge_origin_fetches_total')).toBe(before);
-    expect((await get(`${open.url}/vod/t1/730k/seg-00000.ts`, {}, 'DELETE')).status).toBe(405);
+    const del = await get(`${open.url}/vod/t1/730k/seg-00000.ts`, {}, 'DELETE');
+    expect(del.status).toBe(405);
+    expect(del.headers.allow).toBe('GET, HEAD');
+    expectErrorBody(del.body, 'E_METHOD', /method DELETE not allowed/);
   });
 
   it('puts parsed CMCD in the access log and never refuses a request for bad CMCD', async () => {
@@ -251,6 +258,8 @@ describe('edge serving from the embedded S3', () => {
     expect(text).toMatch(/ocdn_edge_requests_total\{cache="HIT",status="200",edge="edge-1"\} \d+/);
     expect(Number(/ocdn_edge_bytes_served_total\{edge="edge-1"\} (\d+)/.exec(text)?.[1])).toBeGreaterThan(seg.length);
     expect(Number(/ocdn_edge_cache_bytes\{edge="edge-1"\} (\d+)/.exec(text)?.[1])).toBe(edge.cache.bytes);
-    expect((await get(`${edge.url}/nope`)).status).toBe(404);
+    const nope = await get(`${edge.url}/nope`);
+    expect(nope.status).toBe(404);
+    expectErrorBody(nope.body, 'E_NOT_FOUND', /this edge serves \/vod/);
   });
 });

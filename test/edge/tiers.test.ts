@@ -1,13 +1,25 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EdgeHeartbeat } from '../../common/contracts.ts';
+import { Value } from '@sinclair/typebox/value';
+import {
+  type EdgeHeartbeat,
+  type FillJob,
+  FillJobListSchema,
+  FillJobSchema,
+  type FillJobSummary,
+  FillJobSummarySchema,
+  type PurgeResponse,
+  PurgeResponseSchema,
+  type SteerResponse,
+} from '../../common/contracts.ts';
 import { listen, waitFor } from '../../common/http.ts';
 import { signPath, withToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { BUCKET, GatedReader, bytes, get, metric, post, sha256, startOrigin, type TestOrigin } from './helpers.ts';
 import { startSteering } from '../../steering/server.ts';
 import { testCatalog } from '../steering/helpers.ts';
+import { expectErrorBody } from '../error-body.ts';
 
 const SECRET = 'tier-secret-0123456789';
 const ADMIN = 'admin-token-xyz';
@@ -71,15 +83,36 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   it('admin fill prefetches a whole title through its playlists; purge drops (hard) or revalidates (soft)', async () => {
     const edge = track(await startEdge({ id: 'edge-adm', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }));
     const auth = { authorization: `Bearer ${ADMIN}` };
-    expect((await post(`${edge.url}/admin/fill`, { title: 'film' })).status).toBe(401);
+    const anonymous = await post(`${edge.url}/admin/fill`, { title: 'film' });
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers['www-authenticate']).toBe('Bearer realm="ocdn-edge-admin"');
+    expectErrorBody(anonymous.body, 'E_UNAUTHORIZED', /admin token required/);
     expect((await post(`${edge.url}/admin/fill`, { title: 'film' }, { authorization: 'Bearer wrong' })).status).toBe(401);
-    expect((await post(`${edge.url}/admin/fill`, { title: '../etc' }, auth)).status).toBe(400);
-    expect((await post(`${edge.url}/admin/fill`, { keys: ['/vod/../x'] }, auth)).status).toBe(400);
-    expect((await post(`${edge.url}/admin/fill`, {}, auth)).status).toBe(400);
+    // Bodies that break the FillRequest schema, or what it cannot say (servable keys, keys or title).
+    const refusals: [unknown, RegExp][] = [
+      [{ title: '../etc' }, /^invalid fill request: title: must be a title id/],
+      [{ keys: 'x' }, /^invalid fill request: keys: must be an array of strings/],
+      [{ keys: [1] }, /^invalid fill request: keys: at 0, every key must be a string/],
+      [{ title: 'film', wait: 'yes' }, /^invalid fill request: wait: must be true or false/],
+      [{ title: 'film', bytesPerSecond: -5 }, /^invalid fill request: bytesPerSecond: must be a positive number/],
+      [[], /^invalid fill request: must be a JSON object/],
+      [{ keys: ['/vod/../x'] }, /^invalid keys: "\/vod\/\.\.\/x"/],
+      [{}, /give "keys" \(non-empty\) or "title"/],
+    ];
+    for (const [body, why] of refusals) {
+      const r = await post(`${edge.url}/admin/fill`, body, auth);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expectErrorBody(r.body, 'E_BAD_REQUEST', why);
+    }
+    expectErrorBody((await get(`${edge.url}/admin/fill/nope`, auth)).body, 'E_NOT_FOUND', /no fill job "nope"/);
+    const put = await get(`${edge.url}/admin/purge`, auth, 'PUT');
+    expect(put.status).toBe(405);
+    expectErrorBody(put.body, 'E_METHOD');
 
     const res = await post(`${edge.url}/admin/fill`, { title: 'film', bytesPerSecond: '1GB', wait: true }, auth);
     expect(res.status).toBe(200);
-    const job = JSON.parse(res.body.toString());
+    const job = JSON.parse(res.body.toString()) as FillJob;
+    expect(Value.Check(FillJobSchema, job)).toBe(true);
     expect(job).toMatchObject({ state: 'done', keys: 7, done: 7, failed: [] });
     const all = [
       '/vod/film/master.m3u8',
@@ -97,10 +130,13 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     // A fill without wait answers 202 at once; cached keys are not fetched again.
     const again = await post(`${edge.url}/admin/fill`, { keys: ['vod/film/730k/seg-00000.ts', '/vod/film/nope.ts'] }, auth);
     expect(again.status).toBe(202);
-    const id = JSON.parse(again.body.toString()).id as string;
+    const summary = JSON.parse(again.body.toString()) as FillJobSummary;
+    expect(Value.Check(FillJobSummarySchema, summary)).toBe(true);
+    const id = summary.id;
+    expect(Value.Check(FillJobListSchema, JSON.parse((await get(`${edge.url}/admin/fill`, auth)).body.toString()))).toBe(true);
     const done = await waitFor(
       async () => {
-        const j = JSON.parse((await get(`${edge.url}/admin/fill/${id}`, auth)).body.toString());
+        const j = JSON.parse((await get(`${edge.url}/admin/fill/${id}`, auth)).body.toString()) as FillJob;
         return j.state === 'done' ? j : undefined;
       },
       { what: 'fill job' },
@@ -108,7 +144,8 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     expect(done).toMatchObject({ keys: 2, done: 2, alreadyCached: 1, failed: [{ key: '/vod/film/nope.ts', reason: 'not found' }] });
 
     const hard = await post(`${edge.url}/admin/purge`, { prefix: '/vod/film/730k/' }, auth);
-    expect(JSON.parse(hard.body.toString())).toEqual({ prefix: '/vod/film/730k/', soft: false, purged: 3 });
+    expect(Value.Check(PurgeResponseSchema, JSON.parse(hard.body.toString()))).toBe(true);
+    expect(JSON.parse(hard.body.toString()) as PurgeResponse).toEqual({ prefix: '/vod/film/730k/', soft: false, purged: 3 });
     expect(edge.cache.has('/vod/film/730k/seg-00000.ts')).toBe(false);
     expect(edge.cache.has('/vod/film/2000k/init.mp4')).toBe(true);
     expect((await get(`${edge.url}/vod/film/730k/seg-00000.ts`)).headers['x-cache']).toBe('MISS');
@@ -123,9 +160,20 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     expect(await metric(edge, 'ocdn_edge_origin_fetches_total')).toBe(fetches + 1);
     expect((await get(`${edge.url}/vod/film/2000k/init.mp4`)).headers['x-cache']).toBe('HIT');
 
-    expect((await post(`${edge.url}/admin/purge`, { prefix: '/etc/' }, auth)).status).toBe(400);
+    for (const [body, why] of [
+      [{ prefix: '/etc/' }, /^invalid purge request: prefix: must be under \/vod\//],
+      [{ prefix: '/vod/../x' }, /^invalid purge request: prefix: /],
+      [{ prefix: '/vod/x', soft: 1 }, /^invalid purge request: soft: must be true or false/],
+      [{}, /^invalid purge request: prefix: is required/],
+    ] as const) {
+      const r = await post(`${edge.url}/admin/purge`, body, auth);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expectErrorBody(r.body, 'E_BAD_REQUEST', why);
+    }
     const noAdmin = track(await startEdge({ id: 'edge-noadm', region: 'r', capacityBytes: 1_000_000, origin: origin.reader, tokenSecret: null }));
-    expect((await post(`${noAdmin.url}/admin/purge`, { prefix: '/vod/' }, auth)).status).toBe(403);
+    const disabled = await post(`${noAdmin.url}/admin/purge`, { prefix: '/vod/' }, auth);
+    expect(disabled.status).toBe(403);
+    expectErrorBody(disabled.body, 'E_FORBIDDEN', /admin API disabled/);
   });
 
   it('admin fill keeps to its byte rate: the bytes it pulled take at least bytes/rate seconds', async () => {
@@ -209,7 +257,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
       );
       for (const r of replicas) {
         await waitFor(() => r.registry.counts().up === 1, { what: `edge registered with ${r.url}` });
-        const steer = (await (await fetch(`${r.url}/v1/steer?title=title-0001`)).json()) as { edges: { id: string }[] };
+        const steer = (await (await fetch(`${r.url}/v1/steer?title=title-0001`)).json()) as SteerResponse;
         expect(steer.edges.map((e) => e.id)).toEqual(['edge-multi']);
       }
     } finally {

@@ -1,3 +1,4 @@
+import { expectErrorBody } from '../error-body.ts';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Catalog } from '../../common/contracts.ts';
@@ -57,7 +58,7 @@ describe('steering GET /v1/catalog', () => {
       const none = await get(`${st.url}/v1/catalog`);
       expect(none.status).toBe(503);
       expect(none.headers['retry-after']).toBe('1');
-      expect(JSON.parse(none.text)).toMatchObject({ error: 'E_ORIGIN_UNAVAILABLE', reason: expect.stringMatching(/title catalog unavailable/) });
+      expectErrorBody(none.text, 'E_NOT_READY', /title catalog unavailable/);
 
       const seeded = testCatalog(4);
       await origin.put('catalog.json', serializeCatalog(seeded), 'application/json');

@@ -129,7 +129,7 @@ describe('ocdn steering serve / ocdn steer', () => {
       run(['steer', '--title', 'title-0001', '--steering', 'http://127.0.0.1:1']),
     ]);
     expect(unknown.code).toBe(1);
-    expect(unknown.stderr).toMatch(/steering answered 404: unknown title "title-0099"/);
+    expect(unknown.stderr).toMatch(/steering answered 404: E_NOT_FOUND: unknown title "title-0099"/);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--title: "a b" does not match/);
     expect(down.code).toBe(1);

@@ -2,12 +2,14 @@ import * as HLS from 'hls-parser';
 import { pino } from 'pino';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SteerResponse } from '../../common/contracts.ts';
+import { Value } from '@sinclair/typebox/value';
+import { type EdgeList, EdgeListSchema, type HeartbeatAck, type SteerResponse, SteerResponseSchema } from '../../common/contracts.ts';
 import { readMetric } from '../../common/metrics.ts';
 import { verifyToken } from '../../common/token.ts';
 import { pathwayPriority, readSteeringTags, type SteeringManifest } from '../../steering/content-steering.ts';
 import type { EdgeView, RankedEdge } from '../../steering/policies.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
+import { expectErrorBody } from '../error-body.ts';
 import { heartbeat, testCatalog } from './helpers.ts';
 
 const SECRET = 'steering-test-secret';
@@ -21,10 +23,10 @@ async function get(
   return { status: res.statusCode, text, json: () => JSON.parse(text) as unknown, headers: res.headers };
 }
 
-async function post(url: string, body: string): Promise<{ status: number; json: { reason?: string; state?: string } }> {
+async function post(url: string, body: string): Promise<{ status: number; text: string; json: unknown }> {
   const res = await request(url, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
   const text = await res.body.text();
-  return { status: res.statusCode, json: JSON.parse(text) as { reason?: string; state?: string } };
+  return { status: res.statusCode, text, json: JSON.parse(text) as unknown };
 }
 
 describe('steering server (heartbeats from the test, no probes)', () => {
@@ -45,18 +47,35 @@ describe('steering server (heartbeats from the test, no probes)', () => {
   it('answers 503 with a reason while no edge is healthy', async () => {
     const r = await get(`${st.url}/v1/steer?title=title-0001`);
     expect(r.status).toBe(503);
-    expect(r.json()).toMatchObject({ error: 'E_NO_EDGE', reason: expect.stringMatching(/no healthy edge/) });
+    expectErrorBody(r.text, 'E_NO_EDGE', /no healthy edge/);
     expect(r.headers['retry-after']).toBe('1');
   });
 
   it('refuses bad heartbeats with 400 and the reason', async () => {
     const bad = await post(`${st.url}/v1/edges/heartbeat`, JSON.stringify({ id: 'x y', url: 'nope' }));
     expect(bad.status).toBe(400);
-    expect(bad.json.reason).toMatch(/invalid heartbeat: id: .*url: must be an absolute http\(s\) URL/);
-    expect((await post(`${st.url}/v1/edges/heartbeat`, '{not json')).json.reason).toMatch(/not valid JSON/);
-    expect((await post(`${st.url}/v1/edges/heartbeat`, '')).json.reason).toMatch(/empty body/);
+    const body = expectErrorBody(bad.text, 'E_BAD_REQUEST', /invalid heartbeat: id: .*url: must be an absolute http\(s\) URL/);
+    expect(body.error.details?.problems).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^id: /), 'region: is required and must be 1-64 characters of A-Z a-z 0-9 . _ -']),
+    );
+    expectErrorBody((await post(`${st.url}/v1/edges/heartbeat`, '{not json')).text, 'E_BAD_REQUEST', /not valid JSON/);
+    expectErrorBody((await post(`${st.url}/v1/edges/heartbeat`, '')).text, 'E_BAD_REQUEST', /empty body/);
+    // The schema's limits: a title too long, a negative load, NaN-free numbers, a URL with a query.
+    const beat = heartbeat({ id: 'x', url: 'http://127.0.0.1:9000' });
+    for (const [over, field] of [
+      [{ titles: ['t'.repeat(257)] }, /^invalid heartbeat: titles: at 0, /],
+      [{ egressBps: -1 }, /^invalid heartbeat: egressBps: must be a finite number ≥ 0$/],
+      [{ url: 'http://127.0.0.1:9000/?x=1' }, /^invalid heartbeat: url: /],
+      [{ parent: 'ftp://p' }, /^invalid heartbeat: parent: /],
+    ] as const) {
+      const r = await post(`${st.url}/v1/edges/heartbeat`, JSON.stringify({ ...beat, ...over }));
+      expect(r.status).toBe(400);
+      expectErrorBody(r.text, 'E_BAD_REQUEST', field);
+    }
     const wrongMethod = await get(`${st.url}/v1/edges/heartbeat`);
     expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.allow).toBe('POST');
+    expectErrorBody(wrongMethod.text, 'E_METHOD', /method GET not allowed/);
   });
 
   it('registers edges from heartbeats and lists them', async () => {
@@ -67,9 +86,10 @@ describe('steering server (heartbeats from the test, no probes)', () => {
       ['eu-1', 'eu-west', 9104],
     ] as const) {
       const r = await post(`${st.url}/v1/edges/heartbeat`, JSON.stringify(heartbeat({ id, region, url: `http://127.0.0.1:${port}` })));
-      expect(r).toEqual({ status: 200, json: { ok: true, id, state: 'up' } });
+      expect({ status: r.status, json: r.json }).toEqual({ status: 200, json: { ok: true, id, state: 'up' } satisfies HeartbeatAck });
     }
-    const list = (await get(`${st.url}/v1/edges`)).json() as { edges: { id: string; healthy: boolean; region: string }[] };
+    const list = (await get(`${st.url}/v1/edges`)).json() as EdgeList;
+    expect(Value.Check(EdgeListSchema, list)).toBe(true);
     expect(list.edges.map((e) => [e.id, e.healthy, e.region])).toEqual([
       ['e-east', true, 'us-east'],
       ['eu-1', true, 'eu-west'],
@@ -82,7 +102,9 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     const before = Date.now();
     const r = await get(`${st.url}/v1/steer?title=title-0003&region=us-west&isp=isp-a&session=s-123`);
     expect(r.status).toBe(200);
-    const body = r.json() as SteerResponse & { site: string };
+    const body = r.json() as SteerResponse;
+    // The answer is assembled by hand for speed: it must still be exactly the contract.
+    expect(Value.Check(SteerResponseSchema, body)).toBe(true);
     expect(body).toMatchObject({ sessionId: 's-123', title: 'title-0003', policy: 'hrw-bounded', site: 'us-west' });
     expect(body.edges.map((e) => e.region)).toEqual(['us-west', 'us-west', 'us-east', 'eu-west']);
     expect(body.edges.map((e) => e.reason)).toEqual(['site+hash', 'site+hash', 'backup-site+hash', 'backup-site+hash']);
@@ -105,13 +127,13 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     const fromEu = new Agent({ localAddress: '127.3.0.7' });
     const fromWest = new Agent({ localAddress: '127.2.0.7' });
     try {
-      const eu = (await get(`${st.url}/v1/steer?title=title-0001`, fromEu)).json() as SteerResponse & { site: string };
+      const eu = (await get(`${st.url}/v1/steer?title=title-0001`, fromEu)).json() as SteerResponse;
       expect(eu.site).toBe('eu-west');
       expect(eu.edges[0]!.id).toBe('eu-1');
-      const west = (await get(`${st.url}/v1/steer?title=title-0001`, fromWest)).json() as SteerResponse & { site: string };
+      const west = (await get(`${st.url}/v1/steer?title=title-0001`, fromWest)).json() as SteerResponse;
       expect(west.site).toBe('us-west');
       expect(west.edges[0]!.region).toBe('us-west');
-      const local = (await get(`${st.url}/v1/steer?title=title-0001`)).json() as SteerResponse & { site: string };
+      const local = (await get(`${st.url}/v1/steer?title=title-0001`)).json() as SteerResponse;
       expect(local.site).toBe('us-east');
     } finally {
       await fromEu.close();
@@ -120,22 +142,23 @@ describe('steering server (heartbeats from the test, no probes)', () => {
   });
 
   it('refuses bad input with 400/404 and clear reasons', async () => {
-    const cases: [string, number, RegExp][] = [
-      ['/v1/steer', 400, /missing \?title=/],
-      ['/v1/steer?title=../../etc', 400, /bad title/],
-      ['/v1/steer?title=title-0001&region=a%20b', 400, /bad region/],
-      ['/v1/steer?title=title-0001&policy=fastest', 400, /unknown policy "fastest"/],
-      ['/v1/steer?title=title-9999', 404, /unknown title "title-9999"/],
-      ['/v1/play/title-9999/master.m3u8', 404, /unknown title/],
-      ['/v1/play/%E0%A4%A/master.m3u8', 400, /malformed percent-encoding/],
-      ['/v1/steering/nope.json', 404, /unknown or expired steering session/],
+    const cases: [string, number, 'E_BAD_REQUEST' | 'E_NOT_FOUND', RegExp][] = [
+      ['/v1/steer', 400, 'E_BAD_REQUEST', /missing \?title=/],
+      ['/v1/steer?title=../../etc', 400, 'E_BAD_REQUEST', /bad title/],
+      ['/v1/steer?title=title-0001&region=a%20b', 400, 'E_BAD_REQUEST', /bad region/],
+      ['/v1/steer?title=title-0001&policy=fastest', 400, 'E_BAD_REQUEST', /unknown policy "fastest"/],
+      ['/v1/steer?title=title-9999', 404, 'E_NOT_FOUND', /unknown title "title-9999"/],
+      ['/v1/play/title-9999/master.m3u8', 404, 'E_NOT_FOUND', /unknown title/],
+      ['/v1/play/%E0%A4%A/master.m3u8', 400, 'E_BAD_REQUEST', /malformed percent-encoding/],
+      ['/v1/steering/nope.json', 404, 'E_NOT_FOUND', /unknown or expired steering session/],
+      ['/nothing-here', 404, 'E_NOT_FOUND', /not found: \/nothing-here/],
     ];
-    for (const [path, status, reason] of cases) {
+    for (const [path, status, code, reason] of cases) {
       const r = await get(`${st.url}${path}`);
       expect(r.status, path).toBe(status);
-      expect((r.json() as { reason: string }).reason, path).toMatch(reason);
+      expect(r.headers['content-type'], path).toBe('application/json; charset=utf-8');
+      expectErrorBody(r.text, code, reason);
     }
-    expect((await get(`${st.url}/nothing-here`)).status).toBe(404);
   });
 
   it('selects the policy per request', async () => {
@@ -155,7 +178,7 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     expect(readMetric(metrics, 'ocdn_steering_decisions_total', { policy: 'hrw-bounded', reason: 'unknown-title' })).toBeGreaterThanOrEqual(1);
     expect(readMetric(metrics, 'ocdn_steering_decisions_total', { policy: 'round-robin', reason: 'round-robin' })).toBe(4);
     expect(readMetric(metrics, 'ocdn_steering_edges', { state: 'up' })).toBe(4);
-    expect(readMetric(metrics, 'ocdn_steering_heartbeats_total', { result: 'invalid' })).toBe(3);
+    expect(readMetric(metrics, 'ocdn_steering_heartbeats_total', { result: 'invalid' })).toBe(7);
     expect((await get(`${st.url}/healthz`)).json()).toMatchObject({ ok: true, edgesUp: 4, catalog: 20 });
   });
 

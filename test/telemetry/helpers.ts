@@ -4,7 +4,7 @@ import { waitFor } from '../../common/http.ts';
 import { createKafka, ensureTopics, topicNames, type TopicNames } from '../../telemetry/kafka.ts';
 import type { QoeEvent } from '../../telemetry/events.ts';
 import type { KafkaEventProducer } from '../../telemetry/producer.ts';
-import type { QoeResult } from '../../telemetry/view.ts';
+import type { QoeResponse } from '../../common/contracts.ts';
 
 /** The broker the global setup started (or KAFKA_BROKERS). */
 export function brokers(): string {
@@ -84,10 +84,10 @@ export function ackedEmitter(prod: Pick<KafkaEventProducer, 'send'>, sessions: n
   return { acked, emit };
 }
 
-export async function qoe(url: string, params: Record<string, string>): Promise<QoeResult> {
+export async function qoe(url: string, params: Record<string, string>): Promise<QoeResponse> {
   const res = await fetch(`${url}/v1/qoe?${new URLSearchParams(params)}`);
   if (!res.ok) throw new Error(`GET /v1/qoe → ${res.status}: ${await res.text()}`);
-  return (await res.json()) as QoeResult;
+  return (await res.json()) as QoeResponse;
 }
 
 // ---- the synthetic event set ---------------------------------------------------------------
@@ -250,7 +250,7 @@ export async function produceDataset(prod: KafkaEventProducer, d: Dataset): Prom
 }
 
 /** Waits until windows 0 and 1 are final everywhere and every expected event is counted. */
-export async function settled(url: string): Promise<QoeResult> {
+export async function settled(url: string): Promise<QoeResponse> {
   let seen = 'nothing yet';
   try {
     return await waitFor(

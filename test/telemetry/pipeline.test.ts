@@ -8,7 +8,9 @@ import { startAggregator, type AggregatorHandle } from '../../telemetry/aggregat
 import type { TopicNames } from '../../telemetry/kafka.ts';
 import { createProducer, type KafkaEventProducer } from '../../telemetry/producer.ts';
 import { verify } from '../../telemetry/verify.ts';
-import type { QoeResult } from '../../telemetry/view.ts';
+import { expectErrorBody } from '../error-body.ts';
+import { Value } from '@sinclair/typebox/value';
+import { type QoeResponse, QoeResponseSchema } from '../../common/contracts.ts';
 import { brokers, dataset, EXPECTED, exactQuantiles, freshTopics, produceDataset, qoe, readTopic, settled, T0, type Dataset } from './helpers.ts';
 
 const WINDOW = { windowMs: 10_000, graceMs: 1_000, idleMs: 2_000, provisionalMs: 200, tickMs: 100 };
@@ -19,7 +21,7 @@ describe('QoE pipeline: producer → real Kafka → aggregator', () => {
   let prod: KafkaEventProducer;
   let spillDir: string;
   let data: Dataset;
-  let settledResult: QoeResult;
+  let settledResult: QoeResponse;
 
   beforeAll(async () => {
     topics = await freshTopics('pipe');
@@ -105,13 +107,20 @@ describe('QoE pipeline: producer → real Kafka → aggregator', () => {
 
   it('rolls up to 1 minute windows and honours last=', async () => {
     const m = await qoe(agg.url, { by: 'all', window: '1m' });
+    expect(Value.Check(QoeResponseSchema, m)).toBe(true);
     expect(m.windows).toHaveLength(1);
     expect(m.windows[0]!.rows[0]!.events).toBe(EXPECTED.all.events);
     const last = await qoe(agg.url, { by: 'all', window: '10s', last: '10s' });
     expect(last.windows.map((w) => w.start)).toEqual([T0 + 30_000]);
     const bad = await fetch(`${agg.url}/v1/qoe?by=galaxy`);
     expect(bad.status).toBe(400);
-    expect(await bad.text()).toMatch(/by must be one of/);
+    expectErrorBody(await bad.text(), 'E_BAD_REQUEST', /by must be one of/);
+    const post = await fetch(`${agg.url}/v1/qoe`, { method: 'POST' });
+    expect(post.status).toBe(405);
+    expectErrorBody(await post.text(), 'E_METHOD');
+    const nowhere = await fetch(`${agg.url}/v2/qoe`);
+    expect(nowhere.status).toBe(404);
+    expectErrorBody(await nowhere.text(), 'E_NOT_FOUND', /try \/v1\/qoe/);
   });
 
   it('sends every invalid event to the DLQ with its reason', async () => {

@@ -1,0 +1,339 @@
+import { CATALOG_PATH, serveCatalog } from './catalog-route.ts';
+import type { IncomingMessage, OutgoingHttpHeaders, RequestListener, ServerResponse } from 'node:http';
+import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
+import { errorBody, sendError, sendJson, sendMethodNotAllowed, statusOf } from '../common/http.ts';
+import type { Logger } from '../common/log.ts';
+import { sendMetrics } from '../common/metrics.ts';
+import type { Admin } from './admin.ts';
+import type { TokenGate } from './auth.ts';
+import type { EdgeCache, Lookup } from './cache.ts';
+import { parseCmcd } from './cmcd.ts';
+import { ageSec, hitHeaders } from './entry.ts';
+import type { CacheLabel, EdgeMetrics } from './metrics.ts';
+import { checkPath, queryArg } from './path.ts';
+import { etagMatches, parseRange } from './range.ts';
+import type { Upstream } from './upstream.ts';
+
+export interface EdgeContext {
+  id: string;
+  log: Logger;
+  tokens: TokenGate | null;
+  upstream: Upstream;
+  cache: EdgeCache;
+  metrics: EdgeMetrics;
+  admin: Admin;
+  negativeTtlMs: number;
+}
+
+/** The edge's request listener and the state its lifecycle (edge/server.ts) reads and sets. */
+export interface EdgeHandler {
+  handle: RequestListener;
+  /** Requests waiting on upstream right now. */
+  readonly inFlight: number;
+  readonly draining: boolean;
+  /** From now on every response closes its connection, and readiness says so (close()). */
+  drain(): void;
+}
+
+/** Handlers of one non-/vod path by method; HEAD is served by GET. */
+export type Route = { GET?: (req: IncomingMessage, res: ServerResponse) => void | Promise<void> };
+
+/** A 304 carries the validators and caching headers of the 200 it stands for, no body headers. */
+function notModifiedHeaders(base: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const { 'content-length': _l, 'content-type': _t, ...rest } = base;
+  return rest;
+}
+
+/** The edge's request listener: /vod (the hit path first), then a small route table. */
+export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
+  const { id, log, tokens, upstream, cache: edgeCache, metrics, admin } = ctx;
+  const logHits = log.isLevelEnabled('debug');
+  const cacheStatusName = `ocdn-${id}`;
+  const negativeCacheControl = `public, max-age=${Math.floor(ctx.negativeTtlMs / 1000)}`;
+  const idHeader = { 'x-edge-id': id };
+  // Plain bindings, not fields of a shared object: the hit path reads `draining` per request.
+  let inFlight = 0;
+  let draining = false;
+  let readiness: { at: number; ok: boolean; reason?: string } | undefined;
+  let probing: Promise<void> | undefined;
+
+  // ---- responses -------------------------------------------------------------------------
+  function accessLog(
+    level: 'info' | 'debug',
+    req: IncomingMessage,
+    path: string,
+    query: string,
+    status: number,
+    cache: CacheLabel,
+    bytes: number,
+    startedAt: number,
+    detail?: string,
+  ): void {
+    const cmcdArg = query === '' ? undefined : queryArg(query, 'CMCD');
+    log[level](
+      {
+        method: req.method,
+        path,
+        status,
+        cache,
+        bytes,
+        ms: Date.now() - startedAt,
+        cmcd: parseCmcd(cmcdArg, req.headers),
+        remote: req.socket.remoteAddress,
+        ...(detail ? { detail } : {}),
+      },
+      'request',
+    );
+  }
+
+  /** A /vod request refused before any cache or upstream work (400, 403, 405). */
+  function refuse(req: IncomingMessage, res: ServerResponse, path: string, query: string, err: OcdnError, extra: Record<string, string> = {}): void {
+    if (draining) res.shouldKeepAlive = false;
+    const status = sendError(res, err, { ...idHeader, ...extra });
+    metrics.count('NONE', status, 0);
+    if (logHits) accessLog('debug', req, path, query, status, 'NONE', 0, Date.now(), err.message);
+  }
+
+  function cacheStatus(lookup: Lookup): string {
+    switch (lookup.outcome) {
+      case 'HIT':
+        return lookup.entry.kind === 'missing' ? `${cacheStatusName}; hit; detail=negative` : `${cacheStatusName}; hit`;
+      case 'COALESCED':
+        return `${cacheStatusName}; fwd=miss; collapsed`;
+      case 'STALE':
+        return `${cacheStatusName}; fwd=stale; detail=stale-if-error`;
+      case 'MISS':
+        return `${cacheStatusName}; fwd=${lookup.fwd}${lookup.stored ? '; stored' : ''}`;
+    }
+  }
+
+  /** Everything but the plain 200 hit: misses, coalesced, stale, 304, 206, 416, negative entries. */
+  function respond(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    query: string,
+    lookup: Lookup,
+    range: string | undefined,
+    inm: string | undefined,
+    ifRange: string | undefined,
+    startedAt: number,
+  ): void {
+    if (res.destroyed) return;
+    // While draining, every response closes its connection so close() is not held by keep-alive.
+    if (draining) res.shouldKeepAlive = false;
+    const { entry, outcome } = lookup;
+    const head = req.method === 'HEAD';
+    const level = outcome === 'HIT' ? 'debug' : 'info';
+    const common = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatus(lookup) };
+    if (entry.kind === 'missing') {
+      // The one error body, cacheable for the negative TTL like the 404 it is.
+      const body = JSON.stringify(errorBody(new OcdnError(ErrorCodes.NOT_FOUND, `not found: ${path}`)));
+      res.writeHead(404, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+        'cache-control': negativeCacheControl,
+        age: String(ageSec(entry, Date.now())),
+        ...common,
+      });
+      res.end(head ? undefined : body);
+      metrics.count(outcome, 404, 0);
+      if (level === 'info' || logHits) accessLog(level, req, path, query, 404, outcome, 0, startedAt);
+      return;
+    }
+    const now = Date.now();
+    const base = { ...hitHeaders(entry, now), ...common };
+    let status = 200;
+    let body: Buffer | string | undefined = entry.body;
+    let headers: OutgoingHttpHeaders = base;
+    if (inm !== undefined && etagMatches(inm, entry.etag)) {
+      status = 304;
+      body = undefined;
+      headers = notModifiedHeaders(base);
+    } else if (range !== undefined && (ifRange === undefined || ifRange.trim() === entry.etag)) {
+      const span = parseRange(range, entry.body.length);
+      if (span === 'unsatisfiable') {
+        status = 416;
+        body = JSON.stringify(
+          errorBody(new OcdnError(ErrorCodes.RANGE_NOT_SATISFIABLE, `range ${range.slice(0, 100)} is outside the ${entry.body.length}-byte object`)),
+        );
+        headers = {
+          ...common,
+          'content-type': 'application/json; charset=utf-8',
+          'content-range': `bytes */${entry.body.length}`,
+          'content-length': String(Buffer.byteLength(body)),
+          'accept-ranges': 'bytes',
+          'cache-control': 'no-store',
+          etag: entry.etag,
+        };
+      } else if (span !== undefined) {
+        status = 206;
+        body = entry.body.subarray(span.start, span.end + 1);
+        headers = { ...base, 'content-length': String(body.length), 'content-range': `bytes ${span.start}-${span.end}/${entry.body.length}` };
+      }
+    }
+    res.writeHead(status, headers);
+    const sent = head || body === undefined || status >= 400 ? 0 : body.length;
+    if (head || body === undefined) res.end();
+    else res.end(body);
+    metrics.count(outcome, status, sent);
+    if (level === 'info' || logHits)
+      accessLog(level, req, path, query, status, outcome, sent, startedAt, lookup.error ? describeError(lookup.error) : undefined);
+  }
+
+  function upstreamFailed(req: IncomingMessage, res: ServerResponse, path: string, query: string, err: unknown, startedAt: number): void {
+    if (res.destroyed) return;
+    if (draining) res.shouldKeepAlive = false;
+    // Whatever went wrong upstream, this edge was a gateway that got no usable answer.
+    const e = isOcdnError(err) ? err : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, describeError(err), { cause: err });
+    const timeout = e.code === ErrorCodes.ORIGIN_TIMEOUT;
+    const status = sendError(res, e, {
+      'x-edge-id': id,
+      'x-cache': 'MISS',
+      'cache-status': `${cacheStatusName}; fwd=miss; detail=${timeout ? 'upstream-timeout' : 'upstream-error'}`,
+    });
+    metrics.count('MISS', status, 0);
+    accessLog('info', req, path, query, status, 'MISS', 0, startedAt, describeError(e));
+  }
+
+  function onSlowDone(): void {
+    inFlight--;
+  }
+
+  // ---- /vod ------------------------------------------------------------------------------
+  function serveVod(req: IncomingMessage, res: ServerResponse, url: string): void {
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const query = q === -1 ? '' : url.slice(q + 1);
+    // Only checked paths are ever stored, so a fresh entry vouches for its path: the hit path
+    // skips the regex and one map lookup serves as both check and cache probe.
+    const entry = edgeCache.fresh(path);
+    if (entry === undefined) {
+      const bad = checkPath(path);
+      if (bad !== undefined) return refuse(req, res, path.slice(0, 200), query, new OcdnError(ErrorCodes.BAD_REQUEST, bad));
+    }
+    const method = req.method;
+    if (method !== 'GET' && method !== 'HEAD') {
+      return refuse(req, res, path, query, new OcdnError(ErrorCodes.METHOD, `method ${String(method).slice(0, 16)} not allowed (use GET, HEAD)`), {
+        allow: 'GET, HEAD',
+      });
+    }
+    if (tokens !== null) {
+      const why = tokens.check(path, q === -1 ? undefined : queryArg(query, 'token'));
+      if (why !== undefined) return refuse(req, res, path, query, new OcdnError(ErrorCodes.FORBIDDEN, why));
+    }
+    // Only three request headers matter here; scanning rawHeaders avoids building req.headers.
+    let range: string | undefined;
+    let inm: string | undefined;
+    let ifRange: string | undefined;
+    const raw = req.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      const len = name.length;
+      if (len === 5) {
+        if (name.toLowerCase() === 'range') range = raw[i + 1];
+      } else if (len === 13) {
+        if (name.toLowerCase() === 'if-none-match') inm = raw[i + 1];
+      } else if (len === 8) {
+        if (name.toLowerCase() === 'if-range') ifRange = raw[i + 1];
+      }
+    }
+    if (entry !== undefined && entry.kind === 'object' && range === undefined && inm === undefined) {
+      // The hit path: precomputed headers, the stored Buffer, two counters.
+      if (draining) res.shouldKeepAlive = false;
+      res.writeHead(200, hitHeaders(entry, Date.now()));
+      if (method === 'HEAD') {
+        res.end();
+        metrics.count('HIT', 200, 0);
+      } else {
+        res.end(entry.body);
+        metrics.count('HIT', 200, entry.body.length);
+      }
+      if (logHits) accessLog('debug', req, path, query, 200, 'HIT', method === 'HEAD' ? 0 : entry.body.length, Date.now());
+      return;
+    }
+    const startedAt = Date.now();
+    if (entry !== undefined) return respond(req, res, path, query, { entry, outcome: 'HIT', stored: false, fwd: 'miss' }, range, inm, ifRange, startedAt);
+    inFlight++;
+    res.once('close', onSlowDone);
+    edgeCache
+      .lookup(path)
+      .then(
+        (lookup) => respond(req, res, path, query, lookup, range, inm, ifRange, startedAt),
+        (err: unknown) => upstreamFailed(req, res, path, query, err, startedAt),
+      )
+      .catch((err: unknown) => {
+        log.error({ err: describeError(err), path }, 'response failed');
+        sendError(res, err, idHeader);
+      });
+  }
+
+  // ---- everything else -------------------------------------------------------------------
+  async function checkReady(): Promise<{ ok: boolean; reason?: string }> {
+    if (draining) return { ok: false, reason: 'draining' };
+    if (readiness && Date.now() - readiness.at < 1_000) return readiness;
+    probing ??= upstream
+      .ping()
+      .then(
+        () => void (readiness = { at: Date.now(), ok: true }),
+        (err: unknown) =>
+          void (readiness = { at: Date.now(), ok: false, reason: `${upstream.kind === 's3' ? 'origin' : 'parent'} unreachable: ${describeError(err)}` }),
+      )
+      .finally(() => (probing = undefined));
+    await probing;
+    return readiness!;
+  }
+
+  /** Exact paths besides /vod and /admin; add a route with one line here. */
+  const routes = new Map<string, Route>([
+    ['/healthz', { GET: (_req, res) => sendJson(res, 200, { ok: true, id, draining: draining }) }],
+    [
+      '/readyz',
+      {
+        GET: async (_req, res) => {
+          const r = await checkReady();
+          sendJson(res, r.ok ? 200 : 503, { ready: r.ok, id, upstream: upstream.kind, ...(r.reason ? { reason: r.reason } : {}) });
+        },
+      },
+    ],
+    ['/metrics', { GET: (_req, res) => sendMetrics(res, metrics.registry) }],
+    [
+      CATALOG_PATH,
+      {
+        GET: (req, res) =>
+          serveCatalog(req, res, { id, cache: edgeCache, metrics, cacheStatusName, log, draining: () => draining, waiting: (d) => (inFlight += d) }),
+      },
+    ],
+  ]);
+
+  async function serveOther(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    if (path === '/admin' || path.startsWith('/admin/')) return admin.handle(req, res, path, idHeader);
+    const route = routes.get(path);
+    if (route === undefined) throw new OcdnError(ErrorCodes.NOT_FOUND, `not found: ${path.slice(0, 200)} (this edge serves /vod/... and /catalog.json)`);
+    if (req.method !== 'GET' && req.method !== 'HEAD') return void sendMethodNotAllowed(res, req.method, 'GET, HEAD', idHeader);
+    await route.GET?.(req, res);
+  }
+
+  return {
+    handle(req, res) {
+      const url = req.url ?? '/';
+      if (url.startsWith('/vod')) return serveVod(req, res, url);
+      if (draining) res.shouldKeepAlive = false;
+      serveOther(req, res, url).catch((err: unknown) => {
+        if (statusOf(err) >= 500) log.error({ err: describeError(err), url: url.slice(0, 200) }, 'request failed');
+        sendError(res, err, idHeader);
+      });
+    },
+    get inFlight() {
+      return inFlight;
+    },
+    get draining() {
+      return draining;
+    },
+    drain() {
+      draining = true;
+    },
+  };
+}

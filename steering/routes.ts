@@ -1,0 +1,364 @@
+import { serveCatalog } from './catalog-route.ts';
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { type EdgeList, HEARTBEAT_LIMITS, type HeartbeatAck } from '../common/contracts.ts';
+import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
+import { readJsonBody, sendError, sendJson, sendMethodNotAllowed } from '../common/http.ts';
+import type { Logger } from '../common/log.ts';
+import { sendMetrics } from '../common/metrics.ts';
+import { signPrefix } from '../common/token.ts';
+import type { TitleCatalog } from './catalog.ts';
+import {
+  buildSessionMaster,
+  hlsPathwayParam,
+  hlsThroughputParam,
+  type MasterSource,
+  newSessionId,
+  pathwayPriority,
+  SESSION_ID_PATTERN,
+  type SessionStore,
+  type SteeringManifest,
+} from './content-steering.ts';
+import type { SteeringMetrics } from './metrics.ts';
+import { type EdgeView, getPolicy, isPolicyName, POLICY_NAMES, type PolicyName, type RankedEdge } from './policies.ts';
+import { type EdgeRegistry, validateHeartbeat } from './registry.ts';
+import type { Topology } from './topology.ts';
+
+/** What the handlers need of steering: its settings and the state startSteering built. */
+export interface SteeringContext {
+  log: Logger;
+  /** One line per decision, when asked for (--log-decisions or debug level). */
+  logDecision: ((o: object, msg: string) => void) | undefined;
+  topology: Topology;
+  defaultPolicy: PolicyName;
+  epsilon: number;
+  tokenTtlSec: number;
+  maxEdges: number;
+  manifestTtlSec: number;
+  /** HMAC secret shared with the edges; `null` hands out unsigned URLs. */
+  secret: string | null;
+  /** Base URL players reach steering at; default: the address the request came in on. */
+  publicUrl: string | undefined;
+  registry: EdgeRegistry;
+  catalog: TitleCatalog;
+  masters: MasterSource;
+  sessions: SessionStore;
+  metrics: SteeringMetrics;
+}
+
+/** A route's handler: synchronous where it can be (the hot path makes no promise per decision). */
+export type Handler = (req: IncomingMessage, res: ServerResponse, q: URLSearchParams, match: string) => void | Promise<void>;
+/** Handlers of one path by method; HEAD is served by GET. */
+export type Route = { GET?: Handler; POST?: Handler };
+
+const TITLE_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
+const LABEL_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+const NOT_FOUND_HINT = 'try /v1/steer, /v1/edges, /v1/play/{title}/master.m3u8, /healthz, /metrics';
+
+const bad = (msg: string) => new OcdnError(ErrorCodes.BAD_REQUEST, msg);
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw bad(`malformed percent-encoding in "${s.slice(0, 80)}"`);
+  }
+}
+
+/** The base URL a request reached us at: where a player asks again (SERVER-URI, RELOAD-URI). */
+function localBase(req: IncomingMessage): string {
+  const addr = req.socket.localAddress ?? '127.0.0.1';
+  return `http://${addr.includes(':') ? `[${addr}]` : addr}:${req.socket.localPort}`;
+}
+
+interface Decision {
+  title: string;
+  site: string;
+  policy: PolicyName;
+  ranked: RankedEdge[];
+}
+
+/** Steering's request listener: its routes and the decisions behind them. */
+export function steeringRoutes(ctx: SteeringContext): RequestListener {
+  const { log, logDecision, topology, defaultPolicy, epsilon, tokenTtlSec, maxEdges, manifestTtlSec, secret, registry, catalog, masters, sessions, metrics } =
+    ctx;
+  const debug = log.isLevelEnabled('debug');
+  const publicBase = ctx.publicUrl?.replace(/\/+$/, '');
+
+  // ---- state -----------------------------------------------------------------------------
+  // One token covers a title for everyone whose session expires in the same second, so a
+  // second's worth of answers for a title share one HMAC.
+  let tokenSecond = 0;
+  let tokens = new Map<string, string>();
+  let seq = 0;
+  // JSON.stringify of an answer (five ~200-byte URLs) was the largest cost of a decision. The
+  // answer is put together from pieces instead: per-edge fragments made once per edge URL with
+  // JSON.stringify, and values that are JSON-safe by construction (titles, regions, policies,
+  // session ids and tokens match [A-Za-z0-9._-]; reasons are policy constants).
+  const fragments = new WeakMap<EdgeView, { url: string; region: string; head: string; mid: string }>();
+
+  // ---- decisions -------------------------------------------------------------------------
+  function tokenFor(title: string, expiresSec: number): string | undefined {
+    if (secret === null) return undefined;
+    if (expiresSec !== tokenSecond) {
+      tokenSecond = expiresSec;
+      tokens = new Map();
+    }
+    let t = tokens.get(title);
+    if (t === undefined) {
+      t = signPrefix(secret, `/vod/${title}/`, expiresSec);
+      tokens.set(title, t);
+    }
+    return t;
+  }
+
+  function decide(q: URLSearchParams, req: IncomingMessage, titleArg?: string): Decision {
+    const title = titleArg ?? q.get('title') ?? '';
+    if (!TITLE_PATTERN.test(title))
+      throw bad(title === '' ? 'missing ?title=' : `bad title "${title.slice(0, 80)}": use 1-128 characters of A-Z a-z 0-9 . _ -`);
+    const region = q.get('region') ?? undefined;
+    if (region !== undefined && region !== '' && !LABEL_PATTERN.test(region))
+      throw bad(`bad region "${region.slice(0, 80)}": use 1-64 characters of A-Z a-z 0-9 . _ -`);
+    const policyArg = q.get('policy');
+    let policy = defaultPolicy;
+    if (policyArg !== null && policyArg !== '') {
+      if (!isPolicyName(policyArg)) throw bad(`unknown policy "${policyArg.slice(0, 40)}" (use ${POLICY_NAMES.join(', ')})`);
+      policy = policyArg;
+    }
+    try {
+      catalog.require(title);
+    } catch (err) {
+      metrics.countDecision(policy, isOcdnError(err, ErrorCodes.NOT_FOUND) ? 'unknown-title' : 'no-catalog');
+      catalog.refreshSoon();
+      throw err;
+    }
+    const site = topology.clientSite(region, req.socket.remoteAddress);
+    const edges = registry.healthy();
+    if (edges.length === 0) {
+      metrics.countDecision(policy, 'no-edge');
+      const c = registry.counts();
+      throw new OcdnError(ErrorCodes.NO_EDGE, `no healthy edge (${c.up + c.down} registered, ${c.down} out)`);
+    }
+    const ranked = getPolicy(policy).rank({
+      title,
+      edges,
+      siteOrder: topology.siteOrder(site),
+      epsilon,
+      loadQuantum: registry.sessionLoad,
+      random: Math.random,
+      seq: seq++,
+    });
+    if (ranked.length > maxEdges) ranked.length = maxEdges;
+    metrics.countDecision(policy, ranked[0]!.reason);
+    return { title, site, policy, ranked };
+  }
+
+  function fragmentOf(e: EdgeView) {
+    let f = fragments.get(e);
+    if (f === undefined || f.url !== e.url || f.region !== e.region) {
+      const url = JSON.stringify(`${e.url}/vod/`);
+      f = {
+        url: e.url,
+        region: e.region,
+        head: `{"id":${JSON.stringify(e.id)},"url":${url.slice(0, -1)}`,
+        mid: `","region":${JSON.stringify(e.region)},"reason":"`,
+      };
+      fragments.set(e, f);
+    }
+    return f;
+  }
+
+  function baseUrl(req: IncomingMessage): string {
+    return publicBase ?? localBase(req);
+  }
+
+  // ---- handlers --------------------------------------------------------------------------
+  /** GET /v1/steer → SteerResponse (common/contracts.ts), assembled by hand (see fragments). */
+  function steer(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
+    const t0 = performance.now();
+    const d = decide(q, req);
+    const session = q.get('session');
+    const sessionId = session !== null && LABEL_PATTERN.test(session) ? session : randomUUID();
+    const expiresSec = Math.floor(Date.now() / 1000) + tokenTtlSec;
+    const token = tokenFor(d.title, expiresSec);
+    const tail = token === undefined ? `/master.m3u8` : `/master.m3u8?token=${token}`;
+    let body = `{"sessionId":"${sessionId}","title":"${d.title}","policy":"${d.policy}","site":"${d.site}","expiresAt":${expiresSec * 1000},"edges":[`;
+    for (let i = 0; i < d.ranked.length; i++) {
+      const r = d.ranked[i]!;
+      const f = fragmentOf(r.edge);
+      body += `${i === 0 ? '' : ','}${f.head}${d.title}${tail}${f.mid}${r.reason}","score":${Number.isFinite(r.score) ? r.score : 0}}`;
+    }
+    body += ']}';
+    registry.noteSteered(d.ranked[0]!.edge.id);
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+    res.end(body);
+    metrics.steerTimer.observe((performance.now() - t0) / 1000);
+    logDecision?.(
+      { sessionId, title: d.title, site: d.site, policy: d.policy, isp: q.get('isp') ?? undefined, edges: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) },
+      'steer',
+    );
+  }
+
+  /** GET /v1/play/{title}/master.m3u8: a session master with one pathway per edge. */
+  async function playMaster(req: IncomingMessage, res: ServerResponse, q: URLSearchParams, rawTitle: string): Promise<void> {
+    const d = decide(q, req, safeDecode(rawTitle));
+    const master = await masters.get(catalog.require(d.title));
+    const expiresSec = Math.floor(Date.now() / 1000) + tokenTtlSec;
+    const id = newSessionId();
+    const serverUri = `${baseUrl(req)}/v1/steering/${id}.json`;
+    const text = buildSessionMaster({
+      master,
+      title: d.title,
+      pathways: d.ranked.map((r) => ({ id: r.edge.id, url: r.edge.url })),
+      token: tokenFor(d.title, expiresSec),
+      serverUri,
+    });
+    sessions.add({
+      id,
+      title: d.title,
+      site: d.site,
+      policy: d.policy,
+      pathways: d.ranked.map((r) => r.edge.id),
+      lowestBandwidth: Math.min(...master.variants.map((v) => v.bandwidth)),
+      createdAt: Date.now(),
+      expiresAtSec: expiresSec,
+      reloads: 0,
+    });
+    registry.noteSteered(d.ranked[0]!.edge.id);
+    res.writeHead(200, { 'content-type': 'application/vnd.apple.mpegurl', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+    res.end(text);
+    logDecision?.({ sessionId: id, title: d.title, site: d.site, policy: d.policy, pathways: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) }, 'play master');
+  }
+
+  /** GET /v1/steering/{sessionId}.json: the HLS Content Steering manifest, re-ranked now. */
+  function steeringManifest(req: IncomingMessage, res: ServerResponse, q: URLSearchParams, id: string): void {
+    const s = SESSION_ID_PATTERN.test(id) ? sessions.get(id) : undefined;
+    if (!s)
+      throw new OcdnError(ErrorCodes.NOT_FOUND, `unknown or expired steering session "${id.slice(0, 64)}" (start one with GET /v1/play/{title}/master.m3u8)`);
+    const current = hlsPathwayParam(q.get('_HLS_pathway'));
+    const throughput = hlsThroughputParam(q.get('_HLS_throughput'));
+    s.reloads++;
+    if (current !== undefined) s.lastPathway = current;
+    if (throughput !== undefined) s.lastThroughputBps = throughput;
+    const edges = registry.healthy();
+    const ranked =
+      edges.length === 0
+        ? []
+        : getPolicy(s.policy as PolicyName).rank({
+            title: s.title,
+            edges,
+            siteOrder: topology.siteOrder(s.site),
+            epsilon,
+            loadQuantum: registry.sessionLoad,
+            random: Math.random,
+            seq: seq++,
+          });
+    const { priority, note } = pathwayPriority({ ranked, sessionPathways: s.pathways, current, throughputBps: throughput, lowestBandwidth: s.lowestBandwidth });
+    if (priority.length === 0) {
+      metrics.countDecision(s.policy, 'no-edge');
+      throw new OcdnError(ErrorCodes.NO_EDGE, `no pathway of session ${id} is healthy (${s.pathways.join(', ')})`);
+    }
+    metrics.countDecision(s.policy, `manifest+${note}`);
+    const manifest: SteeringManifest = {
+      VERSION: 1,
+      TTL: manifestTtlSec,
+      'RELOAD-URI': `${baseUrl(req)}/v1/steering/${id}.json`,
+      'PATHWAY-PRIORITY': priority,
+    };
+    sendJson(res, 200, manifest);
+    logDecision?.({ sessionId: id, title: s.title, current, throughput, note, priority }, 'steering manifest');
+  }
+
+  /** POST /v1/edges/heartbeat: EdgeHeartbeat in (checked against its schema), HeartbeatAck out. */
+  async function heartbeat(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let hb: ReturnType<typeof validateHeartbeat>;
+    try {
+      hb = validateHeartbeat(await readJsonBody(req, HEARTBEAT_LIMITS.maxBodyBytes));
+    } catch (err) {
+      metrics.heartbeatInvalid.inc();
+      throw err;
+    }
+    const state = registry.heartbeat(hb);
+    metrics.heartbeatOk.inc();
+    const ack: HeartbeatAck = { ok: true, id: hb.id, state };
+    sendJson(res, 200, ack);
+  }
+
+  function edgeList(_req: IncomingMessage, res: ServerResponse): void {
+    const body: EdgeList = { edges: registry.list() };
+    sendJson(res, 200, body);
+  }
+
+  function healthz(_req: IncomingMessage, res: ServerResponse): void {
+    const c = registry.counts();
+    sendJson(res, 200, {
+      ok: true,
+      edgesUp: c.up,
+      edgesDown: c.down,
+      catalog: catalog.loaded ? catalog.size : (catalog.error ?? 'not loaded'),
+      policy: defaultPolicy,
+    });
+  }
+
+  function readyz(_req: IncomingMessage, res: ServerResponse): void {
+    const up = registry.counts().up;
+    const ready = catalog.loaded && up > 0;
+    sendJson(res, ready ? 200 : 503, { ready, catalog: catalog.loaded, edgesUp: up });
+  }
+
+  // ---- routing ---------------------------------------------------------------------------
+  /** Exact paths; add a route with one line here. */
+  const routes = new Map<string, Route>([
+    ['/v1/steer', { GET: steer }],
+    ['/v1/edges/heartbeat', { POST: heartbeat }],
+    ['/v1/edges', { GET: edgeList }],
+    ['/v1/catalog', { GET: (req, res) => serveCatalog(req, res, catalog) }],
+    ['/v1/topology', { GET: (_req, res) => sendJson(res, 200, topology.toJSON()) }],
+    ['/healthz', { GET: healthz }],
+    ['/readyz', { GET: readyz }],
+    ['/metrics', { GET: (_req, res) => sendMetrics(res, metrics.registry) }],
+  ]);
+  /** Paths with a parameter: the first capture group is passed to the handler as `match`. */
+  const patterns: [RegExp, Route][] = [
+    [/^\/v1\/play\/([^/]+)\/master\.m3u8$/, { GET: playMaster }],
+    [/^\/v1\/steering\/([^/]+)\.json$/, { GET: steeringManifest }],
+  ];
+
+  function fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    const status = sendError(res, err);
+    // A broken upstream (502, 504) or no edge (503) is the world's state, not a steering fault.
+    if (status === 502 || status === 504) log.warn({ err: describeError(err), url: req.url?.slice(0, 200) }, 'upstream failed');
+    else if (status >= 500 && status !== 503) log.error({ err: describeError(err), url: req.url?.slice(0, 200) }, 'request failed');
+    else if (debug) log.debug({ err: describeError(err), url: req.url?.slice(0, 200), status }, 'request refused');
+  }
+
+  return (req, res) => {
+    const raw = req.url ?? '/';
+    const qi = raw.indexOf('?');
+    const path = qi === -1 ? raw : raw.slice(0, qi);
+    let route = routes.get(path);
+    let match = '';
+    if (route === undefined) {
+      for (const [re, r] of patterns) {
+        const m = re.exec(path);
+        if (m) {
+          route = r;
+          match = m[1]!;
+          break;
+        }
+      }
+    }
+    if (route === undefined) return fail(req, res, new OcdnError(ErrorCodes.NOT_FOUND, `not found: ${path.slice(0, 200)} (${NOT_FOUND_HINT})`));
+    const method = req.method === 'HEAD' ? 'GET' : req.method;
+    const handler = method === 'GET' ? route.GET : method === 'POST' ? route.POST : undefined;
+    if (handler === undefined) return void sendMethodNotAllowed(res, req.method, route.GET ? 'GET, HEAD' : 'POST');
+    const q = new URLSearchParams(qi === -1 ? '' : raw.slice(qi + 1));
+    try {
+      const done = handler(req, res, q, match);
+      if (done !== undefined) done.catch((err: unknown) => fail(req, res, err));
+    } catch (err) {
+      fail(req, res, err);
+    }
+  };
+}
