@@ -27,6 +27,8 @@ export interface ClusterState {
   dir: string;
   tokenSecret: string;
   adminToken: string;
+  /** Per-cluster key that signs edge heartbeats (absent in state files of older clusters). */
+  edgeKey?: string;
   s3Endpoint: string;
   bucket: string;
   brokers: string;
@@ -84,6 +86,7 @@ export interface ContextValues {
   aggregatorUrl: string;
   tokenSecret: string;
   adminToken: string;
+  edgeKey: string;
   /** Steered edges' base URLs, comma-separated. */
   edgeUrls: string;
   kafkaDir: string;
@@ -97,8 +100,9 @@ export interface ClusterContext {
   values: Partial<ContextValues>;
 }
 
-export function contextValues(state: ClusterState): ContextValues {
+export function contextValues(state: ClusterState): Partial<ContextValues> {
   return {
+    ...(state.edgeKey ? { edgeKey: state.edgeKey } : {}),
     s3Endpoint: state.s3Endpoint,
     bucket: state.bucket,
     steeringUrl: state.steeringUrl,
