@@ -29,6 +29,7 @@ import { CompressionTypes, Partitioners, type Admin, type Message, type Producer
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { isAlive } from '../common/ports.ts';
 import type { EventSink, QoeEvent } from './events.ts';
 import { createKafka, parseBrokers, topicNames } from './kafka.ts';
 import { partitionFor } from './partitioner.ts';
@@ -95,15 +96,6 @@ function newChunk(): Chunk {
   return { values: [], keys: [], bytes: 0, done, resolve: resolveFn, reject: rejectFn };
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Takes `<file>.lock`; when another live process holds it, falls back to a per-pid file. */
 function lockSpill(file: string): string {
   for (const candidate of [file, file.replace(/(\.jsonl)?$/, `-${process.pid}.jsonl`)]) {
@@ -115,7 +107,7 @@ function lockSpill(file: string): string {
       return candidate;
     } catch {
       const pid = Number(readFileSafe(lock).trim());
-      if (!pid || pid === process.pid || !pidAlive(pid)) {
+      if (!pid || pid === process.pid || !isAlive(pid)) {
         writeFileSync(lock, `${process.pid}\n`);
         return candidate;
       }
