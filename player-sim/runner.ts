@@ -6,7 +6,7 @@ import type { EventSink, QoeEvent } from '../telemetry/events.ts';
 import { createAbr, type AbrName } from './abr/index.ts';
 import { RealClock, type Clock } from './clock.ts';
 import type { CmcdMode } from './cmcd.ts';
-import { NullSink } from './jsonl-sink.ts';
+import { NullSink } from './sinks.ts';
 import { parseTraceSpec, type TraceFactory } from './network.ts';
 import { geometric, rngFor, uuidFrom } from './rng.ts';
 import { startSession, type EdgeUsage, type ExitReason, type SessionConfig, type SessionHandle, type SessionResult } from './session.ts';

@@ -22,7 +22,7 @@
  * for other content, which the broker then drops as a "duplicate" — acknowledged events lost
  * (test/telemetry/lost-answer.test.ts).
  */
-import { closeSync, createWriteStream, fsync, mkdirSync, openSync, readFileSync, writeFileSync, type WriteStream } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { CompressionTypes, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
@@ -599,43 +599,5 @@ export function createProducer(opts: ProducerOptions = {}): KafkaEventProducer {
   return new KafkaEventProducer(opts);
 }
 
-/**
- * Events as JSON lines in a file, for runs without Kafka (and to feed `ocdn qoe` offline).
- * send() resolves once the line is handed to the OS; flush() fsyncs.
- */
-export class JsonLinesSink implements EventSink {
-  readonly path: string;
-  private readonly stream: WriteStream;
-  private closed = false;
-  private count = 0;
-
-  constructor(path: string) {
-    this.path = resolve(path);
-    mkdirSync(dirname(this.path), { recursive: true });
-    this.stream = createWriteStream(this.path, { flags: 'a' });
-    this.stream.on('error', () => undefined);
-  }
-
-  get written(): number {
-    return this.count;
-  }
-
-  send(event: QoeEvent): void | Promise<void> {
-    if (this.closed) throw new OcdnError(ErrorCodes.USAGE, 'sink is closed');
-    this.count++;
-    if (!this.stream.write(`${JSON.stringify(event)}\n`)) return new Promise((r) => this.stream.once('drain', () => r()));
-  }
-
-  async flush(): Promise<void> {
-    await new Promise<void>((res, rej) => this.stream.write('', (err) => (err ? rej(err) : res())));
-    const fd = (this.stream as unknown as { fd: number | null }).fd;
-    if (typeof fd === 'number') await new Promise<void>((res) => fsync(fd, () => res()));
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    await this.flush();
-    this.closed = true;
-    await new Promise<void>((res) => this.stream.end(() => res()));
-  }
-}
+/** The JSON-lines file sink, for callers that pick a sink here (`ocdn play`). */
+export { JsonLinesSink } from './jsonl-sink.ts';

@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../../common/units.ts';
-import { NullSink } from '../../player-sim/jsonl-sink.ts';
+import { NullSink } from '../../player-sim/sinks.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
 
 const { values } = parseArgs({
