@@ -91,6 +91,18 @@ export async function retry<T>(fn: (a: Attempt) => Promise<T>, o: RetryOptions =
   }
 }
 
+/**
+ * A Retry-After header (delta-seconds or an HTTP date) in ms; undefined when absent or
+ * unreadable. Capped at an hour: the header comes from the network.
+ */
+export function retryAfterMs(value: string | string[] | null | undefined, now = Date.now()): number | undefined {
+  const v = (Array.isArray(value) ? value[0] : value)?.trim();
+  if (!v) return undefined;
+  // An HTTP date starts with the day's name; Date.parse alone would take "-3" for a year.
+  const ms = /^\d{1,10}$/.test(v) ? Number(v) * 1000 : /^[A-Za-z]{3}/.test(v) ? Date.parse(v) - now : Number.NaN;
+  return Number.isNaN(ms) ? undefined : Math.min(3_600_000, Math.max(0, ms));
+}
+
 /** setTimeout as a promise; rejects with the signal's reason when it aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {

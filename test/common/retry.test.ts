@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Backoff, backoffDelay, retry, waitFor } from '../../common/retry.ts';
+import { Backoff, backoffDelay, retry, retryAfterMs, waitFor } from '../../common/retry.ts';
 
 describe('backoffDelay', () => {
   it('grows exponentially up to the cap, with full jitter in [0, cap]', () => {
@@ -158,5 +158,17 @@ describe('waitFor', () => {
     ).rejects.toThrow('process exited');
     expect(calls).toBe(1);
     await expect(waitFor(() => false, { timeoutMs: 50, intervalMs: 10, timeoutError: (m) => new TypeError(`custom: ${m}`) })).rejects.toThrow(TypeError);
+  });
+});
+
+describe('retryAfterMs', () => {
+  it('reads seconds and HTTP dates, caps at an hour, ignores garbage', () => {
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    expect(retryAfterMs('5')).toBe(5_000);
+    expect(retryAfterMs(['2', '9'])).toBe(2_000);
+    expect(retryAfterMs('Thu, 01 Jan 2026 00:00:30 GMT', now)).toBe(30_000);
+    expect(retryAfterMs('Wed, 31 Dec 2025 00:00:00 GMT', now)).toBe(0);
+    expect(retryAfterMs('99999999')).toBe(3_600_000);
+    for (const bad of [undefined, null, '', 'soon', '-3']) expect(retryAfterMs(bad)).toBeUndefined();
   });
 });
