@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { runPlayers, summarize } from '../../player-sim/runner.ts';
 import { MemorySink } from '../../player-sim/sinks.ts';
-import { applyEvent, emptyAgg, mergeInto, metricsOf } from '../../telemetry/merge.ts';
+import { emptyAgg, metricsOf } from '../../telemetry/merge.ts';
 import { rebufferRatio, reportedSeconds, videoStartMs, vstQuantileMs, vstSketch } from '../../telemetry/qoe-math.ts';
+import { AggregateView } from '../../telemetry/view.ts';
+import { PartitionWindows } from '../../telemetry/windows.ts';
 
 describe('QoE math: one definition', () => {
   it('rebuffer ratio: Σstall / Σ(play + stall); null (not 0) when nothing played or stalled', () => {
@@ -46,12 +48,14 @@ describe('QoE math: one definition', () => {
     expect(summary.stalledS).toBeGreaterThan(0);
     expect(summary.started).toBeGreaterThan(10);
 
-    // The aggregator's per-window math, each session's events on one of two partitions and the
-    // partials merged, as the read side does (the sketch's wire form is left out: it needs protobufjs).
-    const parts = [emptyAgg(), emptyAgg()];
-    for (const e of sink.events) applyEvent(parts[e.sessionId.charCodeAt(0) % 2]!, e);
-    const all = metricsOf(mergeInto(emptyAgg(), mergeInto(parts[0]!, parts[1]!)));
+    // Through the aggregator's path: window engine → partial records (sketch in its wire form) → read side.
+    const eng = new PartitionWindows(0, { windowMs: 10_000, graceMs: 3_600_000, idleMs: 0, lateRetentionMs: 3_600_000, provisionalMs: 0 });
+    for (const [i, e] of sink.events.entries()) eng.add(e, i, 0);
+    const view = new AggregateView({ retentionMs: Number.MAX_SAFE_INTEGER });
+    for (const r of eng.collect(0, true).records) view.upsert(r);
+    const all = view.query({ by: 'all', windowMs: 10_000 }).totals[0]!;
 
+    expect(all.late + all.duplicates).toBe(0);
     expect(all.startups).toBe(summary.started);
     expect(all.rebufferRatio).not.toBeNull();
     expect(all.rebufferRatio!).toBeCloseTo(summary.rebufferRatio!, 12);
