@@ -264,11 +264,13 @@ export function registerCluster(program: Command): void {
     .option('--top <n>', 'how many titles', '10')
     .option('--rate <bytes/s>', 'fill rate per edge, e.g. 50MB', '50MB')
     .option('--recent <time>', 'titles players asked for in this span (from the aggregator) go first; the catalog rank orders the rest', '15m')
+    .option('--deadline <time>', 'edges at their limit of running fills (429) are asked again until this long has passed', '10m')
     .option('--dir <dir>', DIR_HELP)
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig(
         {
           top: { type: 'int', min: 1, default: 10 },
+          deadline: { type: 'duration', min: 1000, default: '10m' },
           rate: { type: 'string', default: '50MB' },
           recent: { type: 'duration', min: 1000, default: '15m' },
         } as const,
@@ -281,7 +283,7 @@ export function registerCluster(program: Command): void {
       const edgeComps = state.components.filter((c) => c.kind === 'edge');
       const regions = [...new Set(edgeComps.map((c) => c.region ?? ''))].filter(Boolean);
       const demand = await recentDemand(state.aggregatorUrl, cfg.recent);
-      const plan = await proactiveFill({
+      const result = await proactiveFill({
         catalog,
         top: cfg.top,
         bytesPerSecond: rate,
@@ -290,13 +292,26 @@ export function registerCluster(program: Command): void {
         edges: edgeComps.map((c) => ({ id: c.name, url: c.url })),
         adminToken: state.adminToken,
         demand,
+        deadlineMs: cfg.deadline,
+        onRetry: (job, err, delayMs) =>
+          say(
+            `${job.edgeId} cannot take ${job.title} yet (${err instanceof Error ? err.message : String(err)}); asking again in ${Math.ceil(delayMs / 1000)} s`,
+          ),
       });
       process.stdout.write(
         `${renderTable(
           ['title', 'why', 'edge', 'status', 'detail'],
-          plan.map((p) => [p.title, p.why, p.edgeId, p.status, p.detail]),
+          result.done.map((p) => [p.title, p.why, p.edgeId, p.status, p.detail]),
         )}\n`,
       );
-      if (plan.some((p) => p.status >= 300)) process.exitCode = 1;
+      if (result.left.length)
+        process.stdout.write(
+          `\nnot filled (${result.left.length}):\n${renderTable(
+            ['title', 'edge', 'status', 'attempts', 'reason'],
+            result.left.map((p) => [p.title, p.edgeId, p.status ?? '-', p.attempts, p.reason]),
+          )}\n`,
+        );
+      // Non-zero only when something was left unfilled.
+      if (result.left.length) process.exitCode = 1;
     });
 }

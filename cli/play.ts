@@ -82,8 +82,8 @@ async function openSink(brokers: string[] | undefined, eventsFile: string): Prom
   return new producer.JsonLinesSink(eventsFile);
 }
 
-const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-const ms = (x: number | undefined) => (x === undefined ? '-' : `${Math.round(x)} ms`);
+const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(2)}%`);
+const ms = (x: number | null | undefined) => (x == null ? '-' : `${Math.round(x)} ms`);
 const mbps = (x: number) => `${(x / 1e6).toFixed(2)} Mbit/s`;
 
 export function formatSummary(s: RunSummary): string {

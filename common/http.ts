@@ -199,24 +199,5 @@ function describeProblem(e: ErrorObject | undefined, field: string): string {
 
 // ---- tests and scripts -----------------------------------------------------------------------
 
-/** Polls `check` until it returns a truthy value or the deadline passes. For scripts and tests. */
-export async function waitFor<T>(
-  check: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
-): Promise<T> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) {
-      const why = lastErr instanceof Error ? ` (last error: ${lastErr.message})` : '';
-      throw new Error(`timed out after ${opts.timeoutMs ?? 10_000} ms waiting for ${opts.what ?? 'condition'}${why}`);
-    }
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
-  }
-}
+/** The one poll lives with the one retry; re-exported here, where scripts and tests have always found it. */
+export { waitFor } from './retry.ts';

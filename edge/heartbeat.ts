@@ -2,6 +2,7 @@ import { request } from 'undici';
 import type { EdgeHeartbeat } from '../common/contracts.ts';
 import { errorMessage } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
+import { retry, retryAfterMs } from '../common/retry.ts';
 
 /**
  * Pushes an EdgeHeartbeat (the contract steering checks it against) to steering every interval, to every steering replica given (each
@@ -55,16 +56,30 @@ export class Heartbeat {
 
   private async sendTo(steeringUrl: string, body: string, timeoutMs: number): Promise<void> {
     try {
-      const res = await request(`${steeringUrl}/v1/edges/heartbeat`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-      if (res.statusCode >= 300) throw new Error(`steering answered ${res.statusCode}: ${errorMessage(await res.body.text())}`);
-      await res.body.dump();
+      // Within the beat's own budget, so retries never make beats pile up; a 4xx is this edge's
+      // fault and would only be refused again.
+      await retry(
+        async ({ signal, remainingMs }) => {
+          const res = await request(`${steeringUrl}/v1/edges/heartbeat`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body,
+            headersTimeout: Math.max(1, remainingMs),
+            bodyTimeout: Math.max(1, remainingMs),
+            signal,
+          });
+          if (res.statusCode < 300) return void (await res.body.dump());
+          throw new BeatRefused(res.statusCode, retryAfterMs(res.headers['retry-after']), errorMessage(await res.body.text()));
+        },
+        {
+          maxAttempts: 3,
+          deadlineMs: timeoutMs,
+          baseMs: 50,
+          maxMs: 500,
+          retryable: (err) => !(err instanceof BeatRefused) || err.status >= 500 || err.status === 429,
+          retryAfterMs: (err) => (err instanceof BeatRefused ? err.retryAfterMs : undefined),
+        },
+      );
       this.sent++;
       if (this.failing.delete(steeringUrl)) this.opts.log.info({ steering: steeringUrl }, 'heartbeats reach steering again');
     } catch (err) {
@@ -76,5 +91,15 @@ export class Heartbeat {
       }
       this.failing.add(steeringUrl);
     }
+  }
+}
+
+class BeatRefused extends Error {
+  constructor(
+    readonly status: number,
+    readonly retryAfterMs: number | undefined,
+    why: string,
+  ) {
+    super(`steering answered ${status}: ${why}`);
   }
 }

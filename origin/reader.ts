@@ -1,5 +1,6 @@
 import { GetObjectCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { retry } from '../common/retry.ts';
 
 export const SHA256_META = 'sha256';
 
@@ -110,26 +111,25 @@ export class OriginReader {
   }
 
   private async withRetries<T>(key: string, attempt: (signal: AbortSignal) => Promise<T>, retries = this.retries): Promise<T> {
-    let lastErr: OcdnError | undefined;
-    for (let i = 0; i <= retries; i++) {
-      if (i > 0) {
-        // Full jitter: spreads the retries of many edges hitting one recovering origin.
-        const cap = Math.min(this.maxBackoffMs, this.baseBackoffMs * 2 ** (i - 1));
-        await new Promise((r) => setTimeout(r, Math.random() * cap));
-      }
-      const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(new Error('origin timeout')), this.timeoutMs);
-      try {
-        return await attempt(ac.signal);
-      } catch (raw) {
-        const err = this.classify(key, raw as SdkError, ac.signal.aborted);
-        if (err.code === ErrorCodes.NOT_FOUND || !this.isRetriable(raw as SdkError, ac.signal.aborted)) throw err;
-        lastErr = err;
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-    throw lastErr!;
+    // Only what can get better is tried again: not a 404, a 403 or a bad request.
+    const retriable = new WeakSet<OcdnError>();
+    return retry(
+      async () => {
+        const ac = new AbortController();
+        const timer = setTimeout(() => ac.abort(new Error('origin timeout')), this.timeoutMs);
+        try {
+          return await attempt(ac.signal);
+        } catch (raw) {
+          const err = this.classify(key, raw as SdkError, ac.signal.aborted);
+          if (err.code !== ErrorCodes.NOT_FOUND && this.isRetriable(raw as SdkError, ac.signal.aborted)) retriable.add(err);
+          throw err;
+        } finally {
+          clearTimeout(timer);
+        }
+      },
+      // Full jitter spreads the retries of many edges hitting one recovering origin.
+      { maxAttempts: retries + 1, baseMs: this.baseBackoffMs, maxMs: this.maxBackoffMs, retryable: (err) => retriable.has(err as OcdnError) },
+    );
   }
 
   private isRetriable(err: SdkError, timedOut: boolean): boolean {

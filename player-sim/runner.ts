@@ -3,10 +3,11 @@ import type { Dispatcher } from 'undici';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { Zipf } from '../common/zipf.ts';
 import type { EventSink, QoeEvent } from '../telemetry/events.ts';
+import { rebufferRatio, vstQuantileMs, vstSketch } from '../telemetry/qoe-math.ts';
 import { createAbr, type AbrName } from './abr/index.ts';
 import { RealClock, type Clock } from './clock.ts';
 import type { CmcdMode } from './cmcd.ts';
-import { NullSink } from './jsonl-sink.ts';
+import { NullSink } from './sinks.ts';
 import { parseTraceSpec, type TraceFactory } from './network.ts';
 import { geometric, rngFor, uuidFrom } from './rng.ts';
 import { startSession, type EdgeUsage, type ExitReason, type SessionConfig, type SessionHandle, type SessionResult } from './session.ts';
@@ -104,10 +105,11 @@ export interface RunSummary {
   /** Those sessions by title, status and code: most refused first. */
   refused: RefusedTitle[];
   exitReasons: Record<ExitReason, number>;
-  vstP50Ms: number | undefined;
-  vstP95Ms: number | undefined;
-  /** Σ stalled / Σ (played + stalled). */
-  rebufferRatio: number;
+  /** Of the sessions' startup VSTs, in the aggregator's sketch (qoe-math.ts); null when none started. */
+  vstP50Ms: number | null;
+  vstP95Ms: number | null;
+  /** Σ stalled / Σ (played + stalled) (qoe-math.ts); null when nothing played. */
+  rebufferRatio: number | null;
   stallsPerMin: number;
   /** Time-weighted over everything played, bits/s. */
   avgBitrate: number;
@@ -181,18 +183,12 @@ export function titlePicker(spec: string, catalog: string[] | undefined): TitleP
   return (u) => list[Math.min(list.length - 1, Math.floor(u * list.length))]!;
 }
 
-function percentile(sorted: number[], p: number): number | undefined {
-  if (sorted.length === 0) return undefined;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
-}
-
 export function summarize(
   results: SessionResult[],
   meta: Pick<RunSummary, 'mode' | 'abr' | 'network' | 'seed' | 'players' | 'peakConcurrent' | 'simulatedMs' | 'wallMs'>,
 ): RunSummary {
   const exitReasons: Record<ExitReason, number> = { completed: 0, 'watch-time': 0, error: 0, 'start-failure': 0, aborted: 0 };
-  const vst: number[] = [];
+  const vst = vstSketch();
   let played = 0;
   let stalled = 0;
   let stalls = 0;
@@ -215,7 +211,7 @@ export function summarize(
       refused.set(key, t);
     }
     exitReasons[r.exitReason]++;
-    if (r.vstMs !== undefined) vst.push(r.vstMs);
+    if (r.vstMs !== undefined) vst.accept(r.vstMs);
     played += r.playedS;
     stalled += r.stalledS;
     stalls += r.stalls;
@@ -235,7 +231,6 @@ export function summarize(
       edges.set(id, e);
     }
   }
-  vst.sort((a, b) => a - b);
   const minutes = played / 60;
   return {
     ...meta,
@@ -246,9 +241,9 @@ export function summarize(
     refusedSessions,
     refused: [...refused.values()].sort((a, b) => b.sessions - a.sessions || (a.title < b.title ? -1 : a.title > b.title ? 1 : a.status - b.status)),
     exitReasons,
-    vstP50Ms: percentile(vst, 50),
-    vstP95Ms: percentile(vst, 95),
-    rebufferRatio: played + stalled > 0 ? stalled / (played + stalled) : 0,
+    vstP50Ms: vstQuantileMs(vst, 0.5),
+    vstP95Ms: vstQuantileMs(vst, 0.95),
+    rebufferRatio: rebufferRatio(stalled, played),
     stallsPerMin: minutes > 0 ? stalls / minutes : 0,
     avgBitrate: played > 0 ? bitrateTime / played : 0,
     switchesPerMin: minutes > 0 ? switches / minutes : 0,

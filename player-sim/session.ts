@@ -1,6 +1,7 @@
 import type { SteeredEdge } from '../common/contracts.ts';
 import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
 import type { EventSink, QoeEvent, SegmentEvent, SessionEndEvent } from '../telemetry/events.ts';
+import { reportedSeconds, videoStartMs } from '../telemetry/qoe-math.ts';
 import { abandonTo, ThroughputEstimator, type Abr, type AbrState, type LastDownload } from './abr/index.ts';
 import type { AbandonInput } from './abr/abandon.ts';
 import { isAborted, type Clock } from './clock.ts';
@@ -319,9 +320,9 @@ class Session {
       this.started = true;
       this.playing = true;
       this.lastT = t;
-      this.vstMs = t - this.t0;
+      this.vstMs = videoStartMs(this.t0, t);
       this.cancelStartTimeout?.();
-      this.em.emit('startup', { vstMs: Math.round(this.vstMs), rendition, bitrate }, t);
+      this.em.emit('startup', { vstMs: this.vstMs, rendition, bitrate }, t);
     } else if (this.started && !this.playing && (this.bufferS >= this.cfg.resumeThresholdS - EPS || complete)) {
       this.playing = true;
       this.lastT = t;
@@ -724,9 +725,12 @@ class Session {
     if (this.started && !this.playing && this.stallStart !== undefined) stalledMs += now - this.stallStart;
     const reason = this.exitReason ?? 'error';
     const avg = this.avgBitrate();
+    // The result carries what the session_end event says, so the run summary and the aggregator agree.
+    const playedS = reportedSeconds(this.position);
+    const stalledS = reportedSeconds(stalledMs / 1000);
     this.em.emit('session_end', {
-      playedS: round3(this.position),
-      stalledS: round3(stalledMs / 1000),
+      playedS,
+      stalledS,
       avgBitrate: Math.round(avg),
       switches: this.switches,
       started: this.started,
@@ -739,8 +743,8 @@ class Session {
       title: this.cfg.title,
       started: this.started,
       vstMs: this.vstMs,
-      playedS: this.position,
-      stalledS: stalledMs / 1000,
+      playedS,
+      stalledS,
       stalls: this.stalls,
       avgBitrate: avg,
       switches: this.switches,

@@ -4,7 +4,8 @@ import type { EdgeList } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { waitFor } from '../common/http.ts';
 import { healthy, kafkaReady, s3Answers } from './cluster/cluster.ts';
-import { isAlive, spawnOcdn, stopProcess } from './cluster/processes.ts';
+import { isAlive } from '../common/ports.ts';
+import { spawnOcdn, stopProcess } from './cluster/processes.ts';
 import { readState, writeState, type ClusterState, type ComponentState } from './cluster/state.ts';
 
 export type ChaosLog = (line: string) => void;

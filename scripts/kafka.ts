@@ -8,13 +8,14 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { ensureTopics, topicNames, type TopicNames } from '../telemetry/kafka.ts';
-import { isAlive, stopProcess } from './cluster/processes.ts';
+import { isAlive, portInUse } from '../common/ports.ts';
+import { waitFor } from '../common/retry.ts';
+import { stopProcess } from './cluster/processes.ts';
 
 export const KAFKA_VERSION = '3.9.1';
 const SCALA = '2.13';
@@ -237,33 +238,6 @@ function tailOf(file: string | undefined, lines = 15): string {
   }
 }
 
-function portFree(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const srv = createServer();
-    srv.once('error', () => res(false));
-    srv.once('listening', () => srv.close(() => res(true)));
-    srv.listen(port, '127.0.0.1');
-  });
-}
-
-/** Free TCP ports on 127.0.0.1 chosen by the OS (for tests and benchmarks). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<import('node:net').Server>((res, rej) => {
-          const s = createServer();
-          s.once('error', rej);
-          s.listen(0, '127.0.0.1', () => res(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
-
 /**
  * Starts a combined KRaft broker+controller and resolves once a kafkajs admin lists topics and
  * the topics exist. The JVM is our child: `stop()` ends it, and so does this process's exit.
@@ -277,7 +251,7 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
   const java = findJava();
   const libs = opts.libsDir ?? (await fetchKafkaLibs({ log: progress }));
   const busy = [];
-  for (const p of [port, controllerPort]) if (!(await portFree(p))) busy.push(p);
+  for (const p of [port, controllerPort]) if (await portInUse(p)) busy.push(p);
   if (busy.length)
     throw new OcdnError(
       ErrorCodes.PORT_IN_USE,
@@ -361,22 +335,25 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
   };
 
   progress(`starting Kafka ${KAFKA_VERSION} (pid ${pid}) on ${brokers}, controller on 127.0.0.1:${controllerPort}`);
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 180_000);
+  const readyMs = opts.readyTimeoutMs ?? 180_000;
   try {
-    for (;;) {
-      if (exitCode !== undefined)
-        throw new OcdnError(
-          ErrorCodes.BROKER_UNAVAILABLE,
-          `Kafka exited with code ${exitCode} during start-up${logFile ? `; last lines of ${logFile}:\n${tailOf(logFile)}` : ''}`,
-        );
-      if (await brokerAnswers(brokers)) break;
-      if (Date.now() > deadline)
-        throw new OcdnError(
-          ErrorCodes.BROKER_UNAVAILABLE,
-          `Kafka did not answer on ${brokers} within ${opts.readyTimeoutMs ?? 180_000} ms${logFile ? ` (log: ${logFile})` : ''}`,
-        );
-      await new Promise((r) => setTimeout(r, 300));
-    }
+    await waitFor(
+      async () => {
+        if (exitCode !== undefined)
+          throw new OcdnError(
+            ErrorCodes.BROKER_UNAVAILABLE,
+            `Kafka exited with code ${exitCode} during start-up${logFile ? `; last lines of ${logFile}:\n${tailOf(logFile)}` : ''}`,
+          );
+        return brokerAnswers(brokers);
+      },
+      {
+        timeoutMs: readyMs,
+        intervalMs: 300,
+        fatal: (err) => isOcdnError(err),
+        timeoutError: () =>
+          new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka did not answer on ${brokers} within ${readyMs} ms${logFile ? ` (log: ${logFile})` : ''}`),
+      },
+    );
     await ensureTopics(brokers, { topics: opts.topics ?? topicNames(), eventPartitions: opts.eventPartitions, log });
   } catch (err) {
     await handle.stop(5_000);
@@ -416,8 +393,6 @@ export interface KafkaStatus {
   error?: string;
 }
 
-const pidAlive = isAlive;
-
 function readPid(file: string): number | undefined {
   try {
     const n = Number(readFileSync(file, 'utf8').trim());
@@ -433,7 +408,7 @@ export async function kafkaStatus(brokers: string, dir?: string): Promise<KafkaS
     const pid = readPid(join(resolve(dir), 'kafka.pid')) ?? readPid(join(resolve(dir), 'broker.pid'));
     if (pid) {
       out.pid = pid;
-      out.alive = pidAlive(pid);
+      out.alive = isAlive(pid);
     }
   }
   const { Kafka, logLevel } = await import('kafkajs');
@@ -467,7 +442,7 @@ export async function kafkaUpDetached(opts: { dir: string; port: number; readyTi
   const brokers = `127.0.0.1:${opts.port}`;
   const pidFile = join(dir, 'kafka.pid');
   const old = readPid(pidFile);
-  if (old && pidAlive(old)) {
+  if (old && isAlive(old)) {
     if (await brokerAnswers(brokers)) {
       opts.onProgress?.(`Kafka already running (pid ${old}) on ${brokers}`);
       return kafkaStatus(brokers, dir);
@@ -498,16 +473,22 @@ export async function kafkaUpDetached(opts: { dir: string; port: number; readyTi
   if (!pid) throw new OcdnError(ErrorCodes.INTERNAL, 'could not start "ocdn kafka run"');
   await writeFile(pidFile, `${pid}\n`);
   opts.onProgress?.(`started Kafka runner (pid ${pid}); log: ${logFile}`);
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 300_000);
-  for (;;) {
-    const st = await kafkaStatus(brokers, dir);
-    if (st.reachable && st.topics?.some((t) => t.name === topicNames().events)) return st;
-    if (!pidAlive(pid))
-      throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka runner exited during start-up; last lines of ${logFile}:\n${tailOf(logFile)}`);
-    if (Date.now() > deadline)
-      throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka not ready on ${brokers} after ${opts.readyTimeoutMs ?? 300_000} ms (log: ${logFile})`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  const readyMs = opts.readyTimeoutMs ?? 300_000;
+  return waitFor(
+    async () => {
+      const st = await kafkaStatus(brokers, dir);
+      if (st.reachable && st.topics?.some((t) => t.name === topicNames().events)) return st;
+      if (!isAlive(pid))
+        throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka runner exited during start-up; last lines of ${logFile}:\n${tailOf(logFile)}`);
+      return undefined;
+    },
+    {
+      timeoutMs: readyMs,
+      intervalMs: 500,
+      fatal: (err) => isOcdnError(err),
+      timeoutError: () => new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka not ready on ${brokers} after ${readyMs} ms (log: ${logFile})`),
+    },
+  );
 }
 
 /** `ocdn kafka down`: SIGTERM the runner's process group (JVM included), SIGKILL after 30 s. */
@@ -515,7 +496,7 @@ export async function kafkaDown(dirArg: string, onProgress?: (line: string) => v
   const dir = resolve(dirArg);
   const pidFile = join(dir, 'kafka.pid');
   const pid = readPid(pidFile);
-  if (!pid || !pidAlive(pid)) {
+  if (!pid || !isAlive(pid)) {
     await rm(pidFile, { force: true });
     onProgress?.(`no Kafka running from ${dir}`);
     return false;
@@ -524,10 +505,8 @@ export async function kafkaDown(dirArg: string, onProgress?: (line: string) => v
   if (await stopProcess(pid, 30_000)) onProgress?.('Kafka did not stop within 30 s; killed it');
   // The JVM may outlive the runner by a moment when it was signalled directly.
   const jvm = readPid(join(dir, 'broker.pid'));
-  if (jvm && pidAlive(jvm)) {
-    const d2 = Date.now() + 30_000;
-    while (pidAlive(jvm) && Date.now() < d2) await new Promise((r) => setTimeout(r, 100));
-    if (pidAlive(jvm)) process.kill(jvm, 'SIGKILL');
+  if (jvm && isAlive(jvm)) {
+    await waitFor(() => !isAlive(jvm), { timeoutMs: 30_000, intervalMs: 100 }).catch(() => process.kill(jvm, 'SIGKILL'));
   }
   await rm(pidFile, { force: true });
   await rm(join(dir, 'broker.pid'), { force: true });

@@ -1,3 +1,4 @@
+import { rebufferRatio } from '../telemetry/qoe-math.ts';
 import type { Logger } from '../common/log.ts';
 import type { EdgeRegistry } from './registry.ts';
 
@@ -46,7 +47,8 @@ export interface Demotion {
  */
 export function pickDemotions(rows: EdgeQoe[], rules: DemotionRules = defaultDemotionRules): Demotion[] {
   const judged = rows.filter((r) => r.value && r.value !== 'unknown' && r.playS + r.stallS >= rules.minPlayS);
-  const rebuf = (r: EdgeQoe) => (r.playS + r.stallS > 0 ? r.stallS / (r.playS + r.stallS) : 0);
+  // Judged edges played at least minPlayS, so the no-data case (null) cannot arise here.
+  const rebuf = (r: EdgeQoe) => rebufferRatio(r.stallS, r.playS) ?? 0;
   const errs = (r: EdgeQoe) => (r.segments > 0 ? r.errors / r.segments : 0);
   return judged.map((r) => {
     const peers = judged.filter((p) => p !== r);

@@ -6,6 +6,7 @@
 import { Kafka, logLevel, type KafkaConfig, type LogEntry } from 'kafkajs';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { waitFor } from '../common/retry.ts';
 import { TOPICS } from './events.ts';
 
 export interface TopicNames {
@@ -103,20 +104,20 @@ export async function ensureTopics(
       }
     }
     const names = [topics.events, topics.aggregates, topics.dlq];
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      let problem: string | undefined;
-      try {
+    await waitFor(
+      async () => {
         const meta = await admin.fetchTopicMetadata({ topics: names });
         const t = meta.topics.find((x) => x.partitions.length === 0 || x.partitions.some((p) => p.leader < 0));
-        if (t) problem = `topic ${t.name} has no leader yet`;
-      } catch (err) {
-        problem = (err as Error).message;
-      }
-      if (!problem) break;
-      if (Date.now() > deadline) throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `topics not ready after 60 s: ${problem}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+        if (t) throw new Error(`topic ${t.name} has no leader yet`);
+        return true;
+      },
+      {
+        timeoutMs: 60_000,
+        intervalMs: 100,
+        timeoutError: (_, last) =>
+          new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `topics not ready after 60 s: ${(last as Error | undefined)?.message ?? 'no answer'}`),
+      },
+    );
   } finally {
     await admin.disconnect().catch(() => undefined);
   }

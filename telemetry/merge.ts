@@ -5,7 +5,8 @@
  */
 import type { QoeMetrics } from '../common/contracts.ts';
 import type { QoeEvent } from './events.ts';
-import { decodeSketch, encodeSketch, newSketch, quantile, type Sketch } from './sketch.ts';
+import { rebufferRatio, vstQuantileMs } from './qoe-math.ts';
+import { decodeSketch, encodeSketch, newSketch, type Sketch } from './sketch.ts';
 
 export const DIMENSIONS = ['all', 'edge', 'title', 'region', 'isp', 'device', 'abr'] as const;
 export type Dimension = (typeof DIMENSIONS)[number];
@@ -184,9 +185,9 @@ export function metricsOf(a: Agg): QoeMetrics {
     events: a.events,
     sessions: a.sessionStarts,
     sessionEnds: a.sessionEnds,
-    vstP50Ms: quantile(a.vst, 0.5),
-    vstP95Ms: quantile(a.vst, 0.95),
-    vstP99Ms: quantile(a.vst, 0.99),
+    vstP50Ms: vstQuantileMs(a.vst, 0.5),
+    vstP95Ms: vstQuantileMs(a.vst, 0.95),
+    vstP99Ms: vstQuantileMs(a.vst, 0.99),
     vstMeanMs: ratio(a.vstSumMs, a.startups),
     startups: a.startups,
     startFailures: a.startFailures,
@@ -195,7 +196,7 @@ export function metricsOf(a: Agg): QoeMetrics {
     ebvsRate: ratio(a.exitsBeforeStart, a.sessionEnds),
     playS: a.playS,
     stallS: a.stallS,
-    rebufferRatio: ratio(a.stallS, a.playS + a.stallS),
+    rebufferRatio: rebufferRatio(a.stallS, a.playS),
     stalls: a.stalls,
     stallsPerMin: ratio(a.stalls, playMin),
     avgBitrate: ratio(a.bitrateSeconds, a.playS),

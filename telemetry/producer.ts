@@ -22,13 +22,15 @@
  * for other content, which the broker then drops as a "duplicate" — acknowledged events lost
  * (test/telemetry/lost-answer.test.ts).
  */
-import { closeSync, createWriteStream, fsync, mkdirSync, openSync, readFileSync, writeFileSync, type WriteStream } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { CompressionTypes, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { isAlive } from '../common/ports.ts';
+import { Backoff, waitFor } from '../common/retry.ts';
 import type { EventSink, QoeEvent } from './events.ts';
 import { createKafka, parseBrokers, topicNames } from './kafka.ts';
 import { partitionFor } from './partitioner.ts';
@@ -50,7 +52,10 @@ export interface ProducerOptions {
   maxQueue?: number;
   /** JSON-lines file used while the broker is unreachable. Default .ocdn/spill/<clientId>.jsonl */
   spillFile?: string;
-  /** How often to retry the broker while spilling. */
+  /**
+   * Backoff while spilling: the first retry of the broker comes within `retryMs` (full jitter),
+   * each further failure doubles that bound up to 10 × `retryMs`; a success starts it over.
+   */
   retryMs?: number;
   compression?: 'none' | 'gzip';
   /** Validate every event before accepting it (BAD_EVENT on failure). Default false: the aggregator's DLQ is the gate. */
@@ -95,15 +100,6 @@ function newChunk(): Chunk {
   return { values: [], keys: [], bytes: 0, done, resolve: resolveFn, reject: rejectFn };
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Takes `<file>.lock`; when another live process holds it, falls back to a per-pid file. */
 function lockSpill(file: string): string {
   for (const candidate of [file, file.replace(/(\.jsonl)?$/, `-${process.pid}.jsonl`)]) {
@@ -115,7 +111,7 @@ function lockSpill(file: string): string {
       return candidate;
     } catch {
       const pid = Number(readFileSafe(lock).trim());
-      if (!pid || pid === process.pid || !pidAlive(pid)) {
+      if (!pid || pid === process.pid || !isAlive(pid)) {
         writeFileSync(lock, `${process.pid}\n`);
         return candidate;
       }
@@ -142,6 +138,7 @@ export class KafkaEventProducer implements EventSink {
   private readonly maxRequestEvents: number;
   private readonly maxQueue: number;
   private readonly retryMs: number;
+  private readonly replayBackoff: Backoff;
   private readonly validate: boolean;
   private readonly maxEventBytes: number;
   private readonly closeTimeoutMs: number;
@@ -190,6 +187,7 @@ export class KafkaEventProducer implements EventSink {
     this.eventsPerMessage = Math.max(1, opts.eventsPerMessage ?? 100);
     this.maxQueue = opts.maxQueue ?? 200_000;
     this.retryMs = opts.retryMs ?? 1_000;
+    this.replayBackoff = new Backoff({ baseMs: this.retryMs, maxMs: 10 * this.retryMs });
     this.validate = opts.validate ?? false;
     this.maxEventBytes = opts.maxEventBytes ?? 256 * 1024;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 10_000;
@@ -310,14 +308,16 @@ export class KafkaEventProducer implements EventSink {
   /** flush() and then wait until the spill file is replayed too (or the deadline passes). */
   async drain(timeoutMs = 30_000): Promise<boolean> {
     await this.flush();
-    const deadline = Date.now() + timeoutMs;
-    while (this.mode === 'spill' || this.spillEvents > 0 || this.memoryEvents > 0) {
-      if (Date.now() > deadline) return false;
-      this.nextReplayAt = Math.min(this.nextReplayAt, Date.now() + 100);
-      void this.pump();
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return true;
+    return waitFor(
+      () => {
+        if (this.mode !== 'spill' && this.spillEvents === 0 && this.memoryEvents === 0) return true;
+        // Someone is waiting: try the broker soon, whatever the backoff says.
+        this.nextReplayAt = Math.min(this.nextReplayAt, Date.now() + 100);
+        void this.pump();
+        return false;
+      },
+      { timeoutMs, intervalMs: 50 },
+    ).catch(() => false);
   }
 
   async close(): Promise<void> {
@@ -331,7 +331,8 @@ export class KafkaEventProducer implements EventSink {
         'broker still unreachable at close: events stay in the spill file and are replayed by the next producer using it',
       );
     if (this.retryTimer) clearInterval(this.retryTimer);
-    while (this.pumping) await new Promise((r) => setTimeout(r, 10));
+    // A pass ends within kafkajs' request timeout and retries; the bound only guards against a hang.
+    await waitFor(() => !this.pumping, { timeoutMs: 60_000, intervalMs: 10 }).catch(() => this.log.warn('producer pump still busy at close'));
     await this.producer.disconnect().catch(() => undefined);
     await this.admin.disconnect().catch(() => undefined);
     await this.spill?.close().catch(() => undefined);
@@ -394,6 +395,7 @@ export class KafkaEventProducer implements EventSink {
     }
     const t0 = performance.now();
     await this.producer.send({ topic: this.topic, acks: -1, compression: this.compression, messages: this.messages(values, keys) });
+    this.replayBackoff.reset();
     const s = (performance.now() - t0) / 1000;
     this.m.requests.observe(s);
     this.requestStats.requests++;
@@ -517,7 +519,7 @@ export class KafkaEventProducer implements EventSink {
       this.m.errors.inc();
       this.log.warn({ err: describeError(err), events: n }, 'broker unreachable: spilling to disk and retrying');
       this.mode = 'spill';
-      this.nextReplayAt = Date.now() + this.retryMs;
+      this.nextReplayAt = Date.now() + this.replayBackoff.next();
       this.ensureRetryTimer();
       // The failed chunks are older than anything still queued: they go to the file first.
       this.ready.unshift(...taken);
@@ -590,7 +592,7 @@ export class KafkaEventProducer implements EventSink {
       if (values.length) await this.produce(values, keys);
     } catch (err) {
       this.m.errors.inc();
-      this.nextReplayAt = Date.now() + this.retryMs;
+      this.nextReplayAt = Date.now() + this.replayBackoff.next();
       this.log.debug({ err: describeError(err), spilled: this.spillEvents }, 'broker still unreachable');
       return false;
     }
@@ -607,43 +609,5 @@ export function createProducer(opts: ProducerOptions = {}): KafkaEventProducer {
   return new KafkaEventProducer(opts);
 }
 
-/**
- * Events as JSON lines in a file, for runs without Kafka (and to feed `ocdn qoe` offline).
- * send() resolves once the line is handed to the OS; flush() fsyncs.
- */
-export class JsonLinesSink implements EventSink {
-  readonly path: string;
-  private readonly stream: WriteStream;
-  private closed = false;
-  private count = 0;
-
-  constructor(path: string) {
-    this.path = resolve(path);
-    mkdirSync(dirname(this.path), { recursive: true });
-    this.stream = createWriteStream(this.path, { flags: 'a' });
-    this.stream.on('error', () => undefined);
-  }
-
-  get written(): number {
-    return this.count;
-  }
-
-  send(event: QoeEvent): void | Promise<void> {
-    if (this.closed) throw new OcdnError(ErrorCodes.USAGE, 'sink is closed');
-    this.count++;
-    if (!this.stream.write(`${JSON.stringify(event)}\n`)) return new Promise((r) => this.stream.once('drain', () => r()));
-  }
-
-  async flush(): Promise<void> {
-    await new Promise<void>((res, rej) => this.stream.write('', (err) => (err ? rej(err) : res())));
-    const fd = (this.stream as unknown as { fd: number | null }).fd;
-    if (typeof fd === 'number') await new Promise<void>((res) => fsync(fd, () => res()));
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    await this.flush();
-    this.closed = true;
-    await new Promise<void>((res) => this.stream.end(() => res()));
-  }
-}
+/** The JSON-lines file sink, for callers that pick a sink here (`ocdn play`). */
+export { JsonLinesSink } from './jsonl-sink.ts';

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { waitFor } from '../common/retry.ts';
 import { DIMENSIONS, type Dimension, type QoeMetrics } from './merge.ts';
 import { createKafka, parseBrokers, topicNames, type TopicNames } from './kafka.ts';
 import { parseMessage } from './validate.ts';
@@ -67,14 +68,11 @@ export async function recount(opts: RecountOptions): Promise<Recount> {
         }
       },
     });
-    const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
-    for (;;) {
-      const behind = [...target].filter(([p, high]) => (pos.get(p) ?? 0) < high);
-      if (behind.length === 0) break;
-      if (Date.now() > deadline)
-        throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `recount did not reach the end of partitions ${behind.map((b) => b[0]).join(', ')} in time`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const behind = () => [...target].filter(([p, high]) => (pos.get(p) ?? 0) < high).map((b) => b[0]);
+    await waitFor(() => behind().length === 0, {
+      timeoutMs: opts.timeoutMs ?? 120_000,
+      timeoutError: () => new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `recount did not reach the end of partitions ${behind().join(', ')} in time`),
+    });
   } finally {
     await consumer.disconnect().catch(() => undefined);
   }

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { createLogger } from '../common/log.ts';
-import { freePorts, startKafka } from '../scripts/kafka.ts';
+import { freePorts } from '../common/ports.ts';
+import { startKafka } from '../scripts/kafka.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {

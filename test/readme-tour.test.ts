@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_KAFKA_PORT, DEFAULT_PORTS } from '../common/cluster-context.ts';
-import { portInUse } from '../scripts/cluster/processes.ts';
+import { portInUse } from '../common/ports.ts';
 import { BIN, cliEnv, ROOT } from './cli-run.ts';
 
 /** The lines of the fenced block under "## CLI tour", comments stripped. */

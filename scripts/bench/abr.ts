@@ -13,6 +13,7 @@ import { ABR_NAMES, type AbrName } from '../../player-sim/abr/index.ts';
 import { rngFor } from '../../player-sim/rng.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
 import type { SessionResult } from '../../player-sim/session.ts';
+import { rebufferRatio, vstQuantileMs, vstSketch } from '../../telemetry/qoe-math.ts';
 
 const { values } = parseArgs({
   options: {
@@ -52,9 +53,9 @@ interface Row {
   bitrateMbps: number;
   stallPerSegS: number;
   switchPerSegMbps: number;
-  rebufferRatio: number;
+  rebufferRatio: number | null;
   switchesPerMin: number;
-  vstP50Ms: number;
+  vstP50Ms: number | null;
   /** Bytes of abandoned downloads / all bytes. */
   wasted: number;
 }
@@ -86,7 +87,7 @@ for (const [family, traceOf] of Object.entries(FAMILIES)) {
     let played = 0;
     let stalled = 0;
     let switches = 0;
-    const vst: number[] = [];
+    const vst = vstSketch();
     let wastedBytes = 0;
     let totalBytes = 0;
     for (let seed = 1; seed <= SEEDS; seed++) {
@@ -110,12 +111,11 @@ for (const [family, traceOf] of Object.entries(FAMILIES)) {
         played += s.playedS;
         stalled += s.stalledS;
         switches += s.switches;
-        if (s.vstMs !== undefined) vst.push(s.vstMs);
+        if (s.vstMs !== undefined) vst.accept(s.vstMs);
         totalBytes += s.bytes;
         for (const x of s.segments ?? []) if (x.abandoned) wastedBytes += x.bytes;
       }
     }
-    vst.sort((a, b) => a - b);
     rows.push({
       family,
       abr,
@@ -124,9 +124,9 @@ for (const [family, traceOf] of Object.entries(FAMILIES)) {
       bitrateMbps: mean(all.map((x) => x.bitrate)),
       stallPerSegS: mean(all.map((x) => x.stall)),
       switchPerSegMbps: mean(all.map((x) => x.sw)),
-      rebufferRatio: stalled / Math.max(1e-9, played + stalled),
+      rebufferRatio: rebufferRatio(stalled, played),
       switchesPerMin: switches / Math.max(1e-9, played / 60),
-      vstP50Ms: vst[Math.floor(vst.length / 2)] ?? Number.NaN,
+      vstP50Ms: vstQuantileMs(vst, 0.5),
       wasted: wastedBytes / Math.max(1, totalBytes),
     });
   }
@@ -154,9 +154,9 @@ if (values.json) {
     r.bitrateMbps.toFixed(3),
     r.stallPerSegS.toFixed(4),
     r.switchPerSegMbps.toFixed(3),
-    `${(r.rebufferRatio * 100).toFixed(3)}%`,
+    r.rebufferRatio === null ? '-' : `${(r.rebufferRatio * 100).toFixed(3)}%`,
     r.switchesPerMin.toFixed(2),
-    `${Math.round(r.vstP50Ms)} ms`,
+    r.vstP50Ms === null ? '-' : `${Math.round(r.vstP50Ms)} ms`,
     `${(r.wasted * 100).toFixed(2)}%`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));

@@ -16,7 +16,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
+import { freePort } from '../../common/ports.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
@@ -94,14 +94,6 @@ function wrk(url: string, size: number, a: Args): Promise<WrkResult> {
       resolve({ rps, mbps: (rps * size) / 1e6, errors, cpuUsPerReq: total > 0 ? (cpu.user + cpu.system) / total : NaN });
     });
   });
-}
-
-async function freePort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 async function httpOk(url: string): Promise<boolean> {

@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../../common/units.ts';
-import { NullSink } from '../../player-sim/jsonl-sink.ts';
+import { NullSink } from '../../player-sim/sinks.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
 
 const { values } = parseArgs({
@@ -127,11 +127,12 @@ if (realLevels.length > 0) {
             summary.edges.reduce((a, e) => a + e.segments, 0),
           ),
       };
-      const sustained = row.startFailures === 0 && row.errors === 0 && row.started === n && row.rebufferRatio < 0.01 && row.loopDelayP99Ms < 100;
+      const sustained =
+        row.startFailures === 0 && row.errors === 0 && row.started === n && row.rebufferRatio !== null && row.rebufferRatio < 0.01 && row.loopDelayP99Ms < 100;
       out.push({ ...row, sustained });
       log(
         `real ${n}: ${sustained ? 'SUSTAINED' : 'not sustained'}; started ${row.started}, start failures ${row.startFailures}, errors ${row.errors}, ` +
-          `rebuffer ${(row.rebufferRatio * 100).toFixed(3)}%, VST p95 ${Math.round(row.vstP95Ms ?? 0)} ms, avg ${(row.avgBitrate / 1e6).toFixed(2)} Mbit/s, ` +
+          `rebuffer ${row.rebufferRatio === null ? '-' : `${(row.rebufferRatio * 100).toFixed(3)}%`}, VST p95 ${Math.round(row.vstP95Ms ?? 0)} ms, avg ${(row.avgBitrate / 1e6).toFixed(2)} Mbit/s, ` +
           `${row.mbitPerS.toFixed(0)} Mbit/s through edges, loop p99 ${row.loopDelayP99Ms.toFixed(1)} ms, player CPU ${row.playerCpuPct.toFixed(0)}%`,
       );
     }

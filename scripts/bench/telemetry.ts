@@ -25,7 +25,8 @@ import type { QoeEvent } from '../../telemetry/events.ts';
 import { ensureTopics, topicNames } from '../../telemetry/kafka.ts';
 import { createProducer } from '../../telemetry/producer.ts';
 import type { QoeResult } from '../../telemetry/view.ts';
-import { freePorts, startKafka, type KafkaHandle } from '../kafka.ts';
+import { freePorts } from '../../common/ports.ts';
+import { startKafka, type KafkaHandle } from '../kafka.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { values: args } = parseArgs({

@@ -5,7 +5,8 @@ import { ErrorCodes, OcdnError } from '../../common/errors.ts';
 import { waitFor } from '../../common/http.ts';
 import type { Logger } from '../../common/log.ts';
 import { parseBytes } from '../../common/units.ts';
-import { isAlive, portInUse, spawnOcdn, stopProcess } from './processes.ts';
+import { isAlive, portInUse } from '../../common/ports.ts';
+import { spawnOcdn, stopProcess } from './processes.ts';
 import { readState, removeState, writeState, type ClusterState, type ComponentState } from './state.ts';
 
 export interface ClusterOptions {

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isAlive } from '../../common/ports.ts';
+import { waitFor } from '../../common/retry.ts';
 
 export const OCDN_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/ocdn.js');
 
@@ -33,15 +34,6 @@ export async function spawnOcdn(args: string[], log: string, env: NodeJS.Process
   }
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** SIGTERM the process group, wait up to `graceMs`, then SIGKILL. Resolves true when it had to kill. */
 export async function stopProcess(pid: number, graceMs = 10_000): Promise<boolean> {
   const signal = (sig: NodeJS.Signals) => {
@@ -57,36 +49,13 @@ export async function stopProcess(pid: number, graceMs = 10_000): Promise<boolea
   };
   if (!isAlive(pid)) return false;
   signal('SIGTERM');
-  const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline) {
-    if (!isAlive(pid)) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const gone = (timeoutMs: number) =>
+    waitFor(() => !isAlive(pid), { timeoutMs, intervalMs: 50 }).then(
+      () => true,
+      () => false,
+    );
+  if (await gone(graceMs)) return false;
   signal('SIGKILL');
-  const killDeadline = Date.now() + 2_000;
-  while (isAlive(pid) && Date.now() < killDeadline) await new Promise((r) => setTimeout(r, 50));
+  await gone(2_000);
   return true;
-}
-
-/** True when something already listens on host:port. */
-export function portInUse(port: number, host = '127.0.0.1'): Promise<boolean> {
-  return new Promise((resolvePort) => {
-    const srv = createServer();
-    srv.once('error', () => resolvePort(true));
-    srv.once('listening', () => srv.close(() => resolvePort(false)));
-    srv.listen(port, host);
-  });
-}
-
-/** A free port chosen by the kernel (for tests and for `--base-port 0`). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolvePort(port));
-    });
-  });
 }

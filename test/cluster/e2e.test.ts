@@ -11,7 +11,7 @@ import { waitFor } from '../../common/http.ts';
 import { readMetric } from '../../common/metrics.ts';
 import { killEdge } from '../../scripts/chaos.ts';
 import { clusterDown, clusterStatus, clusterUp } from '../../scripts/cluster/cluster.ts';
-import { isAlive, portInUse } from '../../scripts/cluster/processes.ts';
+import { freePortBlock, isAlive, portInUse } from '../../common/ports.ts';
 import { seedIfEmpty } from '../../scripts/cluster/start.ts';
 import { readState, type ClusterState } from '../../scripts/cluster/state.ts';
 import { fetchCatalog } from '../../scripts/catalog-client.ts';
@@ -26,21 +26,6 @@ async function qoe(state: ClusterState, by: string): Promise<QoeRow[]> {
   return ((await res.json()) as QoeResponse).totals;
 }
 
-/**
- * A block of free ports for steering, edges, shield, aggregator and S3 (base, base+1.., +90, +100, +169), below
- * the kernel's ephemeral range (32768+) so other tests' port-0 servers cannot take one meanwhile.
- */
-async function freeBase(): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 120) * 100;
-    const ports = [base, base + 1, base + 2, base + 3, base + 90, base + 100, base + 169];
-    let ok = true;
-    for (const p of ports) if (await portInUse(p)) ok = false;
-    if (ok) return base;
-  }
-  throw new Error('no free port block');
-}
-
 describe('local cluster end to end', () => {
   let dir: string;
   let state: ClusterState;
@@ -48,7 +33,15 @@ describe('local cluster end to end', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-e2e-'));
-    state = await clusterUp({ dir, edges: 3, basePort: await freeBase(), kafka: brokers, capacity: '256MB', shield: true, readyTimeoutMs: 90_000 });
+    state = await clusterUp({
+      dir,
+      edges: 3,
+      basePort: await freePortBlock([0, 1, 2, 3, 90, 100, 169]),
+      kafka: brokers,
+      capacity: '256MB',
+      shield: true,
+      readyTimeoutMs: 90_000,
+    });
     await seedIfEmpty(state, { titles: 4, titleDurationSec: 180, ladder: 'small' }, () => undefined);
   }, 240_000);
 

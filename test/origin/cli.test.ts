@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, ROOT, cliEnv as sharedCliEnv, runCli as runCliChild } from '../cli-run.ts';
-import { freePort } from './helpers.ts';
+import { freePort } from '../../common/ports.ts';
 
 const cliEnv = () => sharedCliEnv({ logLevel: 'info', unset: ['OCDN_S3_ENDPOINT', 'OCDN_S3_BUCKET'] });
 

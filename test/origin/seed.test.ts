@@ -12,7 +12,7 @@ import { OriginReader } from '../../origin/reader.ts';
 import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
 import { startEmbeddedS3, type EmbeddedS3 } from '../../origin/s3-server.ts';
 import { ensureBucket, putObjectIfChanged, seedContent, type SeedProgress } from '../../origin/seed.ts';
-import { freePort } from './helpers.ts';
+import { freePort } from '../../common/ports.ts';
 import { segmentSize, sha256Hex, syntheticFromCatalog, syntheticSegment, verifySyntheticSegment } from '../../origin/synthetic.ts';
 
 const BUCKET = 'ocdn-media';

@@ -8,7 +8,7 @@ import { queryArg } from '../../edge/path.ts';
 import { segmentSizes } from '../../origin/synthetic.ts';
 import type { QoeEvent } from '../../telemetry/events.ts';
 import { RealClock } from '../../player-sim/clock.ts';
-import { MemorySink } from '../../player-sim/jsonl-sink.ts';
+import { MemorySink } from '../../player-sim/sinks.ts';
 import { parseTraceSpec } from '../../player-sim/network.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
 import { TokenBucket } from '../../player-sim/throttle.ts';

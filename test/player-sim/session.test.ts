@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { QoeEvent } from '../../telemetry/events.ts';
 import { parseEvent } from '../../telemetry/validate.ts';
-import { JsonLinesFileSink, MemorySink } from '../../player-sim/jsonl-sink.ts';
+import { MemorySink } from '../../player-sim/sinks.ts';
+import { JsonLinesSink } from '../../telemetry/jsonl-sink.ts';
 import { runPlayers, type RunPlayersOptions } from '../../player-sim/runner.ts';
 import type { Transport } from '../../player-sim/transport.ts';
 
@@ -21,7 +22,7 @@ const byType = (events: QoeEvent[], type: QoeEvent['type']) => events.filter((e)
 describe('virtual sessions', () => {
   it('same seed and trace → byte-identical event stream; another seed → a different one', async () => {
     const run = async (seed: number, file: string) => {
-      const sink = new JsonLinesFileSink(join(dir, file));
+      const sink = new JsonLinesSink(join(dir, file), { append: false });
       // loop + a random trace + the stateful ABR: exercises every source of nondeterminism there is
       await runPlayers({
         virtual: true,

@@ -7,8 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { isAlive, portInUse } from '../../scripts/cluster/processes.ts';
-import { freePorts } from '../../scripts/kafka.ts';
+import { freePortBlock, isAlive, portInUse } from '../../common/ports.ts';
 import { cliEnv, runCli } from '../cli-run.ts';
 
 describe('ocdn kafka up / status / down', () => {
@@ -22,12 +21,7 @@ describe('ocdn kafka up / status / down', () => {
   it('starts a broker in the background, reports its topics, and stops it cleanly', { timeout: 240_000 }, async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-kafka-cli-'));
     // `kafka up` puts the controller on port + 1: both must be free.
-    let port: number | undefined;
-    for (let i = 0; i < 20 && port === undefined; i++) {
-      const [p] = await freePorts(1);
-      if (!(await portInUse(p! + 1))) port = p;
-    }
-    if (port === undefined) throw new Error('no free port pair');
+    const port = await freePortBlock([0, 1]);
     const env = cliEnv({ unset: ['KAFKA_BROKERS'] });
     const up = await runCli(['kafka', 'up', '--dir', dir, '--port', String(port)], env);
     expect(up.code, up.stderr).toBe(0);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isOcdnError } from '../../common/errors.ts';
 import { createRegistry, readMetric } from '../../common/metrics.ts';
-import { freePorts } from '../../scripts/kafka.ts';
+import { freePorts } from '../../common/ports.ts';
 import type { QoeEvent } from '../../telemetry/events.ts';
 import { partitionFor } from '../../telemetry/partitioner.ts';
 import { createProducer, JsonLinesSink } from '../../telemetry/producer.ts';
