@@ -48,7 +48,7 @@ describe('fill respects the edge 429 and Retry-After', () => {
     });
     await waitFor(() => retries.length > 0, { timeoutMs: 10_000, what: 'a job turned away' });
     expect(retries[0]).toMatchObject({ title: 't5' });
-    expect(retries[0]!.err).toMatch(/^edge answered 429: too many fills running/);
+    expect(retries[0]!.err).toMatch(/^edge answered 429: E_TOO_MANY: too many fills running/);
     // Retry-After: 5 is waited out, not cut short by the backoff.
     expect(retries[0]!.delayMs).toBeGreaterThanOrEqual(5_000);
     reader.release();
@@ -83,7 +83,7 @@ describe('fill respects the edge 429 and Retry-After', () => {
     expect(r.left.map((d) => d.title)).toEqual(['t5', 't6']);
     for (const l of r.left) {
       expect(l).toMatchObject({ edgeId: 'edge-fill-b', status: 429, attempts: 1 });
-      expect(l.reason).toMatch(/edge answered 429: too many fills running .*still so at the deadline/);
+      expect(l.reason).toMatch(/edge answered 429: E_TOO_MANY: too many fills running .*still so at the deadline/);
     }
     reader.release();
   });
