@@ -4,7 +4,7 @@ import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/err
 import { sendError, sendMethodNotAllowed } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import type { EdgeCache, Lookup } from './cache.ts';
-import { hitHeaders } from './entry.ts';
+import { cacheStatusOf, hitHeaders } from './entry.ts';
 import type { EdgeMetrics } from './metrics.ts';
 import { etagMatches, parseRange } from './range.ts';
 
@@ -20,20 +20,6 @@ export interface CatalogRouteDeps {
   draining: () => boolean;
   /** Counts the request in the edge's in-flight figure while it waits on upstream (+1, then -1). */
   waiting: (delta: 1 | -1) => void;
-}
-
-/** RFC 9211 Cache-Status, as the /vod answers spell it. */
-function cacheStatus(name: string, lookup: Lookup): string {
-  switch (lookup.outcome) {
-    case 'HIT':
-      return `${name}; hit`;
-    case 'COALESCED':
-      return `${name}; fwd=miss; collapsed`;
-    case 'STALE':
-      return `${name}; fwd=stale; detail=stale-if-error`;
-    case 'MISS':
-      return `${name}; fwd=${lookup.fwd}${lookup.stored ? '; stored' : ''}`;
-  }
 }
 
 /**
@@ -74,7 +60,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   }
   if (res.destroyed) return;
   const { entry, outcome } = lookup;
-  const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatus(deps.cacheStatusName, lookup) };
+  const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatusOf(deps.cacheStatusName, lookup) };
   if (entry.kind === 'missing') {
     sendError(res, new OcdnError(ErrorCodes.NOT_FOUND, `not found: ${CATALOG_PATH} (the origin holds no catalog yet: seed content first)`), marks);
     metrics.count(outcome, 404, 0);

@@ -1,4 +1,5 @@
 import type { OutgoingHttpHeaders } from 'node:http';
+import type { Lookup } from './cache.ts';
 
 /** Per-entry overhead counted against the capacity besides the body (key, headers, bookkeeping). */
 export const ENTRY_OVERHEAD_BYTES = 1024;
@@ -87,4 +88,18 @@ export function makeObjectEntry(args: {
 
 export function entrySize(entry: Entry): number {
   return entry.kind === 'object' ? entry.body.length + ENTRY_OVERHEAD_BYTES : NEGATIVE_ENTRY_BYTES;
+}
+
+/** RFC 9211 Cache-Status for a lookup, spelled one way for /vod and /catalog.json. */
+export function cacheStatusOf(name: string, lookup: Lookup): string {
+  switch (lookup.outcome) {
+    case 'HIT':
+      return lookup.entry.kind === 'missing' ? `${name}; hit; detail=negative` : `${name}; hit`;
+    case 'COALESCED':
+      return `${name}; fwd=miss; collapsed`;
+    case 'STALE':
+      return `${name}; fwd=stale; detail=stale-if-error`;
+    case 'MISS':
+      return `${name}; fwd=${lookup.fwd}${lookup.stored ? '; stored' : ''}`;
+  }
 }

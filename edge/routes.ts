@@ -8,7 +8,7 @@ import type { Admin } from './admin.ts';
 import type { TokenGate } from './auth.ts';
 import type { EdgeCache, Lookup } from './cache.ts';
 import { parseCmcd } from './cmcd.ts';
-import { ageSec, hitHeaders } from './entry.ts';
+import { ageSec, cacheStatusOf, hitHeaders } from './entry.ts';
 import type { CacheLabel, EdgeMetrics } from './metrics.ts';
 import { checkPath, queryArg } from './path.ts';
 import { etagMatches, parseRange } from './range.ts';
@@ -94,18 +94,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     if (logHits) accessLog('debug', req, path, query, status, 'NONE', 0, Date.now(), err.message);
   }
 
-  function cacheStatus(lookup: Lookup): string {
-    switch (lookup.outcome) {
-      case 'HIT':
-        return lookup.entry.kind === 'missing' ? `${cacheStatusName}; hit; detail=negative` : `${cacheStatusName}; hit`;
-      case 'COALESCED':
-        return `${cacheStatusName}; fwd=miss; collapsed`;
-      case 'STALE':
-        return `${cacheStatusName}; fwd=stale; detail=stale-if-error`;
-      case 'MISS':
-        return `${cacheStatusName}; fwd=${lookup.fwd}${lookup.stored ? '; stored' : ''}`;
-    }
-  }
+  const cacheStatus = (lookup: Lookup): string => cacheStatusOf(cacheStatusName, lookup);
 
   /** Everything but the plain 200 hit: misses, coalesced, stale, 304, 206, 416, negative entries. */
   function respond(
