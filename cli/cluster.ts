@@ -3,10 +3,11 @@ import { loadConfig } from '../common/config.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { formatBytes, parseBytes } from '../common/units.ts';
 import { fetchCatalog } from '../scripts/catalog-client.ts';
-import { killEdge, kafkaRestart, originOutage } from '../scripts/chaos.ts';
+import { killEdge, kafkaRestart, originOutage, restore } from '../scripts/chaos.ts';
 import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '../scripts/cluster/cluster.ts';
 import { type ClusterState, contextDir, DEFAULT_BASE_PORT, readContext, requireCluster } from '../common/cluster-context.ts';
 import { startAll } from '../scripts/cluster/start.ts';
+import { runSupervisorProcess } from '../scripts/cluster/supervisor.ts';
 import { printClusterTable } from '../scripts/cluster/table.ts';
 import { proactiveFill, recentDemand } from '../scripts/fill.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
@@ -69,7 +70,14 @@ export function registerCluster(program: Command): void {
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig(upSpec, flags);
       validateS3Kafka(cfg.s3, cfg.kafka);
-      const state = await clusterUp({ ...cfg, dir: contextDir(flags.dir), capacity: String(cfg.capacity), shield: flags.shield === true, onProgress: say });
+      const state = await clusterUp({
+        ...cfg,
+        dir: contextDir(flags.dir),
+        capacity: String(cfg.capacity),
+        shield: flags.shield === true,
+        supervise: true,
+        onProgress: say,
+      });
       printClusterTable(state);
       if (flags.detach) {
         say(`cluster running; "ocdn cluster status --dir ${contextDir(flags.dir)}" to check, "ocdn cluster down --dir ${contextDir(flags.dir)}" to stop`);
@@ -104,8 +112,16 @@ export function registerCluster(program: Command): void {
           )}\n`,
         );
       } else {
-        const rows = st.components.map((c) => [c.name, c.external ? 'external' : String(c.pid), c.alive ? 'yes' : 'NO', c.healthy ? 'ok' : 'DOWN', c.url]);
-        process.stdout.write(`${renderTable(['component', 'pid', 'alive', 'health', 'url'], rows)}\n`);
+        const rows = st.components.map((c) => [
+          c.name,
+          c.external ? 'external' : String(c.pid),
+          c.alive ? 'yes' : 'NO',
+          c.healthy ? 'ok' : 'DOWN',
+          c.kind === 'supervisor' || c.external ? '-' : String(c.restarts),
+          c.held ? `chaos${c.held.until ? ` until ${c.held.until}` : ' (restore)'}` : '',
+          c.url,
+        ]);
+        process.stdout.write(`${renderTable(['component', 'pid', 'alive', 'health', 'restarts', 'held', 'url'], rows)}\n`);
       }
       if (st.components.some((c) => !c.healthy)) process.exitCode = 1;
     });
@@ -118,6 +134,18 @@ export function registerCluster(program: Command): void {
       const r = await clusterDown(contextDir(flags.dir), say);
       if (r.stopped.length + r.killed.length === 0) say('nothing was running');
       else say(`stopped ${r.stopped.length} component(s)${r.killed.length ? `, killed ${r.killed.join(', ')} after the grace period` : ''}`);
+    });
+
+  cluster
+    .command('supervise')
+    .description('(started by "cluster up") restart crashed components with backoff; /healthz on a free port recorded in cluster.json')
+    .option('--dir <dir>', DIR_HELP)
+    .option('--interval <time>', 'how often the pids are checked', '500ms')
+    .action(async (flags: Record<string, unknown>) => {
+      const cfg = loadConfig({ interval: { type: 'duration', min: 50, default: '500ms' } } as const, flags);
+      const dir = contextDir(flags.dir);
+      requireState(dir);
+      await runSupervisorProcess({ dir, intervalMs: cfg.interval });
     });
 
   program
@@ -226,7 +254,7 @@ export function registerCluster(program: Command): void {
     .description('SIGKILL an edge (by id, or --random), optionally repeatedly and with restarts')
     .option('--random', 'pick a random running edge')
     .option('--every <time>', 'repeat every interval until Ctrl-C')
-    .option('--restart-after <time>', 'restart the edge after this long')
+    .option('--restart-after <time>', 'restart the edge after this long; without it the supervisor holds it down until "ocdn chaos restore ID"')
     .option('--dir <dir>', DIR_HELP)
     .action(async (id: string | undefined, flags: Record<string, unknown>) => {
       const cfg = loadConfig(
@@ -242,6 +270,13 @@ export function registerCluster(program: Command): void {
         if (cfg.every === undefined) return;
         await new Promise((r) => setTimeout(r, cfg.every));
       }
+    });
+  chaos
+    .command('restore <id>')
+    .description('lift the hold on a component chaos killed: it is started again (by the supervisor when one runs)')
+    .option('--dir <dir>', DIR_HELP)
+    .action(async (id: string, flags: { dir: string }) => {
+      await restore(contextDir(flags.dir), id, say);
     });
   chaos
     .command('kafka-restart')

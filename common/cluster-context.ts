@@ -9,7 +9,7 @@ import { ErrorCodes, OcdnError } from './errors.ts';
  */
 export interface ComponentState {
   name: string; // e.g. "s3", "kafka", "steering", "edge-1", "aggregator"
-  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'shield' | 'aggregator' | 'players';
+  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'shield' | 'aggregator' | 'players' | 'supervisor';
   pid: number;
   port: number;
   url: string;
@@ -19,6 +19,14 @@ export interface ComponentState {
   /** Only for edges. */
   region?: string;
   external?: boolean; // given by the user (S3/Kafka URL): never started or stopped by us
+  /** Times the supervisor started it again after it died on its own (chaos restarts are not counted). */
+  restarts?: number;
+  lastRestartAt?: string;
+  /**
+   * Held down by chaos: the supervisor leaves it dead until `until` (ISO time) passes, or for good
+   * without one, until `ocdn chaos restore`.
+   */
+  held?: { by: string; since: string; until?: string };
 }
 
 export interface ClusterState {

@@ -5,8 +5,9 @@ import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { waitFor } from '../common/http.ts';
 import { healthy, kafkaReady, s3Answers } from './cluster/cluster.ts';
 import { isAlive } from '../common/ports.ts';
-import { spawnOcdn, stopProcess } from './cluster/processes.ts';
-import { readState, writeState, type ClusterState, type ComponentState } from './cluster/state.ts';
+import { respawn, stopProcess } from './cluster/processes.ts';
+import { readState, updateState, type ClusterState, type ComponentState } from './cluster/state.ts';
+import { sleep } from '../common/retry.ts';
 
 export type ChaosLog = (line: string) => void;
 
@@ -34,16 +35,76 @@ async function waitReady(c: ComponentState, timeoutMs = 120_000): Promise<void> 
   await waitFor(check, { timeoutMs, intervalMs: 200, what: `${c.name} ready` });
 }
 
-/** Starts a component again with the arguments it was first started with and records its new pid. */
-async function restart(dir: string, name: string): Promise<ComponentState> {
-  const state = await loadRunning(dir);
+const find = (state: ClusterState, name: string): ComponentState => {
   const c = state.components.find((x) => x.name === name);
-  if (!c?.args) throw new OcdnError(ErrorCodes.USAGE, `${name} cannot be restarted (it was not started by this cluster)`);
-  const p = await spawnOcdn(c.args, c.log);
-  c.pid = p.pid;
-  await writeState(state);
+  if (!c) throw new OcdnError(ErrorCodes.USAGE, `no component "${name}" in this cluster (${state.components.map((x) => x.name).join(', ')})`);
+  return c;
+};
+
+const supervisorRuns = (state: ClusterState) => state.components.some((c) => c.kind === 'supervisor' && isAlive(c.pid));
+
+/**
+ * Marks `name` as held down by chaos, so the supervisor leaves it dead: until `untilMs` (epoch ms),
+ * or, without it, until `ocdn chaos restore`. Set before the kill, so no restart slips in between.
+ */
+async function hold(dir: string, name: string, untilMs?: number): Promise<void> {
+  await updateState(resolve(dir), (state) => {
+    const c = find(state, name);
+    c.held = { by: 'chaos', since: c.held?.since ?? new Date().toISOString(), ...(untilMs === undefined ? {} : { until: new Date(untilMs).toISOString() }) };
+    return true;
+  });
+}
+
+/** Starts a held or dead component again here, with the arguments it was first started with, and lifts its hold. */
+async function restart(dir: string, name: string): Promise<ComponentState> {
+  const c = await updateState(resolve(dir), async (state) => {
+    const x = find(state, name);
+    if (!x.args) throw new OcdnError(ErrorCodes.USAGE, `${name} cannot be restarted (it was not started by this cluster)`);
+    if (!isAlive(x.pid)) x.pid = (await respawn(state, x)).pid;
+    delete x.held;
+    return { ...x };
+  });
+  if (!c) throw new OcdnError(ErrorCodes.USAGE, `no cluster is running from ${dir} (${START_HINT})`);
   await waitReady(c);
   return c;
+}
+
+/**
+ * Brings `name` back when its hold is over. When a supervisor runs, it is the one that starts it
+ * (this waits for that); otherwise this process does: one of them, never both.
+ */
+async function bringBack(dir: string, name: string): Promise<ComponentState> {
+  const state = await loadRunning(dir);
+  const c = find(state, name);
+  const wasAlive = isAlive(c.pid);
+  const untilMs = c.held?.until ? Date.parse(c.held.until) : Date.now();
+  if (!supervisorRuns(state)) {
+    await sleep(Math.max(0, untilMs - Date.now()));
+    return restart(dir, name);
+  }
+  const back = await waitFor(
+    async () => {
+      const x = (await readState(resolve(dir)))?.components.find((y) => y.name === name);
+      return x && !x.held && isAlive(x.pid) && (wasAlive || x.pid !== c.pid) ? x : undefined;
+    },
+    { timeoutMs: Math.max(0, untilMs - Date.now()) + 60_000, intervalMs: 100, what: `the supervisor to start ${name} again` },
+  );
+  await waitReady(back);
+  return back;
+}
+
+/** `ocdn chaos restore NAME`: lifts a chaos hold at once; the component is started again (by the supervisor when one runs). */
+export async function restore(dir: string, name: string, log: ChaosLog): Promise<ComponentState> {
+  const state = await loadRunning(dir);
+  const c = find(state, name);
+  if (!c.held && isAlive(c.pid)) {
+    log(`${name} is not held (pid ${c.pid} runs)`);
+    return c;
+  }
+  await hold(dir, name, Date.now());
+  const back = await bringBack(dir, name);
+  log(`restored ${name} (pid ${back.pid})`);
+  return back;
 }
 
 export async function killEdge(
@@ -56,6 +117,7 @@ export async function killEdge(
   const victim = opts.id ? edges.find((e) => e.name === opts.id) : edges[Math.floor((opts.rand ?? Math.random)() * edges.length)];
   if (!victim) throw new OcdnError(ErrorCodes.USAGE, `no running edge "${opts.id}" (running: ${edges.map((e) => e.name).join(', ')})`);
   const t0 = Date.now();
+  await hold(dir, victim.name);
   killNow(victim);
   await waitFor(() => !isAlive(victim.pid), { timeoutMs: 5_000, what: `${victim.name} to die` });
   opts.log(`killed ${victim.name} (pid ${victim.pid}, SIGKILL)`);
@@ -72,9 +134,11 @@ export async function killEdge(
     () => opts.log(`steering still lists ${victim.name} as healthy after 30 s`),
   );
   if (opts.restartAfterMs !== undefined) {
-    await new Promise((r) => setTimeout(r, opts.restartAfterMs));
-    const c = await restart(dir, victim.name);
+    await hold(dir, victim.name, Date.now() + opts.restartAfterMs);
+    const c = await bringBack(dir, victim.name);
     opts.log(`restarted ${victim.name} (pid ${c.pid}) after ${Date.now() - t0} ms down`);
+  } else {
+    opts.log(`${victim.name} stays down until "ocdn chaos restore ${victim.name}"`);
   }
   return victim.name;
 }
@@ -84,9 +148,11 @@ export async function kafkaRestart(dir: string, log: ChaosLog): Promise<void> {
   const k = state.components.find((c) => c.kind === 'kafka');
   if (!k || k.external) throw new OcdnError(ErrorCodes.USAGE, 'Kafka is external to this cluster; restart it where it runs');
   const t0 = Date.now();
+  await hold(dir, k.name);
   await stopProcess(k.pid, 30_000);
   log(`stopped Kafka (pid ${k.pid}) in ${Date.now() - t0} ms`);
-  const c = await restart(dir, k.name);
+  await hold(dir, k.name, Date.now());
+  const c = await bringBack(dir, k.name);
   log(`Kafka back (pid ${c.pid}) after ${Date.now() - t0} ms; producers replay their spill`);
 }
 
@@ -95,10 +161,11 @@ export async function originOutage(dir: string, forMs: number, log: ChaosLog): P
   const s3 = state.components.find((c) => c.kind === 's3');
   if (!s3 || s3.external) throw new OcdnError(ErrorCodes.USAGE, 'the origin is external to this cluster; use --s3 embedded to inject an outage');
   const t0 = Date.now();
+  await hold(dir, s3.name);
   killNow(s3);
   await waitFor(() => !isAlive(s3.pid), { timeoutMs: 5_000, what: 'S3 to stop' });
+  await hold(dir, s3.name, Date.now() + forMs);
   log(`origin down (killed pid ${s3.pid}) for ${forMs / 1000} s; edges serve what they hold, stale if expired`);
-  await new Promise((r) => setTimeout(r, forMs));
-  const c = await restart(dir, s3.name);
+  const c = await bringBack(dir, s3.name);
   log(`origin back (pid ${c.pid}) after ${Date.now() - t0} ms`);
 }

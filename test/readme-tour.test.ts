@@ -8,8 +8,8 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_KAFKA_PORT, DEFAULT_PORTS } from '../common/cluster-context.ts';
-import { portInUse } from '../common/ports.ts';
+import { DEFAULT_KAFKA_PORT, DEFAULT_PORTS, readStateSync } from '../common/cluster-context.ts';
+import { isAlive, portInUse } from '../common/ports.ts';
 import { BIN, cliEnv, ROOT } from './cli-run.ts';
 
 /** The lines of the fenced block under "## CLI tour", comments stripped. */
@@ -89,16 +89,21 @@ describe('README CLI tour', () => {
     await rm(cwd, { recursive: true, force: true });
   });
 
-  it('every line exits 0 with no endpoint or secret flags, and cluster down leaves no listener', { timeout: 900_000 }, async () => {
+  it('every line exits 0 with no endpoint or secret flags, and cluster down leaves no listener and no supervisor', { timeout: 900_000 }, async () => {
     const lines = await tourLines();
     expect(lines[0]).toMatch(/^ocdn cluster up\b/);
     expect(lines.at(-1)).toMatch(/ocdn cluster down$/);
+    let supervisorPid: number | undefined;
     for (const line of lines) {
+      if (line === lines.at(-1)) supervisorPid = readStateSync(join(cwd, '.ocdn'))?.components.find((c) => c.kind === 'supervisor')?.pid;
       const r = await sh(line, 300_000);
       expect({ line, code: r.code, out: r.code === 0 ? '' : r.out.slice(-3000) }).toEqual({ line, code: 0, out: '' });
     }
     const listening: number[] = [];
     for (const p of TOUR_PORTS) if (await portInUse(p)) listening.push(p);
     expect(listening).toEqual([]);
+    // The cluster ran supervised, and down stopped the supervisor too.
+    expect(supervisorPid).toBeGreaterThan(0);
+    expect(isAlive(supervisorPid!)).toBe(false);
   });
 });

@@ -6,7 +6,7 @@ import { waitFor } from '../../common/http.ts';
 import type { Logger } from '../../common/log.ts';
 import { parseBytes } from '../../common/units.ts';
 import { isAlive, portInUse } from '../../common/ports.ts';
-import { spawnOcdn, stopProcess } from './processes.ts';
+import { componentEnv, spawnOcdn, stopProcess } from './processes.ts';
 import { readState, removeState, writeState, type ClusterState, type ComponentState } from './state.ts';
 
 export interface ClusterOptions {
@@ -25,6 +25,8 @@ export interface ClusterOptions {
   shield: boolean;
   policy: string;
   readyTimeoutMs: number;
+  /** Start the supervisor process that restarts crashed components (the CLI and `npm start` do). */
+  supervise: boolean;
   log?: Logger;
   onProgress?: (line: string) => void;
 }
@@ -42,6 +44,7 @@ export const defaultClusterOptions: ClusterOptions = {
   shield: false,
   policy: 'hrw-bounded',
   readyTimeoutMs: 120_000,
+  supervise: false,
 };
 
 export async function healthy(url: string): Promise<boolean> {
@@ -111,6 +114,7 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
     dir,
     tokenSecret: randomBytes(24).toString('hex'),
     adminToken: randomBytes(16).toString('hex'),
+    edgeKey: randomBytes(32).toString('hex'),
     s3Endpoint: embeddedS3 ? `http://127.0.0.1:${ports.s3}` : o.s3,
     bucket: o.bucket,
     brokers: localKafka ? `127.0.0.1:${o.kafkaPort}` : o.kafka,
@@ -150,20 +154,8 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
     }
 
     say(`starting steering on ${state.steeringUrl}`);
-    const stArgs = [
-      'steering',
-      'serve',
-      '--port',
-      String(ports.steering),
-      '--policy',
-      o.policy,
-      '--token-secret',
-      state.tokenSecret,
-      '--aggregator',
-      state.aggregatorUrl,
-      ...s3Flags,
-    ];
-    const st = await spawnOcdn(stArgs, join(logs, 'steering.log'));
+    const stArgs = ['steering', 'serve', '--port', String(ports.steering), '--policy', o.policy, '--aggregator', state.aggregatorUrl, ...s3Flags];
+    const st = await spawnOcdn(stArgs, join(logs, 'steering.log'), componentEnv(state, 'steering'));
     await add({ name: 'steering', kind: 'steering', pid: st.pid, port: ports.steering, url: state.steeringUrl, log: st.log, args: stArgs });
     await waitFor(() => healthy(state.steeringUrl), { timeoutMs: o.readyTimeoutMs, what: 'steering /healthz' });
 
@@ -185,13 +177,9 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
         region,
         '--capacity',
         shieldCapacity(o.capacity, o.edges),
-        '--token-secret',
-        state.tokenSecret,
-        '--admin-token',
-        state.adminToken,
         ...s3Flags,
       ];
-      const p = await spawnOcdn(args, join(logs, 'shield-1.log'));
+      const p = await spawnOcdn(args, join(logs, 'shield-1.log'), componentEnv(state, 'shield'));
       await add({ name: 'shield-1', kind: 'shield', pid: p.pid, port: ports.shield, url, log: p.log, region, args });
       await waitFor(() => healthy(url), { timeoutMs: o.readyTimeoutMs, what: `shield-1 /healthz (log: ${p.log})` });
       parentFlags = ['--parent', url];
@@ -215,13 +203,9 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
         o.capacity,
         '--steering',
         state.steeringUrl,
-        '--token-secret',
-        state.tokenSecret,
-        '--admin-token',
-        state.adminToken,
         ...parentFlags,
       ];
-      const p = await spawnOcdn(args, join(logs, `${id}.log`));
+      const p = await spawnOcdn(args, join(logs, `${id}.log`), componentEnv(state, 'edge'));
       await add({ name: id, kind: 'edge', pid: p.pid, port: ports.edge(i), url, log: p.log, region, args });
     }
 
@@ -242,12 +226,31 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
       },
       { timeoutMs: o.readyTimeoutMs, what: `all ${o.edges} edges registered with steering` },
     );
-    return state;
+    if (!o.supervise) return state;
+    say('starting the supervisor (restarts what crashes)');
+    await startSupervisor(state, logs, add, o.readyTimeoutMs);
+    // From here the supervisor writes cluster.json too: hand back what is on disk.
+    return (await readState(dir)) ?? state;
   } catch (err) {
     say(`start-up failed, stopping what was started: ${(err as Error).message}`);
     await clusterDown(dir).catch(() => undefined);
     throw err;
   }
+}
+
+/** `ocdn cluster supervise --dir D`, detached like every component, and ready once its /healthz answers. */
+async function startSupervisor(state: ClusterState, logs: string, add: (c: ComponentState) => Promise<void>, timeoutMs: number): Promise<void> {
+  const args = ['cluster', 'supervise', '--dir', state.dir];
+  const p = await spawnOcdn(args, join(logs, 'supervisor.log'));
+  await add({ name: 'supervisor', kind: 'supervisor', pid: p.pid, port: 0, url: '', log: p.log, args });
+  await waitFor(
+    async () => {
+      if (!isAlive(p.pid)) throw new OcdnError(ErrorCodes.INTERNAL, `the supervisor exited during start-up (log: ${p.log})`);
+      const me = (await readState(state.dir))?.components.find((c) => c.kind === 'supervisor');
+      return !!me?.url && (await healthy(me.url));
+    },
+    { timeoutMs, what: `supervisor /healthz (log: ${p.log})`, fatal: (err) => err instanceof OcdnError },
+  );
 }
 
 /** The shield holds the working set of all edges: their capacities added up. */
@@ -288,6 +291,7 @@ export async function kafkaReady(brokers: string): Promise<boolean> {
 }
 
 export interface ComponentStatus extends ComponentState {
+  restarts: number;
   alive: boolean;
   healthy: boolean;
 }
@@ -302,7 +306,7 @@ export async function clusterStatus(dirArg: string): Promise<{ state: ClusterSta
       if (c.kind === 's3') ok = await s3Answers(c.url);
       else if (c.kind === 'kafka') ok = await kafkaReady(c.url);
       else ok = alive && (await healthy(c.url));
-      return { ...c, alive, healthy: ok };
+      return { ...c, restarts: c.restarts ?? 0, alive, healthy: ok };
     }),
   );
   return { state, components };
@@ -315,11 +319,19 @@ export async function clusterDown(dirArg: string, onProgress: (line: string) => 
   const stopped: string[] = [];
   const killed: string[] = [];
   if (!state) return { stopped, killed };
+  // The supervisor first, so it does not start again what is being stopped; then what it may
+  // have restarted meanwhile is in the file, read again.
+  for (const c of state.components.filter((x) => x.kind === 'supervisor' && x.pid > 0 && isAlive(x.pid))) {
+    onProgress(`stopping ${c.name} (pid ${c.pid})`);
+    const hard = await stopProcess(c.pid, 10_000);
+    (hard ? killed : stopped).push(c.name);
+  }
+  const now = (await readState(dir)) ?? state;
   // Players and edges first so nothing new reaches steering/telemetry, Kafka after the aggregator
   // so it can commit its offsets, S3 last.
   const order: ComponentState['kind'][] = ['players', 'edge', 'shield', 'steering', 'aggregator', 'kafka', 's3'];
   for (const kind of order) {
-    const group = state.components.filter((c) => c.kind === kind && !c.external && c.pid > 0);
+    const group = now.components.filter((c) => c.kind === kind && !c.external && c.pid > 0);
     await Promise.all(
       group.map(async (c) => {
         if (!isAlive(c.pid)) return;

@@ -5,6 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isAlive } from '../../common/ports.ts';
 import { waitFor } from '../../common/retry.ts';
+import type { ClusterState, ComponentState } from './state.ts';
 
 export const OCDN_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/ocdn.js');
 
@@ -32,6 +33,26 @@ export async function spawnOcdn(args: string[], log: string, env: NodeJS.Process
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * The secrets a component gets, by environment only: argv is world-readable (`ps`, /proc/PID/cmdline)
+ * while /proc/PID/environ is the owner's. Only the servers that check tokens, sign or verify
+ * heartbeats, or guard /admin get them.
+ */
+export function componentEnv(state: ClusterState, kind: ComponentState['kind']): NodeJS.ProcessEnv {
+  if (kind !== 'steering' && kind !== 'edge' && kind !== 'shield') return {};
+  return {
+    OCDN_TOKEN_SECRET: state.tokenSecret,
+    OCDN_ADMIN_TOKEN: state.adminToken,
+    ...(state.edgeKey ? { OCDN_EDGE_KEY: state.edgeKey } : {}),
+  };
+}
+
+/** Starts a component again the way it was first started (its recorded args, its log, its secrets by env). */
+export function respawn(state: ClusterState, c: ComponentState): Promise<SpawnedProcess> {
+  if (!c.args) throw new Error(`${c.name} was not started by this cluster`);
+  return spawnOcdn(c.args, c.log, componentEnv(state, c.kind));
 }
 
 /** SIGTERM the process group, wait up to `graceMs`, then SIGKILL. Resolves true when it had to kill. */

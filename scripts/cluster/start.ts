@@ -5,7 +5,7 @@ import { readCatalog, seedContent } from '../../origin/seed.ts';
 import { clusterDown, clusterUp, type ClusterOptions } from './cluster.ts';
 import { printClusterTable } from './table.ts';
 import { OCDN_BIN, spawnOcdn } from './processes.ts';
-import { writeState, type ClusterState } from './state.ts';
+import { updateState, type ClusterState } from './state.ts';
 
 export interface StartOptions extends Partial<ClusterOptions> {
   players: number;
@@ -42,7 +42,7 @@ export async function seedIfEmpty(
  * Ctrl-C stops the view, then the players (they flush their events), then the cluster in order.
  */
 export async function startAll(o: StartOptions, say: (s: string) => void): Promise<void> {
-  const state = await clusterUp({ ...o, onProgress: say });
+  const state = await clusterUp({ ...o, supervise: true, onProgress: say });
   printClusterTable(state);
   let stopping = false;
   const children: ReturnType<typeof spawn>[] = [];
@@ -76,8 +76,13 @@ export async function startAll(o: StartOptions, say: (s: string) => void): Promi
       ...(regions.length ? ['--region', regions.join(',')] : []),
     ];
     const p = await spawnOcdn(playArgs, join(state.dir, 'logs', 'players.log'));
-    state.components.push({ name: 'players', kind: 'players', pid: p.pid, port: 0, url: '', log: p.log, args: playArgs });
-    await writeState(state);
+    const players = { name: 'players', kind: 'players' as const, pid: p.pid, port: 0, url: '', log: p.log, args: playArgs };
+    state.components.push(players);
+    // The supervisor writes the file too: add to what is on disk, not over it.
+    await updateState(state.dir, (s) => {
+      s.components.push(players);
+      return true;
+    });
     say(`${o.players} players running (log: ${p.log}); QoE below, Ctrl-C stops everything`);
   } catch (err) {
     await stopAll();
