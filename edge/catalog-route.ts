@@ -56,7 +56,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   const method = req.method;
   if (method !== 'GET' && method !== 'HEAD') {
     sendMethodNotAllowed(res, method, 'GET, HEAD', { 'x-edge-id': id });
-    metrics.count('NONE', 405, 0);
+    metrics.count('NONE', 405);
     return;
   }
   const fresh = cache.fresh(CATALOG_PATH);
@@ -77,7 +77,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatus(deps.cacheStatusName, lookup) };
   if (entry.kind === 'missing') {
     sendError(res, new OcdnError(ErrorCodes.NOT_FOUND, `not found: ${CATALOG_PATH} (the origin holds no catalog yet: seed content first)`), marks);
-    metrics.count(outcome, 404, 0);
+    metrics.count(outcome, 404);
     return;
   }
   const headers: OutgoingHttpHeaders = { ...hitHeaders(entry, Date.now()), ...marks };
@@ -86,7 +86,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
     const { 'content-length': _l, 'content-type': _t, ...notModified } = headers;
     res.writeHead(304, notModified);
     res.end();
-    metrics.count(outcome, 304, 0);
+    metrics.count(outcome, 304);
     return;
   }
   let status = 200;
@@ -97,7 +97,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
     const span = parseRange(range, entry.body.length);
     if (span === 'unsatisfiable') {
       sendError(res, new OcdnError(ErrorCodes.RANGE_NOT_SATISFIABLE, 'range not satisfiable'), { ...marks, 'content-range': `bytes */${entry.body.length}` });
-      metrics.count(outcome, 416, 0);
+      metrics.count(outcome, 416);
       return;
     }
     if (span !== undefined) {
@@ -110,7 +110,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   res.writeHead(status, headers);
   const sent = method === 'HEAD' ? 0 : body.length;
   res.end(sent === 0 ? undefined : body);
-  metrics.count(outcome, status, sent);
+  metrics.count(outcome, status);
 }
 
 function upstreamFailed(res: ServerResponse, deps: CatalogRouteDeps, err: unknown): void {
@@ -124,5 +124,5 @@ function upstreamFailed(res: ServerResponse, deps: CatalogRouteDeps, err: unknow
     'x-cache': 'MISS',
     'cache-status': `${deps.cacheStatusName}; fwd=miss; detail=${timeout ? 'upstream-timeout' : 'upstream-error'}`,
   });
-  deps.metrics.count('MISS', status, 0);
+  deps.metrics.count('MISS', status);
 }
