@@ -94,6 +94,8 @@ export function createHardenedServer(
 
   function refuse(res: Parameters<RequestListener>[1], reason: string, err: OcdnError): void {
     refusedRequests.inc({ reason });
+    // Counted always; a line each only at debug, or a flood of bad heads floods the log.
+    log?.debug({ reason, remote: res.socket?.remoteAddress, status: reason === 'too_many_headers' ? 431 : 400 }, 'request refused');
     res.shouldKeepAlive = false;
     sendError(res, err, { connection: 'close', ...extra });
   }

@@ -72,7 +72,8 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
       deps.waiting(-1);
     }
   }
-  if (res.destroyed) return;
+  // The client left while the catalog was being fetched: nginx's 499, counted like any answer.
+  if (res.destroyed) return void metrics.count(lookup.outcome, 499);
   const { entry, outcome } = lookup;
   const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatus(deps.cacheStatusName, lookup) };
   if (entry.kind === 'missing') {
@@ -117,8 +118,8 @@ function upstreamFailed(res: ServerResponse, deps: CatalogRouteDeps, err: unknow
   const timeout = isOcdnError(err, ErrorCodes.ORIGIN_TIMEOUT);
   const status = timeout ? 504 : 502;
   const why = describeError(err).replace(/\s+/g, ' ');
-  deps.log.info({ path: CATALOG_PATH, status, detail: why }, 'request');
-  if (res.destroyed) return;
+  deps.log.info({ path: CATALOG_PATH, status: res.destroyed ? 499 : status, detail: why }, 'request');
+  if (res.destroyed) return void deps.metrics.count('MISS', 499);
   sendError(res, new OcdnError(timeout ? ErrorCodes.ORIGIN_TIMEOUT : ErrorCodes.ORIGIN_UNAVAILABLE, `${timeout ? 'gateway timeout' : 'bad gateway'}: ${why}`), {
     'x-edge-id': deps.id,
     'x-cache': 'MISS',

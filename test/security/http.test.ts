@@ -127,6 +127,13 @@ describe('request heads: 431 past the header limit, 400 on two Host headers', ()
     expect((await get(`${st.url}/healthz`)).status).toBe(200);
   });
 
+  it('never echoes a spoofed Host from the edge either', async () => {
+    for (const path of ['/vod/h/730k/seg-00000.ts', '/vod/h/730k/none.ts', '/healthz', '/readyz', '/nope', '/vod/../x'])
+      expect(await raw(edge.port, request(path, ['Host: evil.example']))).not.toMatchObject({ head: expect.stringContaining('evil.example') });
+    for (const path of ['/vod/h/730k/none.ts', '/nope'])
+      expect((await raw(edge.port, request(path, ['Host: evil.example']))).body).not.toContain('evil.example');
+  });
+
   it('refuses two Host headers with 400 (RFC 9112 §3.2)', async () => {
     for (const [port, path] of [
       [edge.port, '/vod/h/730k/seg-00000.ts'],
