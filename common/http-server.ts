@@ -109,7 +109,8 @@ export function createHardenedServer(
     let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!;
-      if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1)
+      // The usual spellings first: toLowerCase() makes a string, and this runs on every request.
+      if (name.length === 4 && (name === 'Host' || name === 'host' || name.toLowerCase() === 'host') && ++hosts > 1)
         return refuse(res, 'duplicate_host', new OcdnError(ErrorCodes.BAD_REQUEST, 'more than one Host header (RFC 9112 §3.2)'));
     }
     handler(req, res);
