@@ -14,6 +14,7 @@ export const ErrorCodes = {
   FORBIDDEN: 'E_FORBIDDEN',
   METHOD: 'E_METHOD',
   PAYLOAD_TOO_LARGE: 'E_PAYLOAD_TOO_LARGE',
+  HEADERS_TOO_LARGE: 'E_HEADERS_TOO_LARGE',
   RANGE_NOT_SATISFIABLE: 'E_RANGE_NOT_SATISFIABLE',
   TOO_MANY: 'E_TOO_MANY',
   BAD_PLAYLIST: 'E_BAD_PLAYLIST',
@@ -44,6 +45,8 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   E_METHOD: 405,
   E_PAYLOAD_TOO_LARGE: 413,
   E_RANGE_NOT_SATISFIABLE: 416,
+  // More request headers than the server reads (RFC 6585): refused, never cut silently.
+  E_HEADERS_TOO_LARGE: 431,
   E_TOO_MANY: 429,
   // An upstream (S3, the parent tier, the origin behind steering's session masters) that could
   // not be reached or gave an unusable answer: the server was acting as a gateway, so 502 from

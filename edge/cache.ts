@@ -16,6 +16,8 @@ export interface EdgeCacheOptions {
   playlistTtlMs: number;
   segmentTtlMs: number;
   negativeTtlMs: number;
+  /** Cached 404s held at most (their own LRU: they never push objects out). */
+  negativeMaxEntries?: number;
   /** How long past expiry a copy may still be served when upstream fails. */
   staleIfErrorMs: number;
   /** Hash every filled body and refuse it when it does not match the declared SHA-256. */
@@ -40,6 +42,9 @@ const freshUntil = new WeakMap<Entry, number>();
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Shared so the hit path's get() does not allocate an options object per call. */
 const GET_OPTS: LRUCache.GetOptions<string, Entry, unknown> = {};
+const NEG_GET_OPTS: LRUCache.GetOptions<string, NegativeEntry, unknown> = {};
+/** Cached 404s held at most by default: ~0.5 MB of keys, whatever the capacity. */
+export const DEFAULT_NEGATIVE_MAX_ENTRIES = 1_000;
 
 /**
  * Byte-bounded LRU of whole objects in front of one upstream.
@@ -52,11 +57,14 @@ const GET_OPTS: LRUCache.GetOptions<string, Entry, unknown> = {};
  *   exists to serve when upstream fails (stale-if-error).
  * - A fetch whose placeholder is evicted or purged meanwhile still answers its waiters
  *   (`ignoreFetchAbort`); the result is just not stored.
- * - A 404 is stored as a small negative entry with its own short TTL.
+ * - A 404 is stored as a small negative entry in an LRU of its own, bounded by count, with its own
+ *   short TTL, dropped when it expires: random 404 paths can never evict objects, and an expired
+ *   negative is not kept around (it has no stale-if-error use).
  */
 export class EdgeCache {
   readonly capacityBytes: number;
   private readonly lru: LRUCache<string, Entry>;
+  private readonly negatives: LRUCache<string, NegativeEntry>;
   private readonly opts: EdgeCacheOptions;
 
   constructor(opts: EdgeCacheOptions) {
@@ -80,25 +88,38 @@ export class EdgeCache {
         if (reason === 'evict') opts.metrics.evictions.inc();
       },
     });
+    this.negatives = new LRUCache<string, NegativeEntry>({
+      max: Math.max(1, opts.negativeMaxEntries ?? DEFAULT_NEGATIVE_MAX_ENTRIES),
+      ttl: Math.max(1, opts.negativeTtlMs),
+      ttlResolution: 50,
+      // One timer per negative, bounded by max: an expired 404 leaves on time even if no one asks again.
+      ttlAutopurge: true,
+    });
   }
 
   get bytes(): number {
     return this.lru.calculatedSize;
   }
 
+  /** Entries held: objects and negative entries. */
   get items(): number {
-    return this.lru.size;
+    return this.lru.size + this.negatives.size;
+  }
+
+  /** Negative entries (cached 404s) held. */
+  get negativeItems(): number {
+    return this.negatives.size;
   }
 
   /** Hit path: the fresh entry for `key`, or undefined (absent, expired, soft-purged or being fetched). */
   fresh(key: string): Entry | undefined {
-    const e = this.lru.get(key, GET_OPTS);
+    const e = this.lru.get(key, GET_OPTS) ?? this.negatives.get(key, NEG_GET_OPTS);
     return e !== undefined && !e.softPurged ? e : undefined;
   }
 
   /** Whether a copy of `key` is held, fresh or not (tests, fill). */
   has(key: string): boolean {
-    return this.lru.peek(key, { allowStale: true }) !== undefined;
+    return this.lru.peek(key, { allowStale: true }) !== undefined || this.negatives.has(key);
   }
 
   /** Slow path: revalidate or fill `key`, coalesced with every other request for it. */
@@ -107,8 +128,16 @@ export class EdgeCache {
     const status: LRUCache.Status<string, Entry> = {};
     try {
       const entry = await this.lru.fetch(key, { status, allowStale: false, forceRefresh: held?.softPurged === true });
-      if (entry === undefined) throw new OcdnError(ErrorCodes.INTERNAL, `cache fill for ${key} returned nothing`);
       const fwd = held === undefined ? 'miss' : 'stale';
+      if (entry === undefined) {
+        // A 404: fill() put it among the negatives. An object that 404s now is gone (lru-cache
+        // puts the stale copy back when a fetch yields nothing).
+        const missing = this.negatives.get(key);
+        if (missing === undefined) throw new OcdnError(ErrorCodes.INTERNAL, `cache fill for ${key} returned nothing`);
+        this.lru.delete(key);
+        if (status.fetch === 'inflight') this.opts.metrics.coalesced.inc();
+        return { entry: missing, outcome: status.fetch === 'inflight' ? 'COALESCED' : 'MISS', stored: true, fwd };
+      }
       if (status.fetch === 'hit') return { entry, outcome: 'HIT', stored: false, fwd };
       if (status.fetch === 'inflight') {
         this.opts.metrics.coalesced.inc();
@@ -133,6 +162,10 @@ export class EdgeCache {
    */
   purge(prefix: string, soft: boolean): number {
     let n = 0;
+    // A negative has no stale use: soft or hard, it goes.
+    for (const key of [...this.negatives.keys()]) {
+      if (key.startsWith(prefix) && this.negatives.delete(key)) n++;
+    }
     for (const [key] of this.lru.dump()) {
       if (!key.startsWith(prefix)) continue;
       if (soft) {
@@ -157,9 +190,10 @@ export class EdgeCache {
 
   clear(): void {
     this.lru.clear();
+    this.negatives.clear();
   }
 
-  private async fill(key: string, options: LRUCache.FetcherFetchOptions<string, Entry>): Promise<Entry> {
+  private async fill(key: string, options: LRUCache.FetcherFetchOptions<string, Entry>): Promise<Entry | undefined> {
     const { upstream, metrics } = this.opts;
     const stopTimer = metrics.originFetchSeconds.startTimer({ upstream: upstream.kind });
     let result = 'ok';
@@ -197,10 +231,8 @@ export class EdgeCache {
     } catch (err) {
       if (isOcdnError(err, ErrorCodes.NOT_FOUND)) {
         result = 'not_found';
-        options.ttl = this.opts.negativeTtlMs;
-        const entry: NegativeEntry = { kind: 'missing', key, bornAt: Date.now(), softPurged: false };
-        freshUntil.set(entry, Date.now() + this.opts.negativeTtlMs);
-        return entry;
+        this.negatives.set(key, { kind: 'missing', key, bornAt: Date.now(), softPurged: false });
+        return undefined;
       }
       result = isOcdnError(err, ErrorCodes.ORIGIN_TIMEOUT) ? 'timeout' : 'error';
       throw err;

@@ -42,7 +42,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   const method = req.method;
   if (method !== 'GET' && method !== 'HEAD') {
     sendMethodNotAllowed(res, method, 'GET, HEAD', { 'x-edge-id': id });
-    metrics.count('NONE', 405, 0);
+    metrics.count('NONE', 405);
     return;
   }
   const fresh = cache.fresh(CATALOG_PATH);
@@ -58,12 +58,13 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
       deps.waiting(-1);
     }
   }
-  if (res.destroyed) return;
+  // The client left while the catalog was being fetched: nginx's 499, counted like any answer.
+  if (res.destroyed) return void metrics.count(lookup.outcome, 499);
   const { entry, outcome } = lookup;
   const marks = { 'x-edge-id': id, 'x-cache': outcome, 'cache-status': cacheStatusOf(deps.cacheStatusName, lookup) };
   if (entry.kind === 'missing') {
     sendError(res, new OcdnError(ErrorCodes.NOT_FOUND, `not found: ${CATALOG_PATH} (the origin holds no catalog yet: seed content first)`), marks);
-    metrics.count(outcome, 404, 0);
+    metrics.count(outcome, 404);
     return;
   }
   const headers: OutgoingHttpHeaders = { ...hitHeaders(entry, Date.now()), ...marks };
@@ -72,7 +73,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
     const { 'content-length': _l, 'content-type': _t, ...notModified } = headers;
     res.writeHead(304, notModified);
     res.end();
-    metrics.count(outcome, 304, 0);
+    metrics.count(outcome, 304);
     return;
   }
   let status = 200;
@@ -83,7 +84,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
     const span = parseRange(range, entry.body.length);
     if (span === 'unsatisfiable') {
       sendError(res, new OcdnError(ErrorCodes.RANGE_NOT_SATISFIABLE, 'range not satisfiable'), { ...marks, 'content-range': `bytes */${entry.body.length}` });
-      metrics.count(outcome, 416, 0);
+      metrics.count(outcome, 416);
       return;
     }
     if (span !== undefined) {
@@ -96,19 +97,19 @@ async function answer(req: IncomingMessage, res: ServerResponse, deps: CatalogRo
   res.writeHead(status, headers);
   const sent = method === 'HEAD' ? 0 : body.length;
   res.end(sent === 0 ? undefined : body);
-  metrics.count(outcome, status, sent);
+  metrics.count(outcome, status);
 }
 
 function upstreamFailed(res: ServerResponse, deps: CatalogRouteDeps, err: unknown): void {
   const timeout = isOcdnError(err, ErrorCodes.ORIGIN_TIMEOUT);
   const status = timeout ? 504 : 502;
   const why = describeError(err).replace(/\s+/g, ' ');
-  deps.log.info({ path: CATALOG_PATH, status, detail: why }, 'request');
-  if (res.destroyed) return;
+  deps.log.info({ path: CATALOG_PATH, status: res.destroyed ? 499 : status, detail: why }, 'request');
+  if (res.destroyed) return void deps.metrics.count('MISS', 499);
   sendError(res, new OcdnError(timeout ? ErrorCodes.ORIGIN_TIMEOUT : ErrorCodes.ORIGIN_UNAVAILABLE, `${timeout ? 'gateway timeout' : 'bad gateway'}: ${why}`), {
     'x-edge-id': deps.id,
     'x-cache': 'MISS',
     'cache-status': `${deps.cacheStatusName}; fwd=miss; detail=${timeout ? 'upstream-timeout' : 'upstream-error'}`,
   });
-  deps.metrics.count('MISS', status, 0);
+  deps.metrics.count('MISS', status);
 }

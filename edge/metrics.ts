@@ -17,7 +17,6 @@ export class EdgeMetrics {
   /** Requests since start, per X-Cache value and status code. */
   private readonly requests = new Map<CacheLabel, Map<number, number>>(CACHE_LABELS.map((c) => [c, new Map()]));
   requestCount = 0;
-  bytesServed = 0;
   readonly originFetches: Counter<'upstream' | 'result'>;
   /** Body bytes fetched from upstream: with bytes served, the cluster's offload in bytes. */
   originBytes = 0;
@@ -25,7 +24,16 @@ export class EdgeMetrics {
   readonly coalesced: Counter;
   readonly evictions: Counter;
 
-  constructor(opts: { edgeId: string; cacheStats: () => { bytes: number; items: number }; defaultMetrics?: boolean }) {
+  private readonly bytesWritten: () => number;
+
+  constructor(opts: {
+    edgeId: string;
+    cacheStats: () => { bytes: number; items: number; negativeItems: number };
+    /** Bytes the kernel took from this edge's client sockets (common/http-server.ts). */
+    bytesWritten: () => number;
+    defaultMetrics?: boolean;
+  }) {
+    this.bytesWritten = opts.bytesWritten;
     this.registry = createRegistry({ labels: { edge: opts.edgeId }, defaultMetrics: opts.defaultMetrics ?? false });
     const registers = [this.registry];
     const requests = this.requests;
@@ -44,11 +52,11 @@ export class EdgeMetrics {
     const self = this;
     new Counter({
       name: 'ocdn_edge_bytes_served_total',
-      help: 'Body bytes sent to clients.',
+      help: 'Bytes written to client sockets (heads and bodies) that the kernel took: an aborted response counts what left, not its length.',
       registers,
       collect() {
         this.reset();
-        this.inc(self.bytesServed);
+        this.inc(self.bytesWritten());
       },
     });
     new Counter({
@@ -94,6 +102,14 @@ export class EdgeMetrics {
         this.set(opts.cacheStats().items);
       },
     });
+    new Gauge({
+      name: 'ocdn_edge_cache_negative_items',
+      help: 'Cached 404s, held apart from objects and capped so they never push objects out.',
+      registers,
+      collect() {
+        this.set(opts.cacheStats().negativeItems);
+      },
+    });
     this.evictions = new Counter({
       name: 'ocdn_edge_cache_evictions_total',
       help: 'Entries evicted to make room (LRU), not counting purges or replacements.',
@@ -101,11 +117,18 @@ export class EdgeMetrics {
     });
   }
 
-  /** Hit path: two map operations and two additions. */
-  count(cache: CacheLabel, status: number, bytes: number): void {
+  /** Bytes written to clients so far (the heartbeat's egress rate). */
+  get bytesServed(): number {
+    return this.bytesWritten();
+  }
+
+  /**
+   * Hit path: two map operations and an addition. Status 499 is a request whose client left
+   * before its answer was ready (nginx's code). Bytes are counted from the sockets, not here.
+   */
+  count(cache: CacheLabel, status: number): void {
     const byStatus = this.requests.get(cache)!;
     byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
     this.requestCount++;
-    this.bytesServed += bytes;
   }
 }

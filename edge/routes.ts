@@ -2,6 +2,7 @@ import { CATALOG_PATH, serveCatalog } from './catalog-route.ts';
 import type { IncomingMessage, OutgoingHttpHeaders, RequestListener, ServerResponse } from 'node:http';
 import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
 import { errorBody, sendError, sendJson, sendMethodNotAllowed, statusOf } from '../common/http.ts';
+import { bytesSent } from '../common/http-server.ts';
 import type { Logger } from '../common/log.ts';
 import { sendMetrics } from '../common/metrics.ts';
 import type { Admin } from './admin.ts';
@@ -90,7 +91,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
   function refuse(req: IncomingMessage, res: ServerResponse, path: string, query: string, err: OcdnError, extra: Record<string, string> = {}): void {
     if (draining) res.shouldKeepAlive = false;
     const status = sendError(res, err, { ...idHeader, ...extra });
-    metrics.count('NONE', status, 0);
+    metrics.count('NONE', status);
     if (logHits) accessLog('debug', req, path, query, status, 'NONE', 0, Date.now(), err.message);
   }
 
@@ -108,7 +109,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     ifRange: string | undefined,
     startedAt: number,
   ): void {
-    if (res.destroyed) return;
+    if (res.destroyed) return aborted(req, path, query, lookup.outcome, startedAt);
     // While draining, every response closes its connection so close() is not held by keep-alive.
     if (draining) res.shouldKeepAlive = false;
     const { entry, outcome } = lookup;
@@ -125,9 +126,10 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
         age: String(ageSec(entry, Date.now())),
         ...common,
       });
+      const from = bytesSent(req.socket);
       res.end(head ? undefined : body);
-      metrics.count(outcome, 404, 0);
-      if (level === 'info' || logHits) accessLog(level, req, path, query, 404, outcome, 0, startedAt);
+      metrics.count(outcome, 404);
+      if (level === 'info' || logHits) logWhenDone(level, req, res, from, path, query, 404, outcome, startedAt);
       return;
     }
     const now = Date.now();
@@ -161,17 +163,46 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
         headers = { ...base, 'content-length': String(body.length), 'content-range': `bytes ${span.start}-${span.end}/${entry.body.length}` };
       }
     }
+    const from = bytesSent(req.socket);
     res.writeHead(status, headers);
-    const sent = head || body === undefined || status >= 400 ? 0 : body.length;
     if (head || body === undefined) res.end();
     else res.end(body);
-    metrics.count(outcome, status, sent);
+    metrics.count(outcome, status);
     if (level === 'info' || logHits)
-      accessLog(level, req, path, query, status, outcome, sent, startedAt, lookup.error ? describeError(lookup.error) : undefined);
+      logWhenDone(level, req, res, from, path, query, status, outcome, startedAt, lookup.error ? describeError(lookup.error) : undefined);
+  }
+
+  /**
+   * The access line once the response is over (sent or cut), with the bytes that reached the
+   * socket for it rather than the body's length. Slow path only: the hit path logs at debug.
+   */
+  function logWhenDone(
+    level: 'info' | 'debug',
+    req: IncomingMessage,
+    res: ServerResponse,
+    from: number,
+    path: string,
+    query: string,
+    status: number,
+    cache: CacheLabel,
+    startedAt: number,
+    detail?: string,
+  ): void {
+    const socket = req.socket;
+    res.once('close', () => accessLog(level, req, path, query, status, cache, bytesSent(socket) - from, startedAt, detail));
+  }
+
+  /**
+   * The client left before its answer was ready (nginx's 499): counted and logged like any
+   * other request, so aborts never vanish from requests_total or the access log.
+   */
+  function aborted(req: IncomingMessage, path: string, query: string, cache: CacheLabel, startedAt: number): void {
+    metrics.count(cache, 499);
+    accessLog('info', req, path, query, 499, cache, 0, startedAt, 'client closed the connection before the response');
   }
 
   function upstreamFailed(req: IncomingMessage, res: ServerResponse, path: string, query: string, err: unknown, startedAt: number): void {
-    if (res.destroyed) return;
+    if (res.destroyed) return aborted(req, path, query, 'MISS', startedAt);
     if (draining) res.shouldKeepAlive = false;
     // Whatever went wrong upstream, this edge was a gateway that got no usable answer.
     const e = isOcdnError(err) ? err : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, describeError(err), { cause: err });
@@ -181,7 +212,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       'x-cache': 'MISS',
       'cache-status': `${cacheStatusName}; fwd=miss; detail=${timeout ? 'upstream-timeout' : 'upstream-error'}`,
     });
-    metrics.count('MISS', status, 0);
+    metrics.count('MISS', status);
     accessLog('info', req, path, query, status, 'MISS', 0, startedAt, describeError(e));
   }
 
@@ -231,14 +262,10 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       // The hit path: precomputed headers, the stored Buffer, two counters.
       if (draining) res.shouldKeepAlive = false;
       res.writeHead(200, hitHeaders(entry, Date.now()));
-      if (method === 'HEAD') {
-        res.end();
-        metrics.count('HIT', 200, 0);
-      } else {
-        res.end(entry.body);
-        metrics.count('HIT', 200, entry.body.length);
-      }
-      if (logHits) accessLog('debug', req, path, query, 200, 'HIT', method === 'HEAD' ? 0 : entry.body.length, Date.now());
+      const from = logHits ? bytesSent(req.socket) : 0;
+      res.end(method === 'HEAD' ? undefined : entry.body);
+      metrics.count('HIT', 200);
+      if (logHits) logWhenDone('debug', req, res, from, path, query, 200, 'HIT', Date.now());
       return;
     }
     const startedAt = Date.now();

@@ -1,9 +1,10 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { EdgeHeartbeat } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { closeServer, listen } from '../common/http.ts';
+import { createHardenedServer, type HardenedServer, type ServerLimits } from '../common/http-server.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import { Admin } from './admin.ts';
@@ -39,6 +40,8 @@ export interface EdgeOptions {
   segmentTtlMs?: number;
   /** TTL of a cached 404. */
   negativeTtlMs?: number;
+  /** Cached 404s held at most (apart from objects; default edge/cache.ts DEFAULT_NEGATIVE_MAX_ENTRIES). */
+  negativeMaxEntries?: number;
   staleIfErrorMs?: number;
   /** Parent-tier request timeout (the S3 reader has its own). */
   upstreamTimeoutMs?: number;
@@ -49,6 +52,8 @@ export interface EdgeOptions {
   requestTimeoutMs?: number;
   keepAliveTimeoutMs?: number;
   maxHeaderSize?: number;
+  /** Header count, connection cap and per-client share (common/http-server.ts; defaults there). */
+  limits?: Pick<ServerLimits, 'maxHeaders' | 'maxConnections' | 'perClientShare'>;
   /** A response whose client accepts no bytes for this long (checked at this period) is cut. */
   stalledWriteTimeoutMs?: number;
   /** How long close() lets in-flight responses finish before cutting them. */
@@ -96,9 +101,11 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   // The metrics need the cache's size and the cache needs the metrics: the size is read through
   // this binding, set just below.
   let sized: EdgeCache | undefined;
+  let http: HardenedServer | undefined;
   const metrics = new EdgeMetrics({
     edgeId: id,
-    cacheStats: () => ({ bytes: sized?.bytes ?? 0, items: sized?.items ?? 0 }),
+    cacheStats: () => ({ bytes: sized?.bytes ?? 0, items: sized?.items ?? 0, negativeItems: sized?.negativeItems ?? 0 }),
+    bytesWritten: () => http?.bytesWritten() ?? 0,
     defaultMetrics: opts.defaultMetrics,
   });
   const cache = new EdgeCache({
@@ -110,6 +117,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     playlistTtlMs: opts.playlistTtlMs ?? 5_000,
     segmentTtlMs: opts.segmentTtlMs ?? 3_600_000,
     negativeTtlMs: opts.negativeTtlMs ?? 2_000,
+    negativeMaxEntries: opts.negativeMaxEntries,
     staleIfErrorMs: opts.staleIfErrorMs ?? 86_400_000,
     verifyHash: opts.verifyHash ?? true,
   });
@@ -120,26 +128,22 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const routes = edgeRoutes({ id, log, tokens, upstream, cache, metrics, admin, negativeTtlMs: opts.negativeTtlMs ?? 2_000 });
 
   // ---- lifecycle -------------------------------------------------------------------------
-  const server = createServer(
-    {
-      headersTimeout: opts.headersTimeoutMs ?? 10_000,
-      requestTimeout: opts.requestTimeoutMs ?? 30_000,
-      maxHeaderSize: opts.maxHeaderSize ?? 16_384,
-      // How often Node looks for connections past headersTimeout/requestTimeout.
-      connectionsCheckingInterval: Math.min(1_000, opts.headersTimeoutMs ?? 1_000),
+  http = createHardenedServer(routes.handle, {
+    limits: {
+      headersTimeoutMs: opts.headersTimeoutMs,
+      requestTimeoutMs: opts.requestTimeoutMs,
+      keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
+      maxHeaderSize: opts.maxHeaderSize,
+      ...opts.limits,
     },
-    routes.handle,
-  );
-  server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 5_000;
-  server.maxHeadersCount = 100;
+    log,
+    registry: metrics.registry,
+    headers: { 'x-edge-id': id },
+  });
+  const { server, sockets } = http;
   // Clients that stop reading a response (slow-read) are cut by a periodic sweep rather than
   // server.timeout: a socket timeout re-arms timers on every request and write, a cost the hit
   // path pays per request; the sweep costs one pass over open sockets per interval.
-  const sockets = new Set<Socket>();
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-  });
   const lastWritten = new WeakMap<Socket, number>();
   const sweep = setInterval(() => {
     for (const s of sockets) {

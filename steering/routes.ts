@@ -38,8 +38,8 @@ export interface SteeringContext {
   manifestTtlSec: number;
   /** HMAC secret shared with the edges; `null` hands out unsigned URLs. */
   secret: string | null;
-  /** Base URL players reach steering at; default: the address the request came in on. */
-  publicUrl: string | undefined;
+  /** Base URL players reach steering at (configured, else the URL it listens on), no trailing slash. */
+  publicUrl: () => string;
   registry: EdgeRegistry;
   catalog: TitleCatalog;
   masters: MasterSource;
@@ -66,12 +66,6 @@ function safeDecode(s: string): string {
   }
 }
 
-/** The base URL a request reached us at: where a player asks again (SERVER-URI, RELOAD-URI). */
-function localBase(req: IncomingMessage): string {
-  const addr = req.socket.localAddress ?? '127.0.0.1';
-  return `http://${addr.includes(':') ? `[${addr}]` : addr}:${req.socket.localPort}`;
-}
-
 interface Decision {
   title: string;
   site: string;
@@ -84,7 +78,6 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
   const { log, logDecision, topology, defaultPolicy, epsilon, tokenTtlSec, maxEdges, manifestTtlSec, secret, registry, catalog, masters, sessions, metrics } =
     ctx;
   const debug = log.isLevelEnabled('debug');
-  const publicBase = ctx.publicUrl?.replace(/\/+$/, '');
 
   // ---- state -----------------------------------------------------------------------------
   // One token covers a title for everyone whose session expires in the same second, so a
@@ -169,8 +162,9 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     return f;
   }
 
-  function baseUrl(req: IncomingMessage): string {
-    return publicBase ?? localBase(req);
+  /** Where players reach steering: configuration only, never the request (its Host is the client's to write). */
+  function baseUrl(): string {
+    return ctx.publicUrl();
   }
 
   // ---- handlers --------------------------------------------------------------------------
@@ -206,7 +200,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     const master = await masters.get(catalog.require(d.title));
     const expiresSec = Math.floor(Date.now() / 1000) + tokenTtlSec;
     const id = newSessionId();
-    const serverUri = `${baseUrl(req)}/v1/steering/${id}.json`;
+    const serverUri = `${baseUrl()}/v1/steering/${id}.json`;
     const text = buildSessionMaster({
       master,
       title: d.title,
@@ -232,7 +226,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
   }
 
   /** GET /v1/steering/{sessionId}.json: the HLS Content Steering manifest, re-ranked now. */
-  function steeringManifest(req: IncomingMessage, res: ServerResponse, q: URLSearchParams, id: string): void {
+  function steeringManifest(_req: IncomingMessage, res: ServerResponse, q: URLSearchParams, id: string): void {
     const s = SESSION_ID_PATTERN.test(id) ? sessions.get(id) : undefined;
     if (!s)
       throw new OcdnError(ErrorCodes.NOT_FOUND, `unknown or expired steering session "${id.slice(0, 64)}" (start one with GET /v1/play/{title}/master.m3u8)`);
@@ -263,7 +257,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     const manifest: SteeringManifest = {
       VERSION: 1,
       TTL: manifestTtlSec,
-      'RELOAD-URI': `${baseUrl(req)}/v1/steering/${id}.json`,
+      'RELOAD-URI': `${baseUrl()}/v1/steering/${id}.json`,
       'PATHWAY-PRIORITY': priority,
     };
     sendJson(res, 200, manifest);

@@ -1,8 +1,9 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Catalog } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { closeServer, listen } from '../common/http.ts';
+import { createHardenedServer, type ServerLimits } from '../common/http-server.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import { TitleCatalog } from './catalog.ts';
@@ -17,8 +18,10 @@ export interface SteeringOptions {
   /** 0 (default) = any free port. */
   port?: number;
   host?: string;
-  /** Base URL players reach steering at (SERVER-URI, RELOAD-URI); default: the address a request came in on (never its Host header). */
+  /** Base URL players reach steering at (SERVER-URI, RELOAD-URI); default: the URL it listens on. Never taken from a request's Host header. */
   publicUrl?: string;
+  /** Header count, connection cap and per-client share (common/http-server.ts; defaults there). */
+  limits?: Pick<ServerLimits, 'maxHeaders' | 'maxConnections' | 'perClientShare'>;
   policy?: PolicyName;
   topology?: Topology;
   /** HMAC secret shared with the edges; `null` hands out unsigned URLs (edges with tokens off). */
@@ -80,6 +83,8 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   const metrics = createSteeringMetrics({ registry, catalog, sessions, defaultMetrics: opts.defaultMetrics });
 
   // ---- handlers (steering/routes.ts) -----------------------------------------------------
+  // Known once listening; no answer is built before then.
+  let publicUrl = opts.publicUrl?.replace(/\/+$/, '') ?? '';
   const handle = steeringRoutes({
     log,
     logDecision,
@@ -90,7 +95,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     maxEdges,
     manifestTtlSec,
     secret: opts.tokenSecret,
-    publicUrl: opts.publicUrl,
+    publicUrl: () => publicUrl,
     registry,
     catalog,
     masters,
@@ -99,14 +104,16 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   });
 
   // ---- lifecycle -------------------------------------------------------------------------
-  const server = createServer({ keepAliveTimeout: 5_000, headersTimeout: 10_000, requestTimeout: 30_000 }, handle);
+  const { server } = createHardenedServer(handle, { limits: opts.limits, log, registry: metrics.registry });
   await catalog.start();
   const port = await listen(server, opts.port ?? 0, host);
   const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${port}`;
+  if (publicUrl === '') publicUrl = url;
   registry.start();
   log.info(
     {
       url,
+      publicUrl,
       policy: defaultPolicy,
       epsilon,
       tokens: opts.tokenSecret !== null,

@@ -6,12 +6,13 @@
  * and answers /v1/qoe from it, so any instance gives the merged answer of all of them.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { Partitioners, type Consumer, type EachBatchPayload, type Kafka, type Message, type Producer } from 'kafkajs';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { closeServer, listen } from '../common/http.ts';
+import { createHardenedServer } from '../common/http-server.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { createRegistry } from '../common/metrics.ts';
 import { aggregatorRoutes } from './aggregator-http.ts';
@@ -437,7 +438,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   }, tickMs);
   timer.unref();
 
-  const server: Server = createServer(handleHttp);
+  const server: Server = createHardenedServer(handleHttp, { log, registry }).server;
   const host = opts.host ?? '127.0.0.1';
   let port: number;
   try {

@@ -17,6 +17,7 @@ describe('error code → HTTP status', () => {
       E_METHOD: 405,
       E_PAYLOAD_TOO_LARGE: 413,
       E_RANGE_NOT_SATISFIABLE: 416,
+      E_HEADERS_TOO_LARGE: 431,
       E_TOO_MANY: 429,
       E_CONFIG: 500,
       E_DEPENDENCY_MISSING: 500,

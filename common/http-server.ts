@@ -1,0 +1,221 @@
+import { createServer, type RequestListener, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { ErrorCodes, OcdnError } from './errors.ts';
+import { sendError } from './http.ts';
+import type { Logger } from './log.ts';
+
+export interface ServerLimits {
+  /** Slowloris bounds: the whole head within this, the whole request within requestTimeoutMs. */
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  keepAliveTimeoutMs?: number;
+  /** Bytes of request head; past it Node itself answers 431. */
+  maxHeaderSize?: number;
+  /** Request headers read; one more is a 431, never a header dropped silently. */
+  maxHeaders?: number;
+  /** Open connections; past it new ones are closed at once (logged once per burst, counted). */
+  maxConnections?: number;
+  /** Share of maxConnections one client address may hold (0 < share ≤ 1). */
+  perClientShare?: number;
+  /** How often Node looks for connections past headersTimeout/requestTimeout. */
+  connectionsCheckingIntervalMs?: number;
+}
+
+export const DEFAULT_LIMITS: Required<ServerLimits> = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  maxHeaderSize: 16_384,
+  maxHeaders: 100,
+  maxConnections: 8_192,
+  perClientShare: 0.5,
+  connectionsCheckingIntervalMs: 1_000,
+};
+
+export interface HardenedServer {
+  server: Server;
+  /** Open connections (the edge's stalled-write sweep walks them). */
+  readonly sockets: ReadonlySet<Socket>;
+  /**
+   * Bytes the kernel took for every connection so far: what clients could have read, not what
+   * handlers meant to send (an aborted 2 MB response counts what left, not 2 MB).
+   */
+  bytesWritten(): number;
+  /** The limits in force. */
+  readonly limits: Required<ServerLimits>;
+}
+
+/** How long without a refused connection ends a burst (one warn at its start, one line at its end). */
+const BURST_QUIET_MS = 5_000;
+
+/**
+ * The one node:http server of every service, with the hygiene no handler should have to
+ * remember: bounded heads (431 past the header count or size, 400 on a repeated Host, RFC 9112
+ * §3.2), a connection cap with a per-client share, refusals logged once per burst and counted
+ * in `ocdn_http_*` metrics, and bytes written counted from the sockets themselves.
+ */
+export function createHardenedServer(
+  handler: RequestListener,
+  opts: { limits?: ServerLimits; log?: Logger; registry?: Registry; headers?: Record<string, string> } = {},
+): HardenedServer {
+  const limits: Required<ServerLimits> = { ...DEFAULT_LIMITS, ...stripUndefined(opts.limits ?? {}) };
+  if (!(limits.maxConnections >= 1)) throw new OcdnError(ErrorCodes.CONFIG, `maxConnections must be at least 1 (got ${limits.maxConnections})`);
+  if (!(limits.perClientShare > 0 && limits.perClientShare <= 1))
+    throw new OcdnError(ErrorCodes.CONFIG, `perClientShare must be in (0, 1] (got ${limits.perClientShare})`);
+  if (!(limits.maxHeaders >= 1)) throw new OcdnError(ErrorCodes.CONFIG, `maxHeaders must be at least 1 (got ${limits.maxHeaders})`);
+  const perClient = Math.max(1, Math.floor(limits.maxConnections * limits.perClientShare));
+  const maxRaw = limits.maxHeaders * 2;
+  const extra = opts.headers ?? {};
+  const log = opts.log;
+  const registers = opts.registry ? [opts.registry] : [];
+
+  const refusedRequests = new Counter({
+    name: 'ocdn_http_requests_refused_total',
+    help: 'Requests refused for their head before any handler ran, by reason (too_many_headers 431, duplicate_host 400).',
+    labelNames: ['reason'],
+    registers,
+  });
+  const refusedConnections = new Counter({
+    name: 'ocdn_http_connections_refused_total',
+    help: 'Connections closed on arrival, by reason (cap: maxConnections reached; per_client: one address past its share).',
+    labelNames: ['reason'],
+    registers,
+  });
+  const sockets = new Set<Socket>();
+  new Gauge({
+    name: 'ocdn_http_connections_open',
+    help: 'Open client connections.',
+    registers,
+    collect() {
+      this.set(sockets.size);
+    },
+  });
+
+  function refuse(res: Parameters<RequestListener>[1], reason: string, err: OcdnError): void {
+    refusedRequests.inc({ reason });
+    // Counted always; a line each only at debug, or a flood of bad heads floods the log.
+    log?.debug({ reason, remote: res.socket?.remoteAddress, status: reason === 'too_many_headers' ? 431 : 400 }, 'request refused');
+    res.shouldKeepAlive = false;
+    sendError(res, err, { connection: 'close', ...extra });
+  }
+
+  const guarded: RequestListener = (req, res) => {
+    const raw = req.rawHeaders;
+    // Node keeps at most maxHeaders + 1 (maxHeadersCount below): one more than allowed means
+    // some may have been cut, so the request is refused whole rather than served without them.
+    if (raw.length > maxRaw)
+      return refuse(res, 'too_many_headers', new OcdnError(ErrorCodes.HEADERS_TOO_LARGE, `more than ${limits.maxHeaders} request headers`));
+    let hosts = 0;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      // The usual spellings first: toLowerCase() makes a string, and this runs on every request.
+      if (name.length === 4 && (name === 'Host' || name === 'host' || name.toLowerCase() === 'host') && ++hosts > 1)
+        return refuse(res, 'duplicate_host', new OcdnError(ErrorCodes.BAD_REQUEST, 'more than one Host header (RFC 9112 §3.2)'));
+    }
+    handler(req, res);
+  };
+
+  const server = createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      maxHeaderSize: limits.maxHeaderSize,
+      connectionsCheckingInterval: Math.min(limits.connectionsCheckingIntervalMs, limits.headersTimeoutMs),
+    },
+    guarded,
+  );
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxHeadersCount = limits.maxHeaders + 1;
+  server.maxConnections = limits.maxConnections;
+
+  // ---- refusals: one warn when a burst starts, one line with its total when it ends ----
+  let burst = 0;
+  let burstByReason: Record<string, number> = {};
+  let quiet: NodeJS.Timeout | undefined;
+  function connectionRefused(reason: 'cap' | 'per_client', remote: string | undefined): void {
+    refusedConnections.inc({ reason });
+    burstByReason[reason] = (burstByReason[reason] ?? 0) + 1;
+    if (burst++ === 0) {
+      log?.warn(
+        { reason, remote, open: sockets.size, maxConnections: limits.maxConnections, perClient },
+        'connection refused: limit reached (further refusals in this burst are counted in ocdn_http_connections_refused_total, not logged)',
+      );
+    }
+    if (quiet === undefined) {
+      quiet = setTimeout(() => {
+        log?.info({ refused: burst, byReason: burstByReason, open: sockets.size }, 'connection refusals stopped');
+        burst = 0;
+        burstByReason = {};
+        quiet = undefined;
+      }, BURST_QUIET_MS);
+      quiet.unref();
+    } else quiet.refresh();
+  }
+  server.on('drop', (data?: { remoteAddress?: string }) => connectionRefused('cap', data?.remoteAddress));
+
+  // ---- connections: per-client share and bytes the kernel took ----
+  const byClient = new Map<string, number>();
+  let closedBytes = 0;
+  server.on('connection', (s: Socket) => {
+    const remote = s.remoteAddress ?? '?';
+    const held = byClient.get(remote) ?? 0;
+    if (held >= perClient) {
+      connectionRefused('per_client', remote);
+      s.destroy();
+      return;
+    }
+    byClient.set(remote, held + 1);
+    sockets.add(s);
+    trackUnsent(s);
+    s.once('close', () => {
+      sockets.delete(s);
+      const n = (byClient.get(remote) ?? 1) - 1;
+      if (n <= 0) byClient.delete(remote);
+      else byClient.set(remote, n);
+      closedBytes += bytesSent(s);
+    });
+  });
+
+  return {
+    server,
+    sockets,
+    limits,
+    bytesWritten() {
+      let open = 0;
+      // Open sockets: what was handed on minus what still waits (a lower bound until it drains).
+      for (const s of sockets) open += bytesSent(s);
+      return closedBytes + open;
+    },
+  };
+}
+
+/**
+ * Bytes of `socket` the kernel took: handed on minus what still waits while open (a lower bound
+ * until it drains), minus what libuv still held when it was destroyed.
+ */
+export function bytesSent(socket: Socket): number {
+  if (socket.destroyed) return socket.bytesWritten - (unsentAtDestroy.get(socket) ?? 0);
+  return Math.max(0, socket.bytesWritten - socket.writableLength);
+}
+
+/**
+ * A response cut by its client leaves bytes in libuv's queue that never reached the kernel;
+ * `bytesWritten` counts them as sent. Their size is only readable until the handle closes, so it
+ * is taken as the socket is destroyed (once per connection, never per request).
+ */
+const unsentAtDestroy = new WeakMap<Socket, number>();
+function trackUnsent(s: Socket): void {
+  const inner = s as unknown as { _destroy: (err: Error | null, cb: (err: Error | null) => void) => void; _handle?: { writeQueueSize?: number } | null };
+  const destroy = inner._destroy;
+  inner._destroy = function (this: typeof inner, err, cb) {
+    const queued = this._handle?.writeQueueSize;
+    if (typeof queued === 'number' && queued > 0) unsentAtDestroy.set(s, queued);
+    destroy.call(this, err, cb);
+  };
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
