@@ -1,3 +1,4 @@
+import { HeartbeatVerifier } from '../../common/edge-key.ts';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -233,10 +234,16 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
 
   it('sends heartbeats with the design fields to steering, and a last unhealthy one on close', async () => {
     const beats: EdgeHeartbeat[] = [];
+    // Each beat is checked as steering checks it: signed as edge-hb under the cluster key, fresh.
+    const verifier = new HeartbeatVerifier(TEST_EDGE_KEY);
+    const verdicts: string[] = [];
     const receiver: Server = createServer((req: IncomingMessage, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
+        const h = verifier.headers(req.headers);
+        const v = h.ok ? verifier.verify(h, Buffer.concat(chunks)) : h;
+        verdicts.push(v.ok ? v.id : v.reason);
         if (req.method === 'POST' && req.url === '/v1/edges/heartbeat') beats.push(JSON.parse(Buffer.concat(chunks).toString()) as EdgeHeartbeat);
         res.writeHead(204).end();
       });
@@ -268,6 +275,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
       for (const k of ['inFlight', 'rps', 'egressBps', 'ts'] as const) expect(typeof beat[k]).toBe('number');
       await edge.close();
       expect(beats.at(-1)).toMatchObject({ id: 'edge-hb', healthy: false });
+      expect(new Set(verdicts)).toEqual(new Set(['edge-hb']));
     } finally {
       receiver.closeAllConnections();
       await new Promise((r) => receiver.close(r));
