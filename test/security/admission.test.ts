@@ -1,12 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type EdgeList, HEARTBEAT_LIMITS, type SteerResponse } from '../../common/contracts.ts';
-import { deriveEdgeKey, signHeartbeat } from '../../common/edge-key.ts';
+import { CATALOG_KEY, contentKeys, type EdgeList, HEARTBEAT_LIMITS, type SteerResponse } from '../../common/contracts.ts';
+import { ErrorCodes, OcdnError } from '../../common/errors.ts';
+import { buildMasterPlaylist } from '../../origin/playlists.ts';
+import type { OriginObject, OriginReader } from '../../origin/reader.ts';
+import { deriveEdgeKey, HeartbeatVerifier, signHeartbeat } from '../../common/edge-key.ts';
 import { closeServer, listen, waitFor } from '../../common/http.ts';
 import { readMetric } from '../../common/metrics.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
@@ -185,11 +189,14 @@ describe('heartbeat flood: steering memory stays flat', () => {
     let peak = baseline;
     const statuses = new Map<number, number>();
     const agent = new Agent({ connections: 16 });
+    // At least 5 s, and until more signed ids than the registry holds were sent (a slow machine
+    // gets there later), within 40 s.
     const until = Date.now() + 5_000;
+    const hardStop = Date.now() + 40_000;
     let n = 0;
     let signedSent = 0;
     const worker = async () => {
-      while (Date.now() < until) {
+      while (Date.now() < hardStop && (Date.now() < until || signedSent < MAX_EDGES + 100)) {
         const i = n++;
         const signed = i % 2 === 0;
         const id = `flood-${i % 3_000}`;
@@ -205,8 +212,9 @@ describe('heartbeat flood: steering memory stays flat', () => {
     await agent.close();
     peak = Math.max(peak, rssOf(child.pid!));
     const growthMb = (peak - baseline) / 2 ** 20;
+    const seconds = (Date.now() - until + 5_000) / 1000;
     console.log(
-      `flood: ${n} beats (${signedSent} signed, ${n - signedSent} unsigned) in 5 s, statuses ${JSON.stringify(Object.fromEntries(statuses))}, ` +
+      `flood: ${n} beats (${signedSent} signed, ${n - signedSent} unsigned) in ${seconds.toFixed(1)} s, statuses ${JSON.stringify(Object.fromEntries(statuses))}, ` +
         `steering RSS ${(baseline / 2 ** 20).toFixed(0)} → peak ${(peak / 2 ** 20).toFixed(0)} MB (+${growthMb.toFixed(0)} MB)`,
     );
     expect(statuses.get(401)).toBeGreaterThan(0);
@@ -227,4 +235,65 @@ describe('heartbeat flood: steering memory stays flat', () => {
     expect(metrics).toMatch(/ocdn_steering_heartbeats_refused_total\{reason="unsigned"\} [1-9]/);
     expect(metrics).toMatch(/ocdn_steering_heartbeats_refused_total\{reason="registry-full"\} [1-9]/);
   }, 60_000);
+});
+
+describe("steering checks the master's hash", () => {
+  it('refuses with 502 a master whose bytes do not match its SHA-256 metadata, as edges do', async () => {
+    const catalog = testCatalog(3);
+    const honest = buildMasterPlaylist(catalog.titles[0]!.renditions);
+    const sha = createHash('sha256').update(honest).digest('hex');
+    // title-0001 as packaged; title-0002 rewritten in the bucket behind the packager's back
+    // (an extra variant on another host), its metadata left as it was; title-0003 without metadata.
+    const bodies: Record<string, { body: string; sha256: string | undefined }> = {
+      [contentKeys.master('title-0001')]: { body: honest, sha256: sha },
+      [contentKeys.master('title-0002')]: { body: `${honest}#EXT-X-STREAM-INF:BANDWIDTH=1\nhttp://evil.example/x.m3u8\n`, sha256: sha },
+      [contentKeys.master('title-0003')]: { body: honest, sha256: undefined },
+    };
+    const origin = {
+      async getObject(key: string): Promise<OriginObject> {
+        if (key === CATALOG_KEY) return { key, body: Buffer.from(JSON.stringify(catalog)) } as OriginObject;
+        const o = bodies[key];
+        if (!o) throw new OcdnError(ErrorCodes.NOT_FOUND, `not found in origin: ${key}`);
+        return { key, body: Buffer.from(o.body), sha256: o.sha256 } as OriginObject;
+      },
+      async ping(): Promise<void> {},
+    } as unknown as OriginReader;
+    const st = await startSteering({ port: 0, tokenSecret: null, edgeKey: TEST_EDGE_KEY, origin, registry: { probeIntervalMs: 0, rise: 1 } });
+    try {
+      st.registry.heartbeat(heartbeat({ id: 'edge-1', url: 'http://127.0.0.1:9' }));
+      const play = async (title: string) => {
+        const res = await request(`${st.url}/v1/play/${title}/master.m3u8`);
+        return { status: res.statusCode, text: await res.body.text() };
+      };
+      expect((await play('title-0001')).status).toBe(200);
+      const tampered = await play('title-0002');
+      expect(tampered.status).toBe(502);
+      expectErrorBody(tampered.text, 'E_ORIGIN_UNAVAILABLE', /content hash mismatch for vod\/title-0002\/master\.m3u8: its metadata declares [0-9a-f]{12}…/);
+      expect(tampered.text).not.toContain('evil.example');
+      expect((await play('title-0003')).status).toBe(200);
+      expect((await request(`${st.url}/healthz`)).statusCode).toBe(200);
+    } finally {
+      await st.close();
+    }
+  });
+});
+
+describe('replay memory', () => {
+  it('remembers nonces only for the skew window, and at most maxNonces of them', () => {
+    let now = 1_000_000;
+    const v = new HeartbeatVerifier(TEST_EDGE_KEY, { skewMs: 1_000, maxNonces: 3, now: () => now });
+    const send = (at = now) => {
+      const body = JSON.stringify(heartbeat({ id: 'edge-1', url: 'http://127.0.0.1:9' }));
+      const h = v.headers(signedHeaders(body, 'edge-1', TEST_EDGE_KEY, at));
+      if (!h.ok) return h.reason;
+      const r = v.verify(h, Buffer.from(body));
+      return r.ok ? 'ok' : r.reason;
+    };
+    expect([send(), send(), send(), send()]).toEqual(['ok', 'ok', 'ok', 'replay-memory-full']);
+    expect(v.rememberedNonces).toBe(3);
+    now += 1_001; // past the window every remembered beat is stale anyway: forgotten
+    expect(send()).toBe('ok');
+    expect(v.rememberedNonces).toBe(1);
+    expect(send(now - 1_001)).toBe('stale');
+  });
 });
