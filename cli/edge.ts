@@ -3,6 +3,7 @@ import { DEFAULT_PORTS, readContext } from '../common/cluster-context.ts';
 import { addDirOption } from '../common/command-config.ts';
 import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
 import { createLogger } from '../common/log.ts';
+import { ADMIN_TOKEN, EDGE_KEY, requireSecret, resolveSecret, TOKEN_SECRET } from '../common/secrets.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { OriginReader } from '../origin/reader.ts';
 import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
@@ -17,8 +18,6 @@ export const edgeServeSpec = {
   parent: { type: 'url', flag: '--parent', env: 'OCDN_EDGE_PARENT' },
   steering: { type: 'urls', flag: '--steering', env: 'OCDN_STEERING_URL', ctx: 'steeringUrl' },
   publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_EDGE_PUBLIC_URL' },
-  tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET', ctx: 'tokenSecret' },
-  adminToken: { type: 'string', flag: '--admin-token', env: 'OCDN_ADMIN_TOKEN', ctx: 'adminToken' },
   playlistTtl: { type: 'duration', flag: '--playlist-ttl', default: '5s', min: 1 },
   segmentTtl: { type: 'duration', flag: '--segment-ttl', default: '1h', min: 1 },
   negativeTtl: { type: 'duration', flag: '--negative-ttl', default: '2s', min: 1 },
@@ -34,7 +33,8 @@ export function registerEdge(program: Command): void {
     .command('serve')
     .description(
       'serve GET/HEAD /vod/... from a byte-bounded cache; misses go to --parent (shield tier) or S3. ' +
-        'Also /healthz, /readyz, /metrics, POST /admin/fill and /admin/purge (bearer --admin-token). ' +
+        'Also /healthz, /readyz, /metrics, POST /admin/fill and /admin/purge (bearer admin token). ' +
+        'Secrets (token secret, admin token, edge key) come from a file, the environment or the cluster, never from argv. ' +
         'Access log: requests that are not plain hits at info, hits too at OCDN_LOG_LEVEL=debug.',
     )
     .option('--id <id>', 'edge id, e.g. edge-1 (env OCDN_EDGE_ID)')
@@ -45,9 +45,11 @@ export function registerEdge(program: Command): void {
     .option('--parent <url>', 'shield tier: send misses to this edge instead of S3 (env OCDN_EDGE_PARENT)')
     .option('--steering <urls>', "steering base URL(s) for heartbeats, comma-separated for several replicas (env OCDN_STEERING_URL) [default: the cluster's]")
     .option('--public-url <url>', 'URL players reach this edge at, sent in heartbeats [default http://host:port]')
-    .option('--token-secret <secret>', "URL token HMAC secret shared with steering (env OCDN_TOKEN_SECRET) [default: the cluster's]")
+    .option('--token-secret-file <path>', "file holding the URL token HMAC secret shared with steering (else env OCDN_TOKEN_SECRET, else the cluster's)")
     .option('--no-tokens', 'serve without URL tokens (explicit opt-out)')
-    .option('--admin-token <token>', "bearer token for /admin/* (env OCDN_ADMIN_TOKEN); [default: the cluster's]; without it admin is off")
+    .option('--admin-token-file <path>', "file holding the bearer token for /admin/* (else env OCDN_ADMIN_TOKEN, else the cluster's); without one admin is off")
+    .option('--edge-key-file <path>', "file holding the cluster's edge key that signs heartbeats (else env OCDN_EDGE_KEY, else the cluster's)")
+    .option('--no-edge-auth', 'send unsigned heartbeats (only a steering started with --no-edge-auth takes them)')
     .option('--playlist-ttl <time>', 'freshness of playlists [default 5s]')
     .option('--segment-ttl <time>', 'freshness of segments and other objects [default 1h]')
     .option('--negative-ttl <time>', 'how long a 404 is remembered [default 2s]')
@@ -57,17 +59,27 @@ export function registerEdge(program: Command): void {
     .option('--drain-timeout <time>', 'on SIGTERM, how long in-flight responses may take [default 10s]');
   addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
-    const { tokens, ...rest } = flags;
+    const { tokens, edgeAuth, tokenSecretFile, adminTokenFile, edgeKeyFile, ...rest } = flags;
     const problems: string[] = [];
     const ctx = readContext(flags.dir);
     const cfg = collectProblems(problems, () => loadConfig(edgeServeSpec, rest, process.env, ctx.values));
     const s3 = collectProblems(problems, () => loadS3Config(rest, process.env, ctx.values));
     // Tokens are on unless turned off explicitly: a forgotten secret must not open the edge.
-    if (tokens === false && cfg?.tokenSecret !== undefined && flags.tokenSecret !== undefined)
-      problems.push('--token-secret and --no-tokens contradict each other: pick one');
-    if (tokens !== false && cfg !== undefined && cfg.tokenSecret === undefined)
-      problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to serve without URL tokens');
-    if (cfg?.tokenSecret !== undefined && cfg.tokenSecret.length < 8 && tokens !== false) problems.push('--token-secret: use at least 8 characters');
+    if (tokens === false && tokenSecretFile !== undefined) problems.push('--token-secret-file and --no-tokens contradict each other: pick one');
+    const tokenSecret =
+      tokens === false
+        ? undefined
+        : requireSecret(TOKEN_SECRET, tokenSecretFile, problems, 'pass --no-tokens to serve without URL tokens', process.env, ctx.values);
+    const adminToken = resolveSecret(ADMIN_TOKEN, adminTokenFile, problems, process.env, ctx.values);
+    // Beats are signed unless turned off explicitly, as tokens are.
+    if (edgeAuth === false && edgeKeyFile !== undefined) problems.push('--edge-key-file and --no-edge-auth contradict each other: pick one');
+    const beats = (cfg?.steering?.length ?? 0) > 0;
+    const edgeKey =
+      edgeAuth === false
+        ? undefined
+        : beats
+          ? requireSecret(EDGE_KEY, edgeKeyFile, problems, 'pass --no-edge-auth to send unsigned heartbeats', process.env, ctx.values)
+          : resolveSecret(EDGE_KEY, edgeKeyFile, problems, process.env, ctx.values);
     if (problems.length > 0 || !cfg || !s3) throw new ConfigError(problems);
 
     const log = createLogger('edge', { fields: { edge: cfg.id } });
@@ -83,8 +95,9 @@ export function registerEdge(program: Command): void {
       parentUrl: cfg.parent,
       steeringUrl: cfg.steering,
       publicUrl: cfg.publicUrl,
-      tokenSecret: tokens === false ? null : cfg.tokenSecret!,
-      adminToken: cfg.adminToken,
+      tokenSecret: tokenSecret?.value ?? null,
+      adminToken: adminToken?.value,
+      ...(edgeKey ? { edgeKey: edgeKey.value } : {}),
       playlistTtlMs: cfg.playlistTtl,
       segmentTtlMs: cfg.segmentTtl,
       negativeTtlMs: cfg.negativeTtl,

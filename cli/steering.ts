@@ -8,6 +8,7 @@ import type { SteerResponse } from '../common/contracts.ts';
 import { errorMessage } from '../common/http.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
+import { EDGE_KEY, requireSecret, TOKEN_SECRET } from '../common/secrets.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { OriginReader } from '../origin/reader.ts';
 import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
@@ -22,7 +23,6 @@ export const steeringServeSpec = {
   publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_STEERING_PUBLIC_URL' },
   policy: { type: 'enum', flag: '--policy', env: 'OCDN_STEERING_POLICY', values: POLICY_NAMES, default: 'hrw-bounded' },
   topology: { type: 'string', flag: '--topology', env: 'OCDN_STEERING_TOPOLOGY' },
-  tokenSecret: { type: 'string', flag: '--token-secret', env: 'OCDN_TOKEN_SECRET', ctx: 'tokenSecret' },
   tokenTtl: { type: 'duration', flag: '--token-ttl', default: 3600, min: 1_000 },
   epsilon: { type: 'number', flag: '--epsilon', default: 0.25, min: 0, max: 10 },
   maxEdges: { type: 'int', flag: '--max-edges', default: 5, min: 1, max: 100 },
@@ -60,8 +60,13 @@ export function registerSteering(program: Command): void {
     .option('--public-url <url>', 'URL players reach steering at, for Content Steering URIs [default from the Host header]')
     .option('--policy <name>', `default ranking policy: ${POLICY_NAMES.join(', ')} [default hrw-bounded]`)
     .option('--topology <file>', 'sites, fallback order and coverage zones (JSON); default: us-east, us-west, eu-west')
-    .option('--token-secret <secret>', "URL token HMAC secret shared with the edges (env OCDN_TOKEN_SECRET) [default: the cluster's]")
+    .option('--token-secret-file <path>', "file holding the URL token HMAC secret shared with the edges (else env OCDN_TOKEN_SECRET, else the cluster's)")
     .option('--no-tokens', 'hand out unsigned URLs (edges running with --no-tokens)')
+    .option(
+      '--edge-key-file <path>',
+      "file holding the cluster's edge key: only heartbeats signed with it are admitted (else env OCDN_EDGE_KEY, else the cluster's)",
+    )
+    .option('--no-edge-auth', 'admit unsigned heartbeats from anyone (tests and benchmarks only)')
     .option('--token-ttl <time>', 'token lifetime, e.g. 3600 (seconds) or 1h [default 3600]')
     .option('--epsilon <x>', 'hrw-bounded: skip edges above (1+x) × the mean load of their tier [default 0.25]')
     .option('--max-edges <n>', 'edges per answer and pathways per session [default 5]')
@@ -76,18 +81,25 @@ export function registerSteering(program: Command): void {
     .option('--log-decisions', 'log every decision at info (title, site, policy, ranked edges with reasons); counted in /metrics always');
   addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
-    const { tokens, ...rest } = flags;
+    const { tokens, edgeAuth, tokenSecretFile, edgeKeyFile, ...rest } = flags;
     const problems: string[] = [];
     const ctx = readContext(flags.dir);
     const cfg = collectProblems(problems, () => loadConfig(steeringServeSpec, rest, process.env, ctx.values));
     const s3 = collectProblems(problems, () => loadS3Config(rest, process.env, ctx.values));
     // Same rule as the edge: signing is on unless turned off explicitly. Checked on the raw
     // values too, so one run reports these alongside any other bad flag.
-    const secret = (flags.tokenSecret as string | undefined) ?? (process.env.OCDN_TOKEN_SECRET || undefined) ?? ctx.values.tokenSecret;
-    if (tokens === false && flags.tokenSecret !== undefined) problems.push('--token-secret and --no-tokens contradict each other: pick one');
-    if (tokens !== false && secret === undefined)
-      problems.push('--token-secret (or OCDN_TOKEN_SECRET) is required; pass --no-tokens to hand out unsigned URLs');
-    if (tokens !== false && secret !== undefined && secret.length < 8) problems.push('--token-secret: use at least 8 characters');
+    if (tokens === false && tokenSecretFile !== undefined) problems.push('--token-secret-file and --no-tokens contradict each other: pick one');
+    const secret =
+      tokens === false
+        ? undefined
+        : requireSecret(TOKEN_SECRET, tokenSecretFile, problems, 'pass --no-tokens to hand out unsigned URLs', process.env, ctx.values);
+    // Without the edge key anyone could register an edge and take traffic: refuse to start
+    // unless admission is turned off explicitly.
+    if (edgeAuth === false && edgeKeyFile !== undefined) problems.push('--edge-key-file and --no-edge-auth contradict each other: pick one');
+    const edgeKey =
+      edgeAuth === false
+        ? undefined
+        : requireSecret(EDGE_KEY, edgeKeyFile, problems, 'pass --no-edge-auth to admit unsigned heartbeats', process.env, ctx.values);
     const topologyFile = (flags.topology as string | undefined) ?? (process.env.OCDN_STEERING_TOPOLOGY || undefined);
     let topology: Awaited<ReturnType<typeof loadTopologyFile>> | undefined;
     if (topologyFile !== undefined) {
@@ -109,7 +121,8 @@ export function registerSteering(program: Command): void {
       publicUrl: cfg.publicUrl,
       policy: cfg.policy as PolicyName,
       topology,
-      tokenSecret: tokens === false ? null : cfg.tokenSecret!,
+      tokenSecret: secret?.value ?? null,
+      edgeKey: edgeKey?.value ?? null,
       tokenTtlSec: Math.round(cfg.tokenTtl / 1000),
       epsilon: cfg.epsilon,
       maxEdges: cfg.maxEdges,

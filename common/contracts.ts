@@ -43,8 +43,15 @@ export type ErrorBody = Static<typeof ErrorBodySchema>;
 
 // ---- POST /v1/edges/heartbeat (edge → steering, once a second) ------------------------------
 
-/** Bounds the receiver keeps: a heartbeat lists at most this many titles, each this long. */
-export const HEARTBEAT_LIMITS = { maxTitles: 1_000_000, maxTitleLength: 256, maxBodyBytes: 8 << 20 } as const;
+/**
+ * Bounds the receiver keeps. An edge lists at most `maxTitles` titles (title ids, the catalog's
+ * pattern) and a beat is at most `maxBodyBytes`: 4096 ids of ≤ 128 characters would not fit, so
+ * the byte bound is the one that holds, and an edge with more titles sends a subset (the rest
+ * only loses its inventory tie-break). Steering keeps no list: it folds the titles into a
+ * fixed-size Bloom filter per edge (steering/inventory.ts), so a record costs the same whatever
+ * a beat carried.
+ */
+export const HEARTBEAT_LIMITS = { maxTitles: 4_096, maxTitleLength: 128, maxBodyBytes: 256 << 10 } as const;
 
 export const EdgeHeartbeatSchema = Type.Object(
   {
@@ -63,9 +70,8 @@ export const EdgeHeartbeatSchema = Type.Object(
     /** Titles with at least one object in cache (compact inventory). */
     titles: Type.Array(
       Type.String({
-        minLength: 1,
-        maxLength: HEARTBEAT_LIMITS.maxTitleLength,
-        description: `every entry must be a non-empty string of at most ${HEARTBEAT_LIMITS.maxTitleLength} characters`,
+        pattern: TITLE_ID_PATTERN,
+        description: `every entry must be a title id of 1-${HEARTBEAT_LIMITS.maxTitleLength} characters of A-Z a-z 0-9 . _ -`,
       }),
       { maxItems: HEARTBEAT_LIMITS.maxTitles, description: 'must be an array of title ids' },
     ),

@@ -123,6 +123,11 @@ export function errorMessage(text: string): string {
  * Content-Length before reading when that says so), E_BAD_REQUEST for an empty or broken body.
  */
 export async function readJsonBody(req: IncomingMessage, limit = 1 << 20): Promise<unknown> {
+  return parseJsonBody(await readRawBody(req, limit));
+}
+
+/** A body's bytes up to `limit` (E_PAYLOAD_TOO_LARGE past it), for receivers that check bytes before parsing (signatures). */
+export async function readRawBody(req: IncomingMessage, limit = 1 << 20): Promise<Buffer> {
   const tooLarge = () => new OcdnError(ErrorCodes.PAYLOAD_TOO_LARGE, `body larger than ${limit} bytes`);
   if (Number(req.headers['content-length']) > limit) throw tooLarge();
   const chunks: Buffer[] = [];
@@ -132,7 +137,12 @@ export async function readJsonBody(req: IncomingMessage, limit = 1 << 20): Promi
     if (size > limit) throw tooLarge();
     chunks.push(chunk as Buffer);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
+}
+
+/** Parses a body read by readRawBody: E_BAD_REQUEST for an empty or broken one. */
+export function parseJsonBody(raw: Buffer): unknown {
+  const text = raw.toString('utf8');
   if (text.trim() === '') throw new OcdnError(ErrorCodes.BAD_REQUEST, 'empty body, expected JSON');
   try {
     return JSON.parse(text) as unknown;

@@ -31,6 +31,8 @@ export interface EdgeOptions {
   steeringUrl?: string | readonly string[];
   /** HMAC secret shared with steering; `null` turns token checks off (so does leaving it out). */
   tokenSecret?: string | null;
+  /** The cluster's edge key: heartbeats are signed with this edge's key derived from it (common/edge-key.ts). */
+  edgeKey?: string;
   /** Bearer token for /admin/*; without it the admin API answers 403. */
   adminToken?: string;
   /** URL players reach this edge at (heartbeats); default http://host:port. */
@@ -182,7 +184,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     return hb;
   };
   const heartbeat = steeringUrls.length
-    ? new Heartbeat({ steeringUrls, intervalMs: opts.heartbeatIntervalMs ?? 1_000, build: () => buildHeartbeat(!routes.draining), log })
+    ? new Heartbeat({ steeringUrls, intervalMs: opts.heartbeatIntervalMs ?? 1_000, build: () => buildHeartbeat(!routes.draining), log, edgeKey: opts.edgeKey })
     : undefined;
   heartbeat?.start();
 
@@ -198,6 +200,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       parent: opts.parentUrl,
       steering: steeringUrls,
       tokens: tokens !== null,
+      signedHeartbeats: opts.edgeKey !== undefined,
       accessLog: log.isLevelEnabled('debug') ? 'all requests (debug)' : 'non-hits (info); hits at debug',
     },
     'edge listening',

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as HLS from 'hls-parser';
 import { LRUCache } from 'lru-cache';
 import { contentKeys, type CatalogTitle } from '../common/contracts.ts';
@@ -96,13 +96,33 @@ export class MasterSource {
   }
 
   private async load(title: CatalogTitle): Promise<HLS.types.MasterPlaylist> {
-    const text = this.reader ? (await this.reader.getObject(contentKeys.master(title.id))).body.toString('utf8') : buildMasterPlaylist(title.renditions);
+    const text = this.reader ? verifiedBody(await this.reader.getObject(contentKeys.master(title.id))).toString('utf8') : buildMasterPlaylist(title.renditions);
     const parsed = parsePlaylist(text);
     if (!parsed.isMasterPlaylist) throw new OcdnError(ErrorCodes.BAD_PLAYLIST, `${contentKeys.master(title.id)} is a media playlist, not a master playlist`);
     const master = parsed as HLS.types.MasterPlaylist;
     if (master.variants.length === 0) throw new OcdnError(ErrorCodes.BAD_PLAYLIST, `${contentKeys.master(title.id)} has no variants`);
     return master;
   }
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/**
+ * The object's bytes when they hash to the SHA-256 its metadata declares, as an edge checks
+ * every fill (edge/cache.ts): a master changed in the bucket behind the packager's back is a
+ * bad upstream answer (502), not something to hand players. An object without the metadata
+ * is taken as edges take it.
+ */
+function verifiedBody(obj: { key: string; body: Buffer; sha256: string | undefined }): Buffer {
+  const declared = obj.sha256?.toLowerCase();
+  if (declared === undefined || !HEX64.test(declared)) return obj.body;
+  const actual = createHash('sha256').update(obj.body).digest('hex');
+  if (actual !== declared)
+    throw new OcdnError(
+      ErrorCodes.ORIGIN_UNAVAILABLE,
+      `content hash mismatch for ${obj.key}: its metadata declares ${declared.slice(0, 12)}…, its bytes hash to ${actual.slice(0, 12)}…`,
+    );
+  return obj.body;
 }
 
 export interface Pathway {

@@ -11,6 +11,8 @@ export interface SteeringMetrics {
   countDecision(policy: string, reason: string): void;
   heartbeatOk: { inc(): void };
   heartbeatInvalid: { inc(): void };
+  /** Counts one heartbeat refused (unsigned, bad-signature, stale, replay, too-large, registry-full, …). */
+  heartbeatRefused(reason: string): void;
   steerTimer: { observe(seconds: number): void };
 }
 
@@ -36,6 +38,12 @@ export function createSteeringMetrics(opts: {
     registers: [registry],
   });
   const heartbeats = new Counter({ name: 'ocdn_steering_heartbeats_total', help: 'Edge heartbeats received', labelNames: ['result'], registers: [registry] });
+  const refusals = new Counter({
+    name: 'ocdn_steering_heartbeats_refused_total',
+    help: 'Edge heartbeats refused, by reason (unsigned, malformed, bad-signature, stale, replay, id-mismatch, invalid, too-large, registry-full)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
   const transitions = new Counter({
     name: 'ocdn_steering_edge_transitions_total',
     help: 'Edges going in or out',
@@ -85,6 +93,7 @@ export function createSteeringMetrics(opts: {
     },
     heartbeatOk: heartbeats.labels('ok'),
     heartbeatInvalid: heartbeats.labels('invalid'),
+    heartbeatRefused: (reason) => refusals.labels(reason).inc(),
     steerTimer: decisionSeconds.labels('steer'),
   };
 }

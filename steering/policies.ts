@@ -13,6 +13,8 @@ export function isPolicyName(s: string): s is PolicyName {
   return (POLICY_NAMES as readonly string[]).includes(s);
 }
 
+import type { TitleSet } from './inventory.ts';
+
 /** What a policy knows about one healthy edge. */
 export interface EdgeView {
   id: string;
@@ -21,8 +23,8 @@ export interface EdgeView {
   region: string;
   /** Any non-negative measure of how busy the edge is; only comparisons between edges matter. */
   load: number;
-  /** Titles the edge reports holding (compact inventory). */
-  titles: ReadonlySet<string>;
+  /** Titles the edge reports holding (compact inventory: a Set, or steering's Bloom filter). */
+  titles: TitleSet;
   /** Set by QoE feedback: rank after every non-demoted edge of the same tier. */
   demoted?: boolean;
 }

@@ -1,7 +1,9 @@
 import { Agent, request } from 'undici';
 import { type EdgeHeartbeat, EdgeHeartbeatSchema, type EdgeState, type EdgeStatus } from '../common/contracts.ts';
+import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { bodyValidator } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
+import { TitleBloom } from './inventory.ts';
 import type { EdgeView } from './policies.ts';
 
 /**
@@ -10,6 +12,12 @@ import type { EdgeView } from './policies.ts';
  * intervals, after `fall` failed probes in a row, or at once when it says it is unhealthy
  * (draining); it is back only after `rise` good observations in a row (rise/fall hysteresis,
  * as load balancers do, so a flapping edge does not flap the answers).
+ *
+ * Only admitted beats get here (steering/routes.ts checks their signature first), and even an
+ * admitted new id, or one that moved to a new URL, is out until `rise` good probes of that URL:
+ * a beat proves the edge can reach us, not that players can reach it. State is bounded: at most
+ * `maxEdges` records of a fixed size (the inventory is a Bloom filter), silent ones dropped after
+ * `forgetAfterMs`.
  */
 
 export interface RegistryOptions {
@@ -25,6 +33,8 @@ export interface RegistryOptions {
   rise?: number;
   /** A silent edge is dropped from the registry after this long. */
   forgetAfterMs?: number;
+  /** Records kept at most; a beat of a new id past it is refused (E_TOO_MANY). */
+  maxEdges?: number;
   /**
    * Load added per session steered to an edge until its next heartbeat, in the unit of the
    * reported load (egress bit/s): without it, every session of a burst goes to the same edge
@@ -90,6 +100,7 @@ export class EdgeRegistry {
   private readonly fall: number;
   private readonly rise: number;
   private readonly forgetAfterMs: number;
+  private readonly maxEdges: number;
   private readonly sessionLoadBps: number;
   private readonly now: () => number;
   private readonly log: Logger | undefined;
@@ -110,7 +121,8 @@ export class EdgeRegistry {
     this.probeTimeoutMs = opts.probeTimeoutMs ?? Math.max(100, Math.min(1_000, this.probeIntervalMs || 1_000));
     this.fall = Math.max(1, opts.fall ?? 3);
     this.rise = Math.max(1, opts.rise ?? 2);
-    this.forgetAfterMs = opts.forgetAfterMs ?? 600_000;
+    this.forgetAfterMs = opts.forgetAfterMs ?? 300_000;
+    this.maxEdges = Math.max(1, opts.maxEdges ?? 1_024);
     this.sessionLoadBps = opts.sessionLoadBps ?? 2_000_000;
     this.now = opts.now ?? Date.now;
     this.log = opts.log;
@@ -138,17 +150,25 @@ export class EdgeRegistry {
     await agent?.destroy();
   }
 
-  /** Applies a validated heartbeat; returns the edge's state afterwards. */
-  heartbeat(hb: EdgeHeartbeat): EdgeState {
+  /**
+   * Applies a validated, admitted heartbeat; returns the edge's state afterwards. A new id past
+   * `maxEdges` records is refused with E_TOO_MANY.
+   */
+  heartbeat(beat: EdgeHeartbeat): EdgeState {
     const now = this.now();
-    const titles = new Set(hb.titles);
+    const titles = new TitleBloom(beat.titles);
+    // The list itself is not kept: the filter is the inventory.
+    const hb: EdgeHeartbeat = { ...beat, titles: [] };
     let rec = this.edges.get(hb.id);
     if (!rec) {
+      if (this.edges.size >= this.maxEdges) this.checkStale();
+      if (this.edges.size >= this.maxEdges)
+        throw new OcdnError(ErrorCodes.TOO_MANY, `edge registry full (${this.maxEdges} edges): edge "${hb.id}" not registered`);
       rec = {
         hb,
         view: { id: hb.id, url: hb.url, region: hb.region, load: hb.egressBps, titles },
         up: false,
-        reason: 'new',
+        reason: hb.healthy ? 'new: waiting for good probes' : 'edge reports unhealthy',
         since: now,
         lastBeatAt: now,
         goodStreak: 0,
@@ -157,9 +177,8 @@ export class EdgeRegistry {
         probing: false,
       };
       this.edges.set(hb.id, rec);
-      // A first heartbeat is trusted: nothing is known against the edge yet.
-      if (hb.healthy) this.setState(rec, true, 'registered');
-      else this.setState(rec, false, 'edge reports unhealthy');
+      this.log?.info({ edge: hb.id, url: hb.url, region: hb.region }, 'edge admitted');
+      if (hb.healthy) this.observeNew(rec, 'first heartbeat');
       return rec.up ? 'up' : 'down';
     }
     rec.hb = hb;
@@ -168,9 +187,19 @@ export class EdgeRegistry {
     rec.view.load = hb.egressBps;
     rec.view.titles = titles;
     if (rec.view.url !== hb.url || rec.view.region !== hb.region) {
+      const moved = rec.view.url !== hb.url;
       rec.view.url = hb.url;
       rec.view.region = hb.region;
       this.healthyCache = undefined;
+      if (moved) {
+        // The old URL's probes say nothing about the new one: out until it earns its rise.
+        this.log?.info({ edge: hb.id, url: hb.url }, 'edge moved to a new URL');
+        rec.badProbes = 0;
+        rec.lastProbe = undefined;
+        if (rec.up) this.setState(rec, false, 'moved to a new URL: waiting for good probes');
+        rec.goodStreak = 0;
+        if (hb.healthy) return this.observeNew(rec, 'heartbeat from the new URL') ? 'up' : 'down';
+      }
     }
     if (!hb.healthy) {
       rec.goodStreak = 0;
@@ -179,9 +208,19 @@ export class EdgeRegistry {
     } else if (this.probeIntervalMs === 0) {
       // With probes on, only probes count towards rise: a heartbeat proves the edge can reach
       // us, not that we (and players) can reach it.
-      this.good(rec, 'heartbeats resumed');
+      this.good(rec, 'heartbeats');
     }
     return rec.up ? 'up' : 'down';
+  }
+
+  /**
+   * A new (or moved) edge's first healthy beat: with probes off it is the first good
+   * observation; with probes on a probe goes out at once rather than at the next round.
+   */
+  private observeNew(rec: EdgeRecord, why: string): boolean {
+    if (this.probeIntervalMs === 0) this.good(rec, why);
+    else if (this.probeTimer !== undefined) void this.probeOne(rec);
+    return rec.up;
   }
 
   /** Healthy edges as policy input. The same array until something changes (hot path). */
@@ -243,9 +282,10 @@ export class EdgeRegistry {
         this.log?.info({ edge: rec.hb.id, silentMs: silent }, 'edge forgotten');
         continue;
       }
-      if (rec.up && silent > this.staleAfterMs) {
+      if (silent > this.staleAfterMs) {
+        // "In a row": a silence breaks a run of good observations of an edge that is out, too.
         rec.goodStreak = 0;
-        this.setState(rec, false, `missed heartbeats (none for ${silent} ms)`);
+        if (rec.up) this.setState(rec, false, `missed heartbeats (none for ${silent} ms)`);
       }
     }
   }

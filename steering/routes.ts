@@ -4,7 +4,8 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import { performance } from 'node:perf_hooks';
 import { type EdgeList, HEARTBEAT_LIMITS, type HeartbeatAck } from '../common/contracts.ts';
 import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
-import { readJsonBody, sendError, sendJson, sendMethodNotAllowed } from '../common/http.ts';
+import type { HeartbeatVerifier } from '../common/edge-key.ts';
+import { parseJsonBody, readRawBody, sendError, sendJson, sendMethodNotAllowed } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import { sendMetrics } from '../common/metrics.ts';
 import { signPrefix } from '../common/token.ts';
@@ -41,6 +42,8 @@ export interface SteeringContext {
   /** Base URL players reach steering at (configured, else the URL it listens on), no trailing slash. */
   publicUrl: () => string;
   registry: EdgeRegistry;
+  /** Checks heartbeat signatures; null = edge admission off (--no-edge-auth). */
+  admission: HeartbeatVerifier | null;
   catalog: TitleCatalog;
   masters: MasterSource;
   sessions: SessionStore;
@@ -75,8 +78,23 @@ interface Decision {
 
 /** Steering's request listener: its routes and the decisions behind them. */
 export function steeringRoutes(ctx: SteeringContext): RequestListener {
-  const { log, logDecision, topology, defaultPolicy, epsilon, tokenTtlSec, maxEdges, manifestTtlSec, secret, registry, catalog, masters, sessions, metrics } =
-    ctx;
+  const {
+    log,
+    logDecision,
+    topology,
+    defaultPolicy,
+    epsilon,
+    tokenTtlSec,
+    maxEdges,
+    manifestTtlSec,
+    secret,
+    registry,
+    admission,
+    catalog,
+    masters,
+    sessions,
+    metrics,
+  } = ctx;
   const debug = log.isLevelEnabled('debug');
 
   // ---- state -----------------------------------------------------------------------------
@@ -264,16 +282,46 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     logDecision?.({ sessionId: id, title: s.title, current, throughput, note, priority }, 'steering manifest');
   }
 
-  /** POST /v1/edges/heartbeat: EdgeHeartbeat in (checked against its schema), HeartbeatAck out. */
+  /**
+   * POST /v1/edges/heartbeat: a signed EdgeHeartbeat in, HeartbeatAck out. Nothing of a beat is
+   * believed before its signature verifies over the raw bytes: an unsigned, forged or replayed
+   * one is refused with 401 and never reaches the registry (so is never probed, listed or
+   * steered to). Each refusal is counted by reason.
+   */
   async function heartbeat(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const refused = (reason: string, err: OcdnError): never => {
+      metrics.heartbeatRefused(reason);
+      throw err;
+    };
+    const signed = admission?.headers(req.headers);
+    if (signed !== undefined && !signed.ok) refused(signed.reason, new OcdnError(ErrorCodes.UNAUTHORIZED, signed.message));
+    let raw: Buffer;
+    try {
+      raw = await readRawBody(req, HEARTBEAT_LIMITS.maxBodyBytes);
+    } catch (err) {
+      throw isOcdnError(err, ErrorCodes.PAYLOAD_TOO_LARGE) ? refused('too-large', err) : err;
+    }
+    let admittedId: string | undefined;
+    if (admission && signed?.ok) {
+      const a = admission.verify(signed, raw);
+      if (!a.ok) refused(a.reason, new OcdnError(a.reason === 'replay-memory-full' ? ErrorCodes.TOO_MANY : ErrorCodes.UNAUTHORIZED, a.message));
+      else admittedId = a.id;
+    }
     let hb: ReturnType<typeof validateHeartbeat>;
     try {
-      hb = validateHeartbeat(await readJsonBody(req, HEARTBEAT_LIMITS.maxBodyBytes));
+      hb = validateHeartbeat(parseJsonBody(raw));
     } catch (err) {
       metrics.heartbeatInvalid.inc();
-      throw err;
+      throw isOcdnError(err) ? refused('invalid', err) : err;
     }
-    const state = registry.heartbeat(hb);
+    if (admittedId !== undefined && hb.id !== admittedId)
+      refused('id-mismatch', new OcdnError(ErrorCodes.UNAUTHORIZED, `heartbeat body says edge "${hb.id}" but is signed as "${admittedId}"`));
+    let state: ReturnType<EdgeRegistry['heartbeat']>;
+    try {
+      state = registry.heartbeat(hb);
+    } catch (err) {
+      throw isOcdnError(err, ErrorCodes.TOO_MANY) ? refused('registry-full', err) : err;
+    }
     metrics.heartbeatOk.inc();
     const ack: HeartbeatAck = { ok: true, id: hb.id, state };
     sendJson(res, 200, ack);

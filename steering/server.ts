@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Catalog } from '../common/contracts.ts';
+import { HeartbeatVerifier, MIN_EDGE_KEY_LENGTH } from '../common/edge-key.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { closeServer, listen } from '../common/http.ts';
 import { createHardenedServer, type ServerLimits } from '../common/http-server.ts';
@@ -26,6 +27,13 @@ export interface SteeringOptions {
   topology?: Topology;
   /** HMAC secret shared with the edges; `null` hands out unsigned URLs (edges with tokens off). */
   tokenSecret: string | null;
+  /**
+   * The cluster's edge key (common/edge-key.ts): heartbeats not signed with a key derived from it
+   * are refused. `null` turns edge admission off (tests, benchmarks: anyone may register).
+   */
+  edgeKey: string | null;
+  /** Admission window: a beat's timestamp within ±skewMs of ours, its nonce unseen in it. */
+  admission?: { skewMs?: number; maxNonces?: number };
   tokenTtlSec?: number;
   epsilon?: number;
   /** Edges per answer (and pathways per session master). */
@@ -67,6 +75,10 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   if (!isPolicyName(defaultPolicy)) throw new OcdnError(ErrorCodes.CONFIG, `unknown policy "${String(defaultPolicy)}" (use ${POLICY_NAMES.join(', ')})`);
   if (!(epsilon >= 0)) throw new OcdnError(ErrorCodes.CONFIG, `epsilon must be ≥ 0 (got ${epsilon})`);
   if (!(tokenTtlSec >= 1)) throw new OcdnError(ErrorCodes.CONFIG, `token TTL must be at least 1 s (got ${tokenTtlSec})`);
+  if (opts.edgeKey === undefined)
+    throw new OcdnError(ErrorCodes.CONFIG, 'steering needs the edge key to admit edges (edgeKey), or edgeKey: null to admit any heartbeat');
+  if (opts.edgeKey !== null && opts.edgeKey.length < MIN_EDGE_KEY_LENGTH)
+    throw new OcdnError(ErrorCodes.CONFIG, `the edge key must be at least ${MIN_EDGE_KEY_LENGTH} characters`);
   if (!(maxEdges >= 1)) throw new OcdnError(ErrorCodes.CONFIG, `maxEdges must be at least 1 (got ${maxEdges})`);
   // Decisions are always counted; a line each is opt-in, at 10k decisions/s it would cost more than deciding.
   const logDecision = opts.logDecisions
@@ -77,6 +89,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
 
   // ---- state -----------------------------------------------------------------------------
   const registry = new EdgeRegistry({ log, ...opts.registry });
+  const admission = opts.edgeKey === null ? null : new HeartbeatVerifier(opts.edgeKey, opts.admission);
   const catalog = new TitleCatalog({ reader: opts.origin, static: opts.catalog, refreshMs: opts.catalogRefreshMs, log });
   const masters = new MasterSource(opts.origin);
   const sessions = new SessionStore({ ttlMs: tokenTtlSec * 1000 });
@@ -97,6 +110,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     secret: opts.tokenSecret,
     publicUrl: () => publicUrl,
     registry,
+    admission,
     catalog,
     masters,
     sessions,
@@ -117,6 +131,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
       policy: defaultPolicy,
       epsilon,
       tokens: opts.tokenSecret !== null,
+      edgeAdmission: admission !== null ? 'signed heartbeats only' : 'off: any heartbeat is admitted',
       tokenTtlSec,
       sites: topology.siteIds,
       catalog: catalog.loaded ? catalog.size : 'not loaded',

@@ -113,8 +113,11 @@ async function main(): Promise<void> {
   const st = await startSteering({
     port: 0,
     tokenSecret: 'bench-secret-0123456789',
+    // Edges are registered in-process below, not over HTTP; the key keeps admission as deployed.
+    edgeKey: 'bench-edge-key-0123456789',
     catalog,
-    registry: { probeIntervalMs: 0, heartbeatIntervalMs: 500 },
+    // One in-process beat is the only observation there is (probes off): up on it.
+    registry: { probeIntervalMs: 0, heartbeatIntervalMs: 500, rise: 1 },
     log: createLogger('steering', { level: 'warn' }),
   });
   const nEdges = Number(values.edges);

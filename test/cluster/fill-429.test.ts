@@ -3,6 +3,7 @@ import { waitFor } from '../../common/http.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { type FillJob, runFillPlan } from '../../scripts/fill.ts';
 import { BUCKET, bytes, GatedReader, startOrigin, type TestOrigin } from '../edge/helpers.ts';
+import { TEST_EDGE_KEY } from '../steering/helpers.ts';
 
 const ADMIN = 'fill-admin-token';
 const TITLES = Array.from({ length: 6 }, (_, i) => `t${i + 1}`);
@@ -31,7 +32,16 @@ describe('fill respects the edge 429 and Retry-After', () => {
 
   const gatedEdge = async (id: string) => {
     const reader = new GatedReader({ client: origin.client, bucket: BUCKET, timeoutMs: 30_000, retries: 0 });
-    const edge = await startEdge({ id, port: 0, region: 'r', capacityBytes: 10_000_000, origin: reader, tokenSecret: null, adminToken: ADMIN });
+    const edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id,
+      port: 0,
+      region: 'r',
+      capacityBytes: 10_000_000,
+      origin: reader,
+      tokenSecret: null,
+      adminToken: ADMIN,
+    });
     edges.push(edge);
     const jobs: FillJob[] = TITLES.map((title, i) => ({ title, why: `catalog rank ${i + 1}`, edgeId: id, edgeUrl: edge.url }));
     return { reader, edge, jobs };

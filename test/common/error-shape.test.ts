@@ -1,12 +1,12 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CATALOG_KEY } from '../../common/contracts.ts';
+import { CATALOG_KEY, HEARTBEAT_LIMITS } from '../../common/contracts.ts';
 import { ErrorCodes, httpStatus, OcdnError } from '../../common/errors.ts';
 import { type Edge, startEdge } from '../../edge/server.ts';
 import type { OriginObject, OriginReader } from '../../origin/reader.ts';
 import { type Steering, startSteering } from '../../steering/server.ts';
 import { expectErrorBody } from '../error-body.ts';
-import { heartbeat, testCatalog } from '../steering/helpers.ts';
+import { heartbeat, signedHeaders, testCatalog, TEST_EDGE_KEY } from '../steering/helpers.ts';
 
 /** An origin whose catalog reads fine and every other object is unavailable: a broken bucket behind both services. */
 const brokenOrigin = {
@@ -26,8 +26,21 @@ describe('one error body and one status mapping across services', () => {
   let st: Steering;
   let edge: Edge;
   beforeAll(async () => {
-    st = await startSteering({ port: 0, tokenSecret: 'shape-secret', origin: brokenOrigin, registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 } });
-    edge = await startEdge({ id: 'edge-shape', region: 'us-east', capacityBytes: 1_000_000, origin: brokenOrigin, tokenSecret: 'shape-secret' });
+    st = await startSteering({
+      edgeKey: TEST_EDGE_KEY,
+      port: 0,
+      tokenSecret: 'shape-secret',
+      origin: brokenOrigin,
+      registry: { probeIntervalMs: 0, rise: 1, heartbeatIntervalMs: 60_000 },
+    });
+    edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-shape',
+      region: 'us-east',
+      capacityBytes: 1_000_000,
+      origin: brokenOrigin,
+      tokenSecret: 'shape-secret',
+    });
     st.registry.heartbeat(heartbeat({ id: edge.id, url: edge.url }));
   });
   afterAll(async () => {
@@ -70,9 +83,15 @@ describe('one error body and one status mapping across services', () => {
   });
 
   it('refuses a heartbeat larger than its bound with 413 before reading it', async () => {
-    const big = 'x'.repeat((8 << 20) + 1);
-    const r = await get(`${st.url}/v1/edges/heartbeat`, { method: 'POST', body: big });
-    expect(r.status).toBe(413);
-    expectErrorBody(r.text, 'E_PAYLOAD_TOO_LARGE', /body larger than 8388608 bytes/);
+    const big = 'x'.repeat(HEARTBEAT_LIMITS.maxBodyBytes + 1);
+    // Signed, so the size bound is what refuses it (an unsigned one is refused first, 401).
+    const res = await request(`${st.url}/v1/edges/heartbeat`, {
+      method: 'POST',
+      body: big,
+      headers: { 'content-type': 'application/json', ...signedHeaders(big, 'edge-x') },
+    });
+    const text = await res.body.text();
+    expect(res.statusCode).toBe(413);
+    expectErrorBody(text, 'E_PAYLOAD_TOO_LARGE', new RegExp(`body larger than ${HEARTBEAT_LIMITS.maxBodyBytes} bytes`));
   });
 });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../common/http.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { parseCatalog, serializeCatalog } from '../../origin/catalog.ts';
-import { testCatalog } from '../steering/helpers.ts';
+import { testCatalog, TEST_EDGE_KEY } from '../steering/helpers.ts';
 import { BUCKET, GatedReader, get, metric, rawGet, startOrigin, type TestOrigin } from './helpers.ts';
 
 const SECRET = 'edge-catalog-secret-0123';
@@ -15,6 +15,7 @@ describe('edge GET|HEAD /catalog.json', () => {
   beforeAll(async () => {
     origin = await startOrigin();
     edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
       id: 'edge-cat',
       region: 'us-east',
       capacityBytes: 10_000_000,
@@ -85,7 +86,14 @@ describe('edge GET|HEAD /catalog.json', () => {
 
   it('coalesces concurrent misses into one origin read, like a playlist', async () => {
     const reader = new GatedReader({ client: origin.client, bucket: BUCKET, timeoutMs: 10_000, retries: 0 });
-    const gated = await startEdge({ id: 'edge-gated', region: 'us-east', capacityBytes: 10_000_000, origin: reader, tokenSecret: null });
+    const gated = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-gated',
+      region: 'us-east',
+      capacityBytes: 10_000_000,
+      origin: reader,
+      tokenSecret: null,
+    });
     try {
       const all = Array.from({ length: 20 }, () => get(`${gated.url}/catalog.json`));
       // every request is parked on the one read before it is let through

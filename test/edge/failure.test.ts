@@ -6,6 +6,7 @@ import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts'
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { BUCKET, bytes, get, metric, startOrigin, type TestOrigin } from './helpers.ts';
 import { expectErrorBody } from '../error-body.ts';
+import { TEST_EDGE_KEY } from '../steering/helpers.ts';
 
 describe('upstream failures', () => {
   let origin: TestOrigin;
@@ -21,6 +22,7 @@ describe('upstream failures', () => {
     await origin.put('vod/t/r/seg-00002.ts', bytes(10, 3));
     // Segments expire after 300 ms so a stale copy exists once the origin is gone.
     edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
       id: 'edge-f',
       region: 'r',
       capacityBytes: 10_000_000,
@@ -93,7 +95,7 @@ describe('upstream timeouts', () => {
       { maxAttempts: 1 },
     );
     const reader = new OriginReader({ client, bucket: BUCKET, timeoutMs: 300, retries: 0 });
-    edge = await startEdge({ id: 'edge-t', region: 'r', capacityBytes: 1_000_000, origin: reader, tokenSecret: null });
+    edge = await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'edge-t', region: 'r', capacityBytes: 1_000_000, origin: reader, tokenSecret: null });
   });
 
   afterAll(async () => {

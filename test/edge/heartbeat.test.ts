@@ -1,9 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { EdgeHeartbeat } from '../../common/contracts.ts';
+import { type EdgeHeartbeat, HEARTBEAT_LIMITS } from '../../common/contracts.ts';
 import { closeServer, listen, waitFor } from '../../common/http.ts';
 import { createLogger } from '../../common/log.ts';
-import { Heartbeat } from '../../edge/heartbeat.ts';
+import { boundedBody, Heartbeat } from '../../edge/heartbeat.ts';
 
 const beat = (): EdgeHeartbeat =>
   ({
@@ -61,5 +61,18 @@ describe('heartbeat retries', () => {
     await hb.stop();
     expect(s.posts()).toBe(1);
     expect(hb.sent).toBe(0);
+  });
+});
+
+describe('heartbeat body bounds', () => {
+  it("cuts the inventory to steering's limits rather than being refused", () => {
+    const many = Array.from({ length: 10_000 }, (_, i) => `title-${String(i).padStart(100, '0')}`);
+    const text = boundedBody({ ...beat(), titles: ['bad title/../x', ...many] });
+    const sent = JSON.parse(text) as EdgeHeartbeat;
+    expect(Buffer.byteLength(text)).toBeLessThanOrEqual(HEARTBEAT_LIMITS.maxBodyBytes);
+    expect(sent.titles.length).toBeGreaterThan(1_000);
+    expect(sent.titles.length).toBeLessThanOrEqual(HEARTBEAT_LIMITS.maxTitles);
+    expect(sent.titles).toEqual(many.slice(0, sent.titles.length));
+    expect(boundedBody({ ...beat(), titles: ['a', 'b'] })).toBe(JSON.stringify({ ...beat(), titles: ['a', 'b'] }));
   });
 });

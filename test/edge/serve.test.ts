@@ -5,6 +5,7 @@ import { signPath, withToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { bytes, get, metric, rawGet, sha256, startOrigin, type TestOrigin } from './helpers.ts';
 import { expectErrorBody } from '../error-body.ts';
+import { TEST_EDGE_KEY } from '../steering/helpers.ts';
 
 const SECRET = 'test-secret-0123456789';
 const future = () => Math.floor(Date.now() / 1000) + 600;
@@ -34,6 +35,7 @@ describe('edge serving from the embedded S3', () => {
       },
     });
     edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
       id: 'edge-1',
       region: 'us-east',
       capacityBytes: 10_000_000,
@@ -41,7 +43,15 @@ describe('edge serving from the embedded S3', () => {
       tokenSecret: SECRET,
       log: pino({ level: 'info' }, sink),
     });
-    open = await startEdge({ id: 'edge-open', region: 'us-east', capacityBytes: 10_000_000, origin: origin.reader, tokenSecret: null, negativeTtlMs: 60_000 });
+    open = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-open',
+      region: 'us-east',
+      capacityBytes: 10_000_000,
+      origin: origin.reader,
+      tokenSecret: null,
+      negativeTtlMs: 60_000,
+    });
   });
 
   afterAll(async () => {

@@ -1,3 +1,4 @@
+import { HeartbeatVerifier } from '../../common/edge-key.ts';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +19,7 @@ import { signPath, withToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { BUCKET, GatedReader, bytes, get, metric, post, sha256, startOrigin, type TestOrigin } from './helpers.ts';
 import { startSteering } from '../../steering/server.ts';
-import { testCatalog } from '../steering/helpers.ts';
+import { testCatalog, TEST_EDGE_KEY } from '../steering/helpers.ts';
 import { expectErrorBody } from '../error-body.ts';
 
 const SECRET = 'tier-secret-0123456789';
@@ -51,9 +52,15 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   });
 
   it('a child edge fills from its parent, not from S3, with the same ETag', async () => {
-    const parent = track(await startEdge({ id: 'shield', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: SECRET }));
-    const child = track(await startEdge({ id: 'child', region: 'r', capacityBytes: 5_000_000, parentUrl: parent.url, tokenSecret: SECRET }));
-    const child2 = track(await startEdge({ id: 'child2', region: 'r', capacityBytes: 5_000_000, parentUrl: parent.url, tokenSecret: SECRET }));
+    const parent = track(
+      await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'shield', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: SECRET }),
+    );
+    const child = track(
+      await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'child', region: 'r', capacityBytes: 5_000_000, parentUrl: parent.url, tokenSecret: SECRET }),
+    );
+    const child2 = track(
+      await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'child2', region: 'r', capacityBytes: 5_000_000, parentUrl: parent.url, tokenSecret: SECRET }),
+    );
     const path = '/vod/film/730k/seg-00000.ts';
     const url = (e: Edge) => withToken(`${e.url}${path}`, signPath(SECRET, path, future()));
 
@@ -81,7 +88,17 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   });
 
   it('admin fill prefetches a whole title through its playlists; purge drops (hard) or revalidates (soft)', async () => {
-    const edge = track(await startEdge({ id: 'edge-adm', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }));
+    const edge = track(
+      await startEdge({
+        edgeKey: TEST_EDGE_KEY,
+        id: 'edge-adm',
+        region: 'r',
+        capacityBytes: 5_000_000,
+        origin: origin.reader,
+        tokenSecret: null,
+        adminToken: ADMIN,
+      }),
+    );
     const auth = { authorization: `Bearer ${ADMIN}` };
     const anonymous = await post(`${edge.url}/admin/fill`, { title: 'film' });
     expect(anonymous.status).toBe(401);
@@ -170,7 +187,9 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
       expect(r.status, JSON.stringify(body)).toBe(400);
       expectErrorBody(r.body, 'E_BAD_REQUEST', why);
     }
-    const noAdmin = track(await startEdge({ id: 'edge-noadm', region: 'r', capacityBytes: 1_000_000, origin: origin.reader, tokenSecret: null }));
+    const noAdmin = track(
+      await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'edge-noadm', region: 'r', capacityBytes: 1_000_000, origin: origin.reader, tokenSecret: null }),
+    );
     const disabled = await post(`${noAdmin.url}/admin/purge`, { prefix: '/vod/' }, auth);
     expect(disabled.status).toBe(403);
     expectErrorBody(disabled.body, 'E_FORBIDDEN', /admin API disabled/);
@@ -179,13 +198,29 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   it('admin fill keeps to its byte rate: the bytes it pulled take at least bytes/rate seconds', async () => {
     const auth = { authorization: `Bearer ${ADMIN}` };
     const probe = track(
-      await startEdge({ id: 'edge-probe', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }),
+      await startEdge({
+        edgeKey: TEST_EDGE_KEY,
+        id: 'edge-probe',
+        region: 'r',
+        capacityBytes: 5_000_000,
+        origin: origin.reader,
+        tokenSecret: null,
+        adminToken: ADMIN,
+      }),
     );
     const total = JSON.parse((await post(`${probe.url}/admin/fill`, { title: 'film', bytesPerSecond: '1GB', wait: true }, auth)).body.toString())
       .bytesFetched as number;
     expect(total).toBeGreaterThan(0);
     const paced = track(
-      await startEdge({ id: 'edge-paced', region: 'r', capacityBytes: 5_000_000, origin: origin.reader, tokenSecret: null, adminToken: ADMIN }),
+      await startEdge({
+        edgeKey: TEST_EDGE_KEY,
+        id: 'edge-paced',
+        region: 'r',
+        capacityBytes: 5_000_000,
+        origin: origin.reader,
+        tokenSecret: null,
+        adminToken: ADMIN,
+      }),
     );
     const rate = Math.ceil(total / 1.5); // the whole title at this rate: 1.5 s
     const t0 = performance.now();
@@ -199,10 +234,16 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
 
   it('sends heartbeats with the design fields to steering, and a last unhealthy one on close', async () => {
     const beats: EdgeHeartbeat[] = [];
+    // Each beat is checked as steering checks it: signed as edge-hb under the cluster key, fresh.
+    const verifier = new HeartbeatVerifier(TEST_EDGE_KEY);
+    const verdicts: string[] = [];
     const receiver: Server = createServer((req: IncomingMessage, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
+        const h = verifier.headers(req.headers);
+        const v = h.ok ? verifier.verify(h, Buffer.concat(chunks)) : h;
+        verdicts.push(v.ok ? v.id : v.reason);
         if (req.method === 'POST' && req.url === '/v1/edges/heartbeat') beats.push(JSON.parse(Buffer.concat(chunks).toString()) as EdgeHeartbeat);
         res.writeHead(204).end();
       });
@@ -210,6 +251,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     const port = await listen(receiver, 0);
     try {
       const edge = await startEdge({
+        edgeKey: TEST_EDGE_KEY,
         id: 'edge-hb',
         region: 'eu-west',
         capacityBytes: 2_000_000,
@@ -233,6 +275,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
       for (const k of ['inFlight', 'rps', 'egressBps', 'ts'] as const) expect(typeof beat[k]).toBe('number');
       await edge.close();
       expect(beats.at(-1)).toMatchObject({ id: 'edge-hb', healthy: false });
+      expect(new Set(verdicts)).toEqual(new Set(['edge-hb']));
     } finally {
       receiver.closeAllConnections();
       await new Promise((r) => receiver.close(r));
@@ -241,11 +284,20 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
 
   it('heartbeats every steering replica given, so each one steers to the edge', async () => {
     const replicas = await Promise.all(
-      [0, 1].map(() => startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 1_000 } })),
+      [0, 1].map(() =>
+        startSteering({
+          edgeKey: TEST_EDGE_KEY,
+          port: 0,
+          tokenSecret: null,
+          catalog: testCatalog(2),
+          registry: { probeIntervalMs: 0, rise: 1, heartbeatIntervalMs: 1_000 },
+        }),
+      ),
     );
     try {
       track(
         await startEdge({
+          edgeKey: TEST_EDGE_KEY,
           id: 'edge-multi',
           region: 'us-east',
           capacityBytes: 2_000_000,
@@ -272,6 +324,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     try {
       const edge = track(
         await startEdge({
+          edgeKey: TEST_EDGE_KEY,
           id: 'edge-hb2',
           region: 'r',
           capacityBytes: 2_000_000,
@@ -291,7 +344,15 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
 
   it('graceful shutdown: stops accepting, lets the in-flight response finish', async () => {
     const reader = new GatedReader({ client: origin.client, bucket: BUCKET, timeoutMs: 10_000, retries: 0 });
-    const edge = await startEdge({ id: 'edge-drain', region: 'r', capacityBytes: 2_000_000, origin: reader, tokenSecret: null, drainTimeoutMs: 10_000 });
+    const edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-drain',
+      region: 'r',
+      capacityBytes: 2_000_000,
+      origin: reader,
+      tokenSecret: null,
+      drainTimeoutMs: 10_000,
+    });
     const pending = get(`${edge.url}/vod/film/2000k/seg-00000.m4s`);
     await waitFor(() => edge.inFlight === 1, { what: 'request in flight' });
     const closing = edge.close();
@@ -307,6 +368,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   it('bounds slow and oversized request headers', async () => {
     const edge = track(
       await startEdge({
+        edgeKey: TEST_EDGE_KEY,
         id: 'edge-slow',
         region: 'r',
         capacityBytes: 1_000_000,
@@ -335,7 +397,15 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
   it('cuts a client that stops reading its response (slow read)', async () => {
     await origin.put('vod/huge/r/seg-00000.ts', bytes(32 * 1024 * 1024, 77));
     const edge = track(
-      await startEdge({ id: 'edge-slowread', region: 'r', capacityBytes: 8_000_000, origin: origin.reader, tokenSecret: null, stalledWriteTimeoutMs: 300 }),
+      await startEdge({
+        edgeKey: TEST_EDGE_KEY,
+        id: 'edge-slowread',
+        region: 'r',
+        capacityBytes: 8_000_000,
+        origin: origin.reader,
+        tokenSecret: null,
+        stalledWriteTimeoutMs: 300,
+      }),
     );
     const u = new URL(edge.url);
     const s = connect(Number(u.port), u.hostname, () => s.write('GET /vod/huge/r/seg-00000.ts HTTP/1.1\r\nHost: x\r\n\r\n'));

@@ -15,6 +15,7 @@ import type { ErrorEvent, QoeEvent } from '../../telemetry/events.ts';
 import { validateEvent } from '../../telemetry/validate.ts';
 import { cliEnv, runCli } from '../cli-run.ts';
 import { startTestCdn, type TestCdn } from './helpers.ts';
+import { TEST_EDGE_KEY } from '../steering/helpers.ts';
 
 /**
  * Players get their titles from the CDN side: an edge's /catalog.json, or steering's
@@ -79,7 +80,14 @@ describe('play --edge against a lone origin + edge (no steering, no cluster)', (
   });
 
   it('an edge with URL tokens on still lists its catalog, and play says the 403s mean tokens', async () => {
-    const guarded = await startEdge({ id: 'edge-tokens', region: 'local', capacityBytes: 64_000_000, origin: cdn.reader, tokenSecret: SECRET });
+    const guarded = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-tokens',
+      region: 'local',
+      capacityBytes: 64_000_000,
+      origin: cdn.reader,
+      tokenSecret: SECRET,
+    });
     try {
       const file = join(dir, 'tokens.jsonl');
       const r = await play(['--edge', guarded.url, '--players', '1', '--no-loop', '--start-timeout', '2s', '--json', '--events-file', file]);
@@ -115,9 +123,17 @@ describe('play --steering', () => {
         .filter((t) => t.id === 'title-0003' || t.id === 'title-0004')
         .map((t) => ({ ...t, popularityRank: t.id === 'title-0004' ? 1 : 2 })),
     };
-    st = await startSteering({ port: 0, tokenSecret: SECRET, tokenTtlSec: 600, catalog, registry: { probeIntervalMs: 0, heartbeatIntervalMs: 1_000 } });
-    noEdges = await startSteering({ port: 0, tokenSecret: SECRET, catalog, registry: { probeIntervalMs: 0 } });
+    st = await startSteering({
+      edgeKey: TEST_EDGE_KEY,
+      port: 0,
+      tokenSecret: SECRET,
+      tokenTtlSec: 600,
+      catalog,
+      registry: { probeIntervalMs: 0, rise: 1, heartbeatIntervalMs: 1_000 },
+    });
+    noEdges = await startSteering({ edgeKey: TEST_EDGE_KEY, port: 0, tokenSecret: SECRET, catalog, registry: { probeIntervalMs: 0, rise: 1 } });
     edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
       id: 'edge-st',
       region: 'local',
       capacityBytes: 64_000_000,
@@ -227,7 +243,14 @@ describe('fetchCatalogFrom', () => {
     expect(titlesByRank(c)).toEqual(['title-0001', 'title-0002', 'title-0003', 'title-0004']);
 
     const empty = await startOrigin();
-    const bare = await startEdge({ id: 'edge-bare', region: 'local', capacityBytes: 1_000_000, origin: empty.reader, tokenSecret: null });
+    const bare = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-bare',
+      region: 'local',
+      capacityBytes: 1_000_000,
+      origin: empty.reader,
+      tokenSecret: null,
+    });
     try {
       const t0 = Date.now();
       // a 404 is an answer, not an outage: no waiting for it to change
@@ -241,7 +264,14 @@ describe('fetchCatalogFrom', () => {
 
   it('waits for steering that has no catalog yet (503) until it has one', async () => {
     const origin = await startOrigin();
-    const st = await startSteering({ port: 0, tokenSecret: null, origin: origin.reader, catalogRefreshMs: 200, registry: { probeIntervalMs: 0 } });
+    const st = await startSteering({
+      edgeKey: TEST_EDGE_KEY,
+      port: 0,
+      tokenSecret: null,
+      origin: origin.reader,
+      catalogRefreshMs: 200,
+      registry: { probeIntervalMs: 0, rise: 1 },
+    });
     try {
       await expect(fetchCatalogFrom({ steering: st.url }, { waitMs: 0 })).rejects.toThrow(/v1\/catalog answered 503: .*title catalog unavailable/);
       const pending = fetchCatalogFrom({ steering: st.url }, { waitMs: 20_000 });

@@ -7,6 +7,7 @@ import { OriginReader } from '../../origin/reader.ts';
 import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
 import { startEmbeddedS3, type EmbeddedS3 } from '../../origin/s3-server.ts';
 import { seedContent } from '../../origin/seed.ts';
+import { TEST_EDGE_KEY } from '../steering/helpers.ts';
 
 export const BUCKET = 'ocdn-media';
 
@@ -36,7 +37,18 @@ export async function startTestCdn(opts: { titles: number; durationSec: number; 
     });
     const reader = new OriginReader({ client, bucket: BUCKET, timeoutMs: 5_000, retries: 1 });
     for (const id of opts.edges)
-      edges.push(await startEdge({ id, port: 0, region: 'local', capacityBytes: 256 * 1024 * 1024, origin: reader, tokenSecret: null, drainTimeoutMs: 1_000 }));
+      edges.push(
+        await startEdge({
+          edgeKey: TEST_EDGE_KEY,
+          id,
+          port: 0,
+          region: 'local',
+          capacityBytes: 256 * 1024 * 1024,
+          origin: reader,
+          tokenSecret: null,
+          drainTimeoutMs: 1_000,
+        }),
+      );
     return {
       s3,
       catalog: seeded.catalog,

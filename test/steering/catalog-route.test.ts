@@ -6,7 +6,7 @@ import { waitFor } from '../../common/http.ts';
 import { serializeCatalog } from '../../origin/catalog.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
 import { startOrigin, type TestOrigin } from '../edge/helpers.ts';
-import { testCatalog, testTitle } from './helpers.ts';
+import { testCatalog, testTitle, TEST_EDGE_KEY } from './helpers.ts';
 
 async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
   const res = await request(url, { method, headers });
@@ -17,7 +17,7 @@ async function get(url: string, headers: Record<string, string> = {}, method: 'G
 describe('steering GET /v1/catalog', () => {
   it('serves the static catalog as a Catalog, with an ETag, a max-age and 304 on a match', async () => {
     const catalog: Catalog = { ...testCatalog(0), titles: [testTitle('film-b', 2), testTitle('film-a', 1)] };
-    const st = await startSteering({ port: 0, tokenSecret: null, catalog, registry: { probeIntervalMs: 0 } });
+    const st = await startSteering({ edgeKey: TEST_EDGE_KEY, port: 0, tokenSecret: null, catalog, registry: { probeIntervalMs: 0, rise: 1 } });
     try {
       const r = await get(`${st.url}/v1/catalog`);
       expect(r.status).toBe(200);
@@ -47,7 +47,14 @@ describe('steering GET /v1/catalog', () => {
     let st: Steering;
     beforeAll(async () => {
       origin = await startOrigin();
-      st = await startSteering({ port: 0, tokenSecret: null, origin: origin.reader, catalogRefreshMs: 3_000, registry: { probeIntervalMs: 0 } });
+      st = await startSteering({
+        edgeKey: TEST_EDGE_KEY,
+        port: 0,
+        tokenSecret: null,
+        origin: origin.reader,
+        catalogRefreshMs: 3_000,
+        registry: { probeIntervalMs: 0, rise: 1 },
+      });
     });
     afterAll(async () => {
       await st?.close();

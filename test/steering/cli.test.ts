@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -10,7 +10,7 @@ import type { SteerResponse } from '../../common/contracts.ts';
 import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
 import { startEmbeddedS3, type EmbeddedS3 } from '../../origin/s3-server.ts';
 import { seedContent } from '../../origin/seed.ts';
-import { heartbeat } from './helpers.ts';
+import { heartbeat, signedHeaders, TEST_EDGE_KEY } from './helpers.ts';
 
 const cliEnv = () =>
   sharedCliEnv({
@@ -19,6 +19,7 @@ const cliEnv = () =>
       'OCDN_S3_ENDPOINT',
       'OCDN_S3_BUCKET',
       'OCDN_TOKEN_SECRET',
+      'OCDN_EDGE_KEY',
       'OCDN_STEERING_URL',
       'OCDN_STEERING_PORT',
       'OCDN_STEERING_TOPOLOGY',
@@ -41,6 +42,8 @@ describe('ocdn steering serve / ocdn steer', () => {
     s3 = await startEmbeddedS3({ dir, port: 0 });
     client = createS3Client({ s3Endpoint: s3.endpoint, s3Region: 'us-east-1', forcePathStyle: true, ...EMBEDDED_CREDENTIALS }, { maxAttempts: 1 });
     await seedContent({ client, bucket: 'ocdn-media', endpoint: s3.endpoint, titles: 2, durationSec: 4, segmentSec: 4, ladder: 'small', concurrency: 4 });
+    // Secrets by file and by env, never in argv.
+    await writeFile(join(dir, 'token-secret'), 'cli-secret-123\n', { mode: 0o600 });
     server = spawn(
       process.execPath,
       [
@@ -49,8 +52,8 @@ describe('ocdn steering serve / ocdn steer', () => {
         'serve',
         '--port',
         '0',
-        '--token-secret',
-        'cli-secret-123',
+        '--token-secret-file',
+        join(dir, 'token-secret'),
         '--probe-interval',
         '0',
         '--heartbeat-interval',
@@ -58,7 +61,7 @@ describe('ocdn steering serve / ocdn steer', () => {
         '--s3-endpoint',
         s3.endpoint,
       ],
-      { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'inherit'] },
+      { cwd: ROOT, env: { ...cliEnv(), OCDN_EDGE_KEY: TEST_EDGE_KEY }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
     const lines = createInterface({ input: server.stdout! });
     url = await new Promise<string>((resolve, reject) => {
@@ -78,13 +81,16 @@ describe('ocdn steering serve / ocdn steer', () => {
       });
       server!.once('exit', (code) => reject(new Error(`steering exited with ${code}:\n${logLines.join('\n')}`)));
     });
-    // One heartbeat; --heartbeat-interval 10m keeps the edge in for the whole test.
-    const res = await fetch(`${url}/v1/edges/heartbeat`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(heartbeat({ id: 'edge-a', url: 'http://127.0.0.1:9400', region: 'us-west' })),
-    });
-    expect(res.status).toBe(200);
+    // Two signed heartbeats (rise 2, probes off); --heartbeat-interval 10m keeps the edge in for the whole test.
+    const unsigned = JSON.stringify(heartbeat({ id: 'edge-a', url: 'http://127.0.0.1:9400', region: 'us-west' }));
+    const refused = await fetch(`${url}/v1/edges/heartbeat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: unsigned });
+    expect(refused.status).toBe(401);
+    for (const state of ['down', 'up']) {
+      const body = JSON.stringify(heartbeat({ id: 'edge-a', url: 'http://127.0.0.1:9400', region: 'us-west' }));
+      const res = await fetch(`${url}/v1/edges/heartbeat`, { method: 'POST', headers: { 'content-type': 'application/json', ...signedHeaders(body) }, body });
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as { state: string }).state).toBe(state);
+    }
   });
 
   afterAll(async () => {
@@ -103,8 +109,28 @@ describe('ocdn steering serve / ocdn steer', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--epsilon: -1 is below the minimum 0/);
     expect(r.stderr).toMatch(/--policy: "fastest" is not one of random, round-robin, least-loaded, hash, hrw-bounded/);
-    expect(r.stderr).toMatch(/--token-secret \(or OCDN_TOKEN_SECRET\) is required/);
+    expect(r.stderr).toMatch(/a token secret is required: give --token-secret-file PATH, env OCDN_TOKEN_SECRET/);
+    expect(r.stderr).toMatch(/an edge key is required: give --edge-key-file PATH, env OCDN_EDGE_KEY, .*pass --no-edge-auth/);
     expect(r.stderr).toMatch(/--topology: cannot read .*nope\.json: ENOENT/);
+  });
+
+  it('takes its secrets from a file or the environment, never from argv', async () => {
+    const argv = await readFile(`/proc/${server!.pid}/cmdline`, 'utf8');
+    expect(argv).toContain('--token-secret-file');
+    expect(argv).not.toContain('cli-secret-123');
+    expect(argv).not.toContain(TEST_EDGE_KEY);
+    const [inArgv, missingFile, contradiction] = await Promise.all([
+      run(['steering', 'serve', '--token-secret', 'cli-secret-123', '--no-edge-auth']),
+      run(['steering', 'serve', '--token-secret-file', join(dir, 'absent'), '--edge-key-file', join(dir, 'absent')]),
+      run(['steering', 'serve', '--no-tokens', '--no-edge-auth', '--edge-key-file', join(dir, 'token-secret')]),
+    ]);
+    expect(inArgv.code).not.toBe(0);
+    expect(inArgv.stderr).toMatch(/unknown option '--token-secret'/);
+    expect(missingFile.code).toBe(2);
+    expect(missingFile.stderr).toMatch(/--token-secret-file: cannot read .*absent \(ENOENT\)/);
+    expect(missingFile.stderr).toMatch(/--edge-key-file: cannot read .*absent \(ENOENT\)/);
+    expect(contradiction.code).toBe(2);
+    expect(contradiction.stderr).toMatch(/--edge-key-file and --no-edge-auth contradict each other/);
   });
 
   it('prints the ranked list as a table, or the answer as JSON', async () => {

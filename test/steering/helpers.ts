@@ -1,4 +1,5 @@
 import type { Catalog, CatalogTitle, EdgeHeartbeat } from '../../common/contracts.ts';
+import { deriveEdgeKey, signHeartbeat } from '../../common/edge-key.ts';
 
 /** A catalog entry with the small ladder's three renditions (what steering needs of a title). */
 export function testTitle(id: string, rank = 1): CatalogTitle {
@@ -29,4 +30,24 @@ export function testCatalog(n: number): Catalog {
 
 export function heartbeat(over: Partial<EdgeHeartbeat> & { id: string; url: string }): EdgeHeartbeat {
   return { region: 'us-east', capacityBytes: 1e9, usedBytes: 0, inFlight: 0, rps: 0, egressBps: 0, healthy: true, titles: [], ts: Date.now(), ...over };
+}
+
+/** The edge key tests start steering and edges with (at least MIN_EDGE_KEY_LENGTH characters). */
+export const TEST_EDGE_KEY = 'test-edge-key-0123456789abcdef';
+
+/**
+ * The headers that sign `body` as edge `id` (default: the body's own id) with a key derived
+ * from `key`, as an edge signs its heartbeats.
+ */
+export function signedHeaders(body: string, id?: string, key = TEST_EDGE_KEY, now = Date.now()): Record<string, string> {
+  let who = id;
+  if (who === undefined) {
+    try {
+      who = String((JSON.parse(body) as { id?: unknown }).id ?? 'unknown');
+    } catch {
+      who = 'unknown';
+    }
+  }
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(who)) who = 'unknown';
+  return signHeartbeat(deriveEdgeKey(key, who), who, body, now);
 }

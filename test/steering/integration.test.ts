@@ -15,6 +15,7 @@ import { startEmbeddedS3, type EmbeddedS3 } from '../../origin/s3-server.ts';
 import { seedContent } from '../../origin/seed.ts';
 import { readSteeringTags, type SteeringManifest } from '../../steering/content-steering.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
+import { TEST_EDGE_KEY } from './helpers.ts';
 
 /**
  * Steering with real edges (edge/server.ts) in front of the embedded S3, seeded by the origin
@@ -44,12 +45,20 @@ describe('steering with real edges', () => {
   const edges = new Map<string, Edge>();
 
   const startOne = (id: string, region: string) =>
-    startEdge({ id, port: 0, region, capacityBytes: 64_000_000, origin: reader, steeringUrl: st.url, tokenSecret: SECRET, heartbeatIntervalMs: HB_MS }).then(
-      (e) => {
-        edges.set(id, e);
-        return e;
-      },
-    );
+    startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id,
+      port: 0,
+      region,
+      capacityBytes: 64_000_000,
+      origin: reader,
+      steeringUrl: st.url,
+      tokenSecret: SECRET,
+      heartbeatIntervalMs: HB_MS,
+    }).then((e) => {
+      edges.set(id, e);
+      return e;
+    });
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-steering-'));
@@ -58,6 +67,7 @@ describe('steering with real edges', () => {
     await seedContent({ client, bucket: BUCKET, endpoint: s3.endpoint, titles: 3, durationSec: 8, segmentSec: 4, ladder: 'small', concurrency: 4 });
     reader = new OriginReader({ client, bucket: BUCKET, timeoutMs: 3_000, retries: 1, baseBackoffMs: 10 });
     st = await startSteering({
+      edgeKey: TEST_EDGE_KEY,
       port: 0,
       tokenSecret: SECRET,
       tokenTtlSec: 600,
@@ -207,11 +217,12 @@ describe('steering with real edges', () => {
 
   it('a title added to the bucket is steered once the catalog is re-read (404 before)', async () => {
     const quick = await startSteering({
+      edgeKey: TEST_EDGE_KEY,
       port: 0,
       tokenSecret: SECRET,
       origin: reader,
       catalogRefreshMs: 200,
-      registry: { heartbeatIntervalMs: 60_000, probeIntervalMs: 0 },
+      registry: { heartbeatIntervalMs: 60_000, probeIntervalMs: 0, rise: 1 },
     });
     try {
       const [id, edge] = [...edges.entries()][0]!;

@@ -79,18 +79,72 @@ describe('heartbeat validation', () => {
 });
 
 describe('edge registry', () => {
-  it('takes a new edge in on its first heartbeat and keeps load and inventory', () => {
+  it('keeps a new edge out until `rise` good probes, and keeps load and inventory', async () => {
     const { reg, ids } = fixture();
-    expect(reg.heartbeat(beat({ egressBps: 5e6, titles: ['t1', 't2'] }))).toBe('up');
+    expect(reg.heartbeat(beat({ egressBps: 5e6, titles: ['t1', 't2'] }))).toBe('down');
+    expect(reg.status('edge-1')).toMatchObject({ state: 'down', reason: expect.stringMatching(/^new: waiting for good probes/) });
+    await reg.probeAll();
+    expect(ids()).toEqual([]);
+    await reg.probeAll();
     expect(ids()).toEqual(['edge-1']);
     const view = reg.healthy()[0]!;
     expect(view.load).toBe(5e6);
-    expect([...view.titles]).toEqual(['t1', 't2']);
+    expect([view.titles.has('t1'), view.titles.has('t2'), view.titles.has('t3')]).toEqual([true, true, false]);
     expect(reg.list()[0]).toMatchObject({ id: 'edge-1', state: 'up', healthy: true, titles: 2, egressBps: 5e6 });
   });
 
+  it('without probes, a new edge needs `rise` heartbeats in a row', () => {
+    const { reg, ids } = fixture({ probes: false, rise: 2 });
+    expect(reg.heartbeat(beat())).toBe('down');
+    expect(ids()).toEqual([]);
+    expect(reg.heartbeat(beat())).toBe('up');
+    expect(ids()).toEqual(['edge-1']);
+  });
+
+  it('takes an up edge out when it moves to another URL, until that URL passes probes', async () => {
+    const { reg, ids, setProbe } = fixture();
+    reg.heartbeat(beat());
+    await reg.probeAll();
+    await reg.probeAll();
+    expect(ids()).toEqual(['edge-1']);
+    setProbe('ECONNREFUSED');
+    expect(reg.heartbeat(beat({ url: 'http://127.0.0.1:9555' }))).toBe('down');
+    expect(reg.status('edge-1')).toMatchObject({ url: 'http://127.0.0.1:9555', reason: expect.stringMatching(/moved to a new URL/) });
+    for (let i = 0; i < 5; i++) await reg.probeAll();
+    expect(ids()).toEqual([]);
+    setProbe(true);
+    await reg.probeAll();
+    await reg.probeAll();
+    expect(ids()).toEqual(['edge-1']);
+  });
+
+  it('holds at most maxEdges records: a new id past it is refused, a forgotten one frees room', () => {
+    let now = 1_000_000;
+    const reg = new EdgeRegistry({ probeIntervalMs: 0, maxEdges: 2, forgetAfterMs: 10_000, now: () => now });
+    reg.heartbeat(beat({ id: 'a' }));
+    reg.heartbeat(beat({ id: 'b' }));
+    expect(() => reg.heartbeat(beat({ id: 'c' }))).toThrow(/edge registry full \(2 edges\)/);
+    reg.heartbeat(beat({ id: 'a' })); // a known id still beats
+    now += 5_000;
+    reg.heartbeat(beat({ id: 'a' }));
+    now += 6_000; // b silent 11 s: forgotten when room is needed
+    expect(reg.heartbeat(beat({ id: 'c' }))).toBe('down');
+    expect(reg.list().map((e) => e.id)).toEqual(['a', 'c']);
+  });
+
+  it('keeps a fixed-size inventory however many titles a beat lists', () => {
+    const { reg } = fixture({ probes: false, rise: 1 });
+    const titles = Array.from({ length: 4096 }, (_, i) => `title-${i}`);
+    reg.heartbeat(beat({ titles }));
+    const view = reg.healthy()[0]!;
+    expect(titles.every((t) => view.titles.has(t))).toBe(true);
+    const strangers = Array.from({ length: 10_000 }, (_, i) => `other-${i}`).filter((t) => view.titles.has(t)).length;
+    expect(strangers / 10_000).toBeLessThan(0.05);
+    expect(reg.list()[0]!.titles).toBe(4096);
+  });
+
   it('counts steered sessions into load until the next heartbeat', () => {
-    const { reg } = fixture();
+    const { reg } = fixture({ probes: false, rise: 1 });
     reg.heartbeat(beat({ egressBps: 1e6 }));
     reg.noteSteered('edge-1');
     reg.noteSteered('edge-1');
@@ -102,6 +156,8 @@ describe('edge registry', () => {
   it('puts an edge out after 3 missed heartbeats, and back only after heartbeats and good probes', async () => {
     const { reg, advance, ids } = fixture();
     reg.heartbeat(beat());
+    await reg.probeAll();
+    await reg.probeAll();
     advance(3_000);
     expect(ids()).toEqual(['edge-1']); // 3 s of silence is within the slack of the third beat
     advance(600);
@@ -123,6 +179,8 @@ describe('edge registry', () => {
   it('has rise/fall hysteresis on probes', async () => {
     const { reg, setProbe, ids } = fixture({ rise: 2, fall: 3 });
     reg.heartbeat(beat());
+    await reg.probeAll();
+    await reg.probeAll();
     setProbe('ECONNREFUSED');
     await reg.probeAll();
     await reg.probeAll();
@@ -167,6 +225,9 @@ describe('edge registry', () => {
     const { reg, ids } = fixture();
     reg.heartbeat(beat());
     reg.heartbeat(beat({ id: 'edge-2', url: 'http://127.0.0.1:9002' }));
+    await reg.probeAll();
+    await reg.probeAll();
+    expect(ids()).toEqual(['edge-1', 'edge-2']);
     reg.heartbeat(beat({ healthy: false }));
     expect(ids()).toEqual(['edge-2']);
     expect(reg.status('edge-1')!.reason).toMatch(/draining/);
@@ -180,6 +241,7 @@ describe('edge registry', () => {
     reg.heartbeat(beat());
     reg.heartbeat(beat({ healthy: false }));
     reg.heartbeat(beat({ url: 'http://127.0.0.1:9999', region: 'us-west' }));
+    expect(ids()).toEqual([]);
     await reg.probeAll();
     await reg.probeAll();
     expect(ids()).toEqual(['edge-1']);
@@ -195,7 +257,7 @@ describe('edge registry', () => {
   });
 
   it('keeps QoE demotion as a flag on the view', () => {
-    const { reg } = fixture();
+    const { reg } = fixture({ probes: false, rise: 1 });
     reg.heartbeat(beat());
     expect(reg.setDemoted('edge-1', true)).toBe(true);
     expect(reg.healthy()[0]!.demoted).toBe(true);

@@ -10,7 +10,7 @@ import { pathwayPriority, readSteeringTags, type SteeringManifest } from '../../
 import type { EdgeView, RankedEdge } from '../../steering/policies.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
 import { expectErrorBody } from '../error-body.ts';
-import { heartbeat, testCatalog } from './helpers.ts';
+import { heartbeat, signedHeaders, testCatalog, TEST_EDGE_KEY } from './helpers.ts';
 
 const SECRET = 'steering-test-secret';
 
@@ -24,7 +24,8 @@ async function get(
 }
 
 async function post(url: string, body: string): Promise<{ status: number; text: string; json: unknown }> {
-  const res = await request(url, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+  // Signed as the edge the body names, as an edge signs its beats.
+  const res = await request(url, { method: 'POST', body, headers: { 'content-type': 'application/json', ...signedHeaders(body) } });
   const text = await res.body.text();
   return { status: res.statusCode, text, json: JSON.parse(text) as unknown };
 }
@@ -33,11 +34,12 @@ describe('steering server (heartbeats from the test, no probes)', () => {
   let st: Steering;
   beforeAll(async () => {
     st = await startSteering({
+      edgeKey: TEST_EDGE_KEY,
       port: 0,
       tokenSecret: SECRET,
       tokenTtlSec: 600,
       catalog: testCatalog(20),
-      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 },
+      registry: { probeIntervalMs: 0, rise: 1, heartbeatIntervalMs: 60_000 },
     });
   });
   afterAll(async () => {
@@ -244,7 +246,7 @@ describe('pathwayPriority', () => {
 
 describe('steering server without tokens', () => {
   it('hands out unsigned URLs when the secret is null, and is ready once it has a catalog and an edge', async () => {
-    const st = await startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0 } });
+    const st = await startSteering({ edgeKey: TEST_EDGE_KEY, port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0, rise: 1 } });
     try {
       expect((await get(`${st.url}/readyz`)).status).toBe(503);
       st.registry.heartbeat(heartbeat({ id: 'only', url: 'http://127.0.0.1:9200' }));
@@ -270,10 +272,11 @@ describe('steering server with --log-decisions', () => {
     const lines: Record<string, unknown>[] = [];
     const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
     const st = await startSteering({
+      edgeKey: TEST_EDGE_KEY,
       port: 0,
       tokenSecret: null,
       catalog: testCatalog(3),
-      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 },
+      registry: { probeIntervalMs: 0, rise: 1, heartbeatIntervalMs: 60_000 },
       log,
       logDecisions: true,
     });

@@ -16,7 +16,7 @@ import { startSteering, type Steering } from '../../steering/server.ts';
 import { startAggregator, type AggregatorHandle } from '../../telemetry/aggregator.ts';
 import type { QoeEvent } from '../../telemetry/events.ts';
 import { createProducer, type KafkaEventProducer } from '../../telemetry/producer.ts';
-import { heartbeat, testCatalog } from '../steering/helpers.ts';
+import { heartbeat, testCatalog, TEST_EDGE_KEY } from '../steering/helpers.ts';
 import { brokers, freshTopics } from './helpers.ts';
 
 const EDGES = ['edge-1', 'edge-2', 'edge-3'];
@@ -44,10 +44,11 @@ describe('QoE feedback from the aggregator to steering', () => {
     });
     prod = createProducer({ brokers: brokers(), topic: topics.events, spillFile: join(dir, 'spill.jsonl'), lingerMs: 5, log: quiet });
     st = await startSteering({
+      edgeKey: TEST_EDGE_KEY,
       port: 0,
       tokenSecret: null,
       catalog: testCatalog(30),
-      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 },
+      registry: { probeIntervalMs: 0, rise: 1, heartbeatIntervalMs: 60_000 },
       log: quiet,
     });
     for (const [i, id] of EDGES.entries()) st.registry.heartbeat(heartbeat({ id, region: 'us-east', url: `http://127.0.0.1:${9201 + i}` }));
