@@ -146,7 +146,8 @@ describe('cluster trust boundaries (secrets, supervisor, chaos holds)', () => {
     expect(back.pid).not.toBe(before.pid);
     expect(back.held).toBeUndefined();
     expect(await healthy(back.url)).toBe(true);
-    const serving = (await allCommandLines()).filter((l) => l.includes('edge serve --id edge-2 '));
+    // Other test files run clusters with an edge-2 of their own: this one is known by its port.
+    const serving = (await allCommandLines()).filter((l) => l.includes('edge serve --id edge-2 ') && l.includes(` --port ${back.port} `));
     // ps and /proc each list it once: one process, not two.
     expect(serving).toHaveLength(2);
   }, 120_000);

@@ -56,7 +56,13 @@ describe('steering never builds a URL from the Host header', () => {
   let st: Steering;
   let configured: Steering;
   beforeAll(async () => {
-    const common = { port: 0, tokenSecret: null, catalog: testCatalog(2), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 } };
+    const common = {
+      port: 0,
+      edgeKey: null,
+      tokenSecret: null,
+      catalog: testCatalog(2),
+      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000, rise: 1 },
+    };
     st = await startSteering(common);
     configured = await startSteering({ ...common, publicUrl: 'https://steer.example.net/' });
     for (const s of [st, configured]) s.registry.heartbeat(heartbeat({ id: 'e1', url: 'http://127.0.0.1:9301' }));
@@ -98,7 +104,13 @@ describe('request heads: 431 past the header limit, 400 on two Host headers', ()
     origin = await startOrigin();
     await origin.put('vod/h/730k/seg-00000.ts', seg);
     edge = await startEdge({ id: 'edge-h', region: 'r', capacityBytes: 10_000_000, origin: origin.reader, tokenSecret: null });
-    st = await startSteering({ port: 0, tokenSecret: null, catalog: testCatalog(1), registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 } });
+    st = await startSteering({
+      port: 0,
+      edgeKey: null,
+      tokenSecret: null,
+      catalog: testCatalog(1),
+      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000, rise: 1 },
+    });
   });
   afterAll(async () => {
     await edge?.close();
@@ -187,9 +199,10 @@ describe('connection flood against a cap with a per-client share', () => {
     });
     st = await startSteering({
       port: 0,
+      edgeKey: null,
       tokenSecret: null,
       catalog: testCatalog(1),
-      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000 },
+      registry: { probeIntervalMs: 0, heartbeatIntervalMs: 60_000, rise: 1 },
       log: stLog.log,
       limits: { maxConnections: 20, perClientShare: 1 },
     });
