@@ -316,7 +316,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     return st;
   };
 
-  /** Sends one DLQ request; on a size refusal each record again alone, shrunk, and dropped (counted) if still refused. */
+  /** Sends one DLQ request; on a size refusal each record again alone, then shrunk, then dropped (counted). */
   const sendDlqChunk = async (chunk: Message[]): Promise<void> => {
     try {
       await producer.send({ topic: topics.dlq, acks: -1, messages: chunk });
@@ -324,18 +324,25 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
       return;
     } catch (err) {
       if (!isTooLarge(err)) throw err;
-      log.warn({ records: chunk.length, err: describeError(err) }, 'broker refused DLQ records as too large; resending them shrunk');
+      log.warn({ records: chunk.length, err: describeError(err) }, 'broker refused DLQ records as too large; resending them one by one');
     }
     for (const msg of chunk) {
-      const small = shrinkDlq(msg);
-      try {
-        await producer.send({ topic: topics.dlq, acks: -1, messages: [small] });
-        m.dlq.inc();
-        m.dlqShrunk.inc();
-      } catch (err) {
-        if (!isTooLarge(err)) throw err;
+      const tries = chunk.length > 1 ? [msg, shrinkDlq(msg)] : [shrinkDlq(msg)];
+      let sent = false;
+      for (const attempt of tries) {
+        try {
+          await producer.send({ topic: topics.dlq, acks: -1, messages: [attempt] });
+          m.dlq.inc();
+          if (attempt !== msg) m.dlqShrunk.inc();
+          sent = true;
+          break;
+        } catch (err) {
+          if (!isTooLarge(err)) throw err;
+        }
+      }
+      if (!sent) {
         m.dlqDropped.inc({ reason: 'too large' });
-        log.warn({ err: describeError(err) }, 'DLQ record refused even shrunk; dropped');
+        log.warn({ reason: msg.headers?.['ocdn-dlq-reason']?.toString() }, 'DLQ record refused even shrunk; dropped');
       }
     }
   };
