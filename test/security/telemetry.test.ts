@@ -8,7 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -287,6 +287,17 @@ describe('a spill you can trust', () => {
       expect(lines.length).toBe(prod.backlog().spill);
       expect(Buffer.byteLength(lines.join('\n'))).toBeLessThanOrEqual(CAP);
 
+      // Take the last free bytes too, so saving the replay offset meets ENOSPC as well.
+      const filler = join(tiny, 'filler');
+      if (mounted) {
+        try {
+          writeFileSync(filler, Buffer.alloc(CAP));
+        } catch (err) {
+          expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+        }
+        expect(() => writeFileSync(join(tiny, 'probe'), 'x')).toThrow(/ENOSPC/);
+      }
+
       forwarder = await forwardTo(port!, brokers());
       expect(new Set(await Promise.all(outcomes))).toEqual(new Set(['ok']));
       const second = heartbeats(100);
@@ -296,11 +307,27 @@ describe('a spill you can trust', () => {
       const got = await readTopic(topics.events, 1_100);
       const ids = new Set(got.map((m) => (JSON.parse(m.value) as QoeEvent).id));
       for (const e of [...first, ...second]) expect(ids.has(e.id)).toBe(true);
+      await rm(filler, { force: true });
     } finally {
       await prod.close();
       await new Promise((r) => (forwarder ? forwarder.close(r) : r(undefined)));
     }
   }, 90_000);
+
+  it('a torn last line left by a crash mid-write is cut off and counted lost, never replayed as garbage', async () => {
+    const [dead] = await freePorts(1);
+    const spillFile = join(dir, 'torn.jsonl');
+    const good = heartbeats(2).map((e) => JSON.stringify(e));
+    writeFileSync(spillFile, `${good.join('\n')}\n${good[0]!.slice(0, 40)}`);
+    const prod = createProducer({ brokers: `127.0.0.1:${dead}`, spillFile, retryMs: 60_000, closeTimeoutMs: 100, log: quiet });
+    try {
+      await waitFor(() => prod.backlog().spill === 2, { timeoutMs: 10_000, what: 'the two whole lines queued for replay' });
+      expect(prod.lost()).toEqual({ 'torn line in the spill file': 1 });
+    } finally {
+      await prod.close();
+    }
+    expect(readFileSync(spillFile, 'utf8')).toBe(`${good.join('\n')}\n`);
+  });
 
   it('ocdn play with the broker away and a tiny --spill-dir: summary printed, every event spilled or counted lost, exit 1', async () => {
     const env = cliEnv({ logLevel: 'error', unset: ['KAFKA_BROKERS'] });
