@@ -1,9 +1,10 @@
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { readContext, START_HINT, stateFile } from '../common/cluster-context.ts';
 import { addDirOption } from '../common/command-config.ts';
 import { ConfigError, loadConfig } from '../common/config.ts';
-import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { formatBytes, parseDuration } from '../common/units.ts';
 import type { EventSink, QoeEvent } from '../telemetry/events.ts';
 import { ABR_NAMES, type AbrName } from '../player-sim/abr/index.ts';
@@ -25,6 +26,8 @@ export const playSpec = {
   edge: { type: 'list', flag: '--edge' },
   brokers: { type: 'list', flag: '--brokers', env: 'KAFKA_BROKERS', ctx: 'brokers' },
   eventsFile: { type: 'string', flag: '--events-file', default: '.ocdn/play-events.jsonl' },
+  spillDir: { type: 'string', flag: '--spill-dir', env: 'OCDN_SPILL_DIR', default: '.ocdn/spill' },
+  spillMaxBytes: { type: 'bytes', flag: '--spill-max-bytes', default: '1GiB', min: 4096 },
   seed: { type: 'int', flag: '--seed', default: 42, min: 0, max: 4_294_967_295 },
   virtual: { type: 'bool', flag: '--virtual', default: false },
   json: { type: 'bool', flag: '--json', default: false },
@@ -74,11 +77,12 @@ async function loadCatalog(catalogTitles: number | undefined, target: CatalogSou
  * broker is away), else to a JSON-lines file in the same format (`ocdn qoe` reads it offline).
  * Both are loaded on demand so a virtual run never loads kafkajs.
  */
-async function openSink(brokers: string[] | undefined, eventsFile: string): Promise<EventSink> {
+async function openSink(brokers: string[] | undefined, eventsFile: string, spill: { dir: string; maxBytes: number }): Promise<EventSink> {
   const producer = await import('../telemetry/producer.ts');
   // Its log goes to stderr: stdout carries the summary (--json output must stay parseable).
   const log = pino({ level: process.env.OCDN_LOG_LEVEL ?? 'warn', base: { component: 'producer', pid: process.pid } }, process.stderr);
-  if (brokers && brokers.length > 0) return producer.createProducer({ brokers, clientId: 'ocdn-play', log });
+  if (brokers && brokers.length > 0)
+    return producer.createProducer({ brokers, clientId: 'ocdn-play', log, spillFile: join(spill.dir, 'ocdn-play.jsonl'), maxSpillBytes: spill.maxBytes });
   return new producer.JsonLinesSink(eventsFile);
 }
 
@@ -139,10 +143,16 @@ export function formatSummary(s: RunSummary): string {
             s.refused.map((r) => [r.title, r.status, r.code, r.sessions, r.reason]),
           ),
         ];
+  const lost = Object.entries(s.eventsLost ?? {}).filter(([, n]) => n > 0);
+  const losses =
+    lost.length === 0 && s.sinkErrors === 0
+      ? []
+      : [`events lost: ${lost.map(([why, n]) => `${n} (${why})`).join(', ') || 'none'}; sink errors: ${s.sinkErrors}`];
   return [
     `${s.mode} run: ${s.players} players, abr ${s.abr}, network ${s.network}, seed ${s.seed}; ${(s.simulatedMs / 1000).toFixed(1)} s simulated in ${(s.wallMs / 1000).toFixed(1)} s, peak ${s.peakConcurrent} concurrent`,
     head,
     `exits: ${exits || 'none'}`,
+    ...losses,
     ...refused,
     '',
     edges,
@@ -178,6 +188,8 @@ export function registerPlay(program: Command): void {
       )
       .option('--brokers <list>', "Kafka brokers host:port,… for QoE events (env KAFKA_BROKERS) [default: the cluster's, except with --virtual]")
       .option('--events-file <path>', 'QoE events as JSON lines (appended) when --brokers is not given [default .ocdn/play-events.jsonl]')
+      .option('--spill-dir <dir>', 'with --brokers: where events wait while the broker is unreachable (env OCDN_SPILL_DIR) [default .ocdn/spill]')
+      .option('--spill-max-bytes <size>', 'with --brokers: cap on the spill file; past it events wait in memory, then count as lost [default 1GiB]')
       .option('--seed <n>', 'seed for traces, titles, watch times (and ids in --virtual) [default 42]')
       .option('--virtual', 'simulated clock and transfer model, no sockets')
       .option('--json', 'print the summary as JSON')
@@ -213,7 +225,7 @@ export function registerPlay(program: Command): void {
     const target = playTarget(cfg);
     const needsCatalog = /^(zipf|uniform)/i.test(cfg.titles) && !cfg.virtual;
     const catalog = needsCatalog && target ? await loadCatalog(cfg.catalogTitles, target) : undefined;
-    const sink = await openSink(cfg.brokers, cfg.eventsFile);
+    const sink = await openSink(cfg.brokers, cfg.eventsFile, { dir: cfg.spillDir, maxBytes: cfg.spillMaxBytes });
     const stop = new AbortController();
     const onSignal = () => stop.abort();
     process.once('SIGINT', onSignal);
@@ -221,7 +233,9 @@ export function registerPlay(program: Command): void {
     // --edge players carry no token: an edge answering 403 wants one, and the summary alone would not say so.
     let forbidden = 0;
     const onEvent = target && 'edges' in target ? (e: QoeEvent) => void (e.type === 'failover' && e.reason === 'http 403' && forbidden++) : undefined;
-    let summary: RunSummary;
+    let summary: RunSummary | undefined;
+    let runError: unknown;
+    let sinkError: string | undefined;
     try {
       ({ summary } = await runPlayers({
         players: cfg.players,
@@ -248,18 +262,29 @@ export function registerPlay(program: Command): void {
         signal: stop.signal,
         onEvent,
       }));
+    } catch (err) {
+      runError = err;
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      await sink.flush().catch(() => {});
-      await sink.close();
+      // close() flushes, and gives up on a sink that cannot deliver after its timeout, counting what it lost.
+      await sink.close().catch((err: unknown) => (sinkError = describeError(err)));
     }
+    if (!summary) throw runError;
+    // What the sink lost while closing counts too; the summary is printed before any failure exit.
+    summary.eventsLost = sink.lost?.() ?? summary.eventsLost;
     process.stdout.write(cfg.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
     if (!cfg.json && !(cfg.brokers && cfg.brokers.length > 0)) process.stderr.write(`events: ${cfg.eventsFile}\n`);
     if (forbidden > 0)
       process.stderr.write(
         `warning: --edge answered 403 ${forbidden} times: it wants URL tokens, which players without steering do not have. ` +
           'Play edges started with --no-tokens, or play through --steering (it signs the URLs).\n',
+      );
+    const lostEvents = Object.values(summary.eventsLost).reduce((a, b) => a + b, 0);
+    if (sinkError || lostEvents > 0 || summary.sinkErrors > 0)
+      throw new OcdnError(
+        ErrorCodes.BROKER_UNAVAILABLE,
+        `QoE events not all delivered: ${lostEvents} lost, ${summary.sinkErrors} sink errors${sinkError ? `; closing the sink failed: ${sinkError}` : ''}`,
       );
   });
 }

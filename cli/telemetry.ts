@@ -26,7 +26,25 @@ const aggSpec = {
   provisional: { type: 'duration', min: 0, default: '1s' },
   group: { type: 'string', default: 'ocdn-aggregator' },
   topicPrefix: { type: 'string', flag: '--topic-prefix', default: '' },
+  maxFutureSkew: { type: 'duration', min: 0, flag: '--max-future-skew', default: '5m' },
+  maxEventAge: { type: 'duration', min: 1_000, flag: '--max-event-age', default: '168h' },
+  maxMessageEvents: { type: 'int', min: 1, max: 1_000_000, flag: '--max-message-events', default: 1_000 },
+  maxMessageBytes: { type: 'bytes', min: 1_024, flag: '--max-message-bytes', default: '1MiB' },
+  stallAfter: { type: 'duration', min: 1_000, flag: '--stall-after', default: '60s' },
 } as const;
+
+/** The flags both the aggregator and `qoe verify` need so that they refuse the same events. */
+const gateFlags = (c: Command) =>
+  c
+    .option('--max-future-skew <dur>', 'events dated further ahead of their arrival go to the DLQ [default 5m]')
+    .option('--max-event-age <dur>', 'events dated further before their arrival go to the DLQ [default 168h, a week]')
+    .option('--max-message-events <n>', 'a message with more lines is one DLQ record [default 1000]')
+    .option('--max-message-bytes <size>', 'a larger message is one DLQ record [default 1MiB]');
+
+const gateOf = (cfg: { maxFutureSkew: number; maxEventAge: number; maxMessageEvents: number; maxMessageBytes: number }) => ({
+  eventTime: { maxFutureSkewMs: cfg.maxFutureSkew, maxEventAgeMs: cfg.maxEventAge },
+  messageLimits: { maxEvents: cfg.maxMessageEvents, maxBytes: cfg.maxMessageBytes },
+});
 
 const qoeSpec = {
   url: { type: 'url', env: 'OCDN_AGGREGATOR_URL', ctx: 'aggregatorUrl', default: `http://127.0.0.1:${DEFAULT_PORTS.aggregator}` },
@@ -185,7 +203,9 @@ export function registerTelemetry(program: Command): void {
     .option('--idle <dur>', 'after this long without events, event time follows the clock [default 5s]')
     .option('--provisional <dur>', 'publish open windows this often (0 = only closed ones) [default 1s]')
     .option('--group <id>', 'consumer group (instances with one group share the partitions) [default ocdn-aggregator]')
-    .option('--topic-prefix <p>', 'prefix for the topic names [default none]');
+    .option('--topic-prefix <p>', 'prefix for the topic names [default none]')
+    .option('--stall-after <dur>', '/healthz answers 503 when a partition with lag has not committed for this long [default 60s]');
+  gateFlags(telemetry.commands.at(-1)!);
   addDirOption(telemetry.commands.at(-1)!).action(async (flags: Record<string, unknown>) => {
     const { cfg } = loadCommandConfig(aggSpec, flags);
     const log = createLogger('aggregator');
@@ -199,6 +219,8 @@ export function registerTelemetry(program: Command): void {
       provisionalMs: cfg.provisional,
       groupId: cfg.group,
       topics: topicNames(cfg.topicPrefix),
+      stallMs: cfg.stallAfter,
+      ...gateOf(cfg),
       log,
     });
     say(`aggregator on ${agg.url} (try ${agg.url}/v1/qoe?by=edge&window=10s&last=5m)`);
@@ -272,8 +294,7 @@ export function registerTelemetry(program: Command): void {
       }
     });
 
-  qoe
-    .command('verify')
+  gateFlags(qoe.command('verify'))
     .description('recount the aggregates from the raw events topic and compare them with the live aggregator')
     .option('--url <url>', "aggregator URL (env OCDN_AGGREGATOR_URL) [default: the cluster's]")
     .option('--brokers <list>', "Kafka brokers host:port,… (env KAFKA_BROKERS) [default: the cluster's]")
@@ -296,6 +317,10 @@ export function registerTelemetry(program: Command): void {
           from: { type: 'int', min: 0 },
           to: { type: 'int', min: 0 },
           topicPrefix: aggSpec.topicPrefix,
+          maxFutureSkew: aggSpec.maxFutureSkew,
+          maxEventAge: aggSpec.maxEventAge,
+          maxMessageEvents: aggSpec.maxMessageEvents,
+          maxMessageBytes: aggSpec.maxMessageBytes,
         } as const,
         flags,
       );
@@ -309,6 +334,7 @@ export function registerTelemetry(program: Command): void {
         to: cfg.to,
         lastMs: cfg.last,
         finalOnly: !flags.allWindows,
+        ...gateOf(cfg),
       });
       process.stdout.write(
         `recounted ${report.events} events (${report.invalid} invalid) from the raw topic; compared ${report.compared} window×value rows over 7 dimensions\n`,

@@ -123,7 +123,10 @@ export interface RunSummary {
   /** Session (virtual) time the run covered, ms. */
   simulatedMs: number;
   wallMs: number;
+  /** send() calls the sink refused or rejected. */
   sinkErrors: number;
+  /** Events the sink accepted but could deliver nowhere (broker and spill both unavailable), by reason. */
+  eventsLost: Record<string, number>;
 }
 
 export interface RunResult {
@@ -255,6 +258,7 @@ export function summarize(
       .sort((a, b) => (a[0] < b[0] ? -1 : 1))
       .map(([id, u]) => ({ id, ...u, hitRatio: u.segments > 0 ? u.hits / u.segments : 0, byteHitRatio: u.bytes > 0 ? u.hitBytes / u.bytes : 0 })),
     sinkErrors,
+    eventsLost: {},
   };
 }
 
@@ -410,6 +414,7 @@ export async function runPlayers(opts: RunPlayersOptions = {}): Promise<RunResul
     simulatedMs: clock.now() - t0,
     wallMs: performance.now() - wallStart,
   });
+  summary.eventsLost = (sink as EventSink).lost?.() ?? {};
   return { summary, sessions: results };
 }
 

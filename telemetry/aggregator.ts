@@ -17,7 +17,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { createRegistry } from '../common/metrics.ts';
 import { aggregatorRoutes } from './aggregator-http.ts';
 import { createKafka, ensureTopics, parseBrokers, topicNames, type TopicNames } from './kafka.ts';
-import { parseMessage } from './validate.ts';
+import { defaultEventTimeBounds, defaultMessageLimits, eventTimeProblem, parseMessage, type EventTimeBounds, type MessageLimits } from './validate.ts';
 import { AggregateView, isRecord } from './view.ts';
 import { defaultWindowOptions, partialKey, PartitionWindows, type PartialRecord, type WindowOptions } from './windows.ts';
 
@@ -36,9 +36,27 @@ export interface AggregatorOptions extends Partial<WindowOptions> {
   tickMs?: number;
   /** How long the read side keeps windows in memory. */
   viewRetentionMs?: number;
+  /** Most events / bytes in one events-topic message; past either it is one DLQ record. */
+  messageLimits?: Partial<MessageLimits>;
+  /** Events dated too far after or before their message's broker timestamp go to the DLQ. */
+  eventTime?: Partial<EventTimeBounds>;
+  /** /healthz turns 503 when an owned partition has lag and its committed offset has not moved for this long. */
+  stallMs?: number;
+  /** Most bytes of DLQ records in one produce request (under the broker's message.max.bytes). */
+  dlqRequestBytes?: number;
   log?: Logger;
   registry?: Registry;
 }
+
+/** DLQ records kept for one message; the rest of its bad lines are summed up in one more record. */
+const DLQ_PER_MESSAGE = 10;
+/** The raw text a DLQ record keeps, and what is left of it when the broker refuses the record as too large. */
+const DLQ_RAW_CHARS = 16_384;
+const DLQ_SHRUNK_CHARS = 256;
+/** DLQ records waiting for the broker; past this the oldest are dropped (counted) rather than held in memory. */
+const DLQ_BACKLOG = 20_000;
+/** Passes where aggregates went out but the DLQ did not, before its records are shrunk and then dropped. */
+const DLQ_ATTEMPTS = 3;
 
 export interface AggregatorHandle {
   url: string;
@@ -58,6 +76,8 @@ interface PartitionState {
   engine: PartitionWindows;
   pendingRecords: PartialRecord[];
   pendingDlq: Message[];
+  /** Passes in a row where the broker took aggregates but not the DLQ. */
+  dlqFailures: number;
   committed: number;
   lock: Promise<void>;
 }
@@ -105,7 +125,37 @@ function createMetrics(registry: Registry) {
       registers: [registry],
     }),
     commits: new Counter({ name: 'ocdn_telemetry_commits_total', help: 'Offset commits', registers: [registry] }),
+    dlqDropped: new Counter({
+      name: 'ocdn_telemetry_dlq_dropped_total',
+      help: 'DLQ records given up on (the broker refused them even shrunk, or the backlog was full), by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    dlqShrunk: new Counter({ name: 'ocdn_telemetry_dlq_shrunk_total', help: 'DLQ records resent with their raw text cut short', registers: [registry] }),
   };
+}
+
+/** True when the broker refused a request for its size (retrying it unchanged can never work). */
+function isTooLarge(err: unknown): boolean {
+  for (let e = err as { type?: unknown; cause?: unknown; retriable?: unknown; originalError?: unknown } | undefined, i = 0; e && i < 5; i++) {
+    if (e.type === 'MESSAGE_TOO_LARGE' || e.type === 'RECORD_LIST_TOO_LARGE' || e.type === 'INVALID_RECORD') return true;
+    e = (e.cause ?? e.originalError) as typeof e;
+  }
+  return /larger than the max message size|too large/i.test(describeError(err));
+}
+
+/** The DLQ record cut to a few hundred characters of raw text (reason and position kept). */
+function shrinkDlq(msg: Message): Message {
+  try {
+    const body = JSON.parse(String(msg.value)) as { raw?: string };
+    return { ...msg, value: JSON.stringify({ ...body, raw: (body.raw ?? '').slice(0, DLQ_SHRUNK_CHARS), shrunk: true }) };
+  } catch {
+    return { ...msg, value: String(msg.value).slice(0, DLQ_SHRUNK_CHARS) };
+  }
+}
+
+function dlqBytes(msg: Message): number {
+  return (msg.value === null ? 0 : Buffer.byteLength(msg.value)) + (msg.key ? Buffer.byteLength(msg.key) : 0) + 128;
 }
 
 /** The sessionId of a raw line that did not validate, to key its DLQ message like the event. */
@@ -134,6 +184,10 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   if (wopts.windowMs < 100) throw new OcdnError(ErrorCodes.CONFIG, `--window ${wopts.windowMs} ms is too small (minimum 100 ms)`);
   if (60_000 % wopts.windowMs !== 0) log.warn({ windowMs: wopts.windowMs }, 'window does not divide a minute: 1 min rollups are unavailable');
   const tickMs = opts.tickMs ?? 250;
+  const limits: MessageLimits = { ...defaultMessageLimits, ...opts.messageLimits };
+  const timeBounds: EventTimeBounds = { ...defaultEventTimeBounds, ...opts.eventTime };
+  const stallMs = opts.stallMs ?? 60_000;
+  const dlqRequestBytes = opts.dlqRequestBytes ?? 256 * 1024;
   const registry = opts.registry ?? createRegistry({ defaultMetrics: true });
   const m = createMetrics(registry);
   const view = new AggregateView({ retentionMs: opts.viewRetentionMs });
@@ -182,6 +236,9 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   let lastFetchAt = Date.now();
   const assignment = new Set<number>();
   let readSinceRate = 0;
+  /** Per owned partition: lag and committed offset as the broker reports them, and when the offset last moved. */
+  const progress = new Map<number, { lag: number; committed: number; since: number }>();
+  let lastProgressCheck = 0;
 
   // ---- handlers: read side ---------------------------------------------------------------
   const onViewBatch = async ({ batch }: EachBatchPayload) => {
@@ -247,10 +304,81 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     st = parts.get(partition);
     if (st) return st;
     const restore = view.finalRecordsOf(partition, wopts.windowMs);
-    st = { engine: new PartitionWindows(partition, wopts, restore), pendingRecords: [], pendingDlq: [], committed: -1, lock: Promise.resolve() };
+    st = {
+      engine: new PartitionWindows(partition, wopts, restore),
+      pendingRecords: [],
+      pendingDlq: [],
+      dlqFailures: 0,
+      committed: -1,
+      lock: Promise.resolve(),
+    };
     parts.set(partition, st);
     log.info({ partition, restoredRecords: restore.length, watermark: st.engine.watermark }, 'partition assigned');
     return st;
+  };
+
+  /** Sends one DLQ request; on a size refusal each record again alone, then shrunk, then dropped (counted). */
+  const sendDlqChunk = async (chunk: Message[]): Promise<void> => {
+    try {
+      await producer.send({ topic: topics.dlq, acks: -1, messages: chunk });
+      m.dlq.inc(chunk.length);
+      return;
+    } catch (err) {
+      if (!isTooLarge(err)) throw err;
+      log.warn({ records: chunk.length, err: describeError(err) }, 'broker refused DLQ records as too large; resending them one by one');
+    }
+    for (const msg of chunk) {
+      const tries = chunk.length > 1 ? [msg, shrinkDlq(msg)] : [shrinkDlq(msg)];
+      let sent = false;
+      for (const attempt of tries) {
+        try {
+          await producer.send({ topic: topics.dlq, acks: -1, messages: [attempt] });
+          m.dlq.inc();
+          if (attempt !== msg) m.dlqShrunk.inc();
+          sent = true;
+          break;
+        } catch (err) {
+          if (!isTooLarge(err)) throw err;
+        }
+      }
+      if (!sent) {
+        m.dlqDropped.inc({ reason: 'too large' });
+        log.warn({ reason: msg.headers?.['ocdn-dlq-reason']?.toString() }, 'DLQ record refused even shrunk; dropped');
+      }
+    }
+  };
+
+  /**
+   * Sends the partition's DLQ records in requests of at most dlqRequestBytes. True when none is
+   * left (sent, or given up on with a counted reason): the partition may commit.
+   */
+  const publishDlq = async (partition: number, st: PartitionState, brokerUp: boolean): Promise<boolean> => {
+    while (st.pendingDlq.length) {
+      let bytes = 0;
+      let n = 0;
+      while (n < st.pendingDlq.length && (n === 0 || bytes + dlqBytes(st.pendingDlq[n]!) <= dlqRequestBytes)) bytes += dlqBytes(st.pendingDlq[n++]!);
+      try {
+        await sendDlqChunk(st.pendingDlq.slice(0, n));
+        st.pendingDlq.splice(0, n);
+        st.dlqFailures = 0;
+      } catch (err) {
+        m.publishErrors.inc();
+        // Only a broker that answers gets attempts counted: an outage holds the records, it never drops them.
+        const answered = brokerUp || (err as { retriable?: unknown }).retriable === false;
+        if (!answered || ++st.dlqFailures < DLQ_ATTEMPTS) {
+          log.warn({ partition, err: describeError(err), pending: st.pendingDlq.length }, 'DLQ publish failed; will retry before committing');
+          return false;
+        }
+        m.dlqDropped.inc({ reason: 'unavailable' }, st.pendingDlq.length);
+        log.error(
+          { partition, err: describeError(err), dropped: st.pendingDlq.length },
+          `DLQ refused ${DLQ_ATTEMPTS} times while aggregates went out; its records are dropped so the partition keeps committing`,
+        );
+        st.pendingDlq = [];
+        st.dlqFailures = 0;
+      }
+    }
+    return true;
   };
 
   /** Publishes what is pending for the partition, then commits. Never throws: retried next tick. */
@@ -262,12 +390,8 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     const { records, freshness } = st.engine.collect(now, force);
     m.windowsClosed.inc(st.engine.stats.closedWindows - closedBefore);
     if (records.length) st.pendingRecords.push(...records);
+    let sent = false;
     try {
-      if (st.pendingDlq.length) {
-        await producer.send({ topic: topics.dlq, acks: -1, messages: st.pendingDlq });
-        m.dlq.inc(st.pendingDlq.length);
-        st.pendingDlq = [];
-      }
       if (st.pendingRecords.length) {
         const batch = st.pendingRecords;
         await producer.send({
@@ -276,6 +400,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
           messages: batch.map((r) => ({ key: partialKey(r), value: JSON.stringify(r) })),
         });
         st.pendingRecords = [];
+        sent = true;
         let finals = 0;
         for (const r of batch) if (r.final) finals++;
         m.records.inc({ final: 'true' }, finals);
@@ -291,6 +416,8 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
       );
       return;
     }
+    // The broker took the aggregates; the DLQ is published after them and cannot hold them back.
+    if (!(await publishDlq(partition, st, sent))) return;
     const offset = st.engine.commitOffset();
     if (offset !== undefined && offset > st.committed && parts.get(partition) === st) {
       try {
@@ -301,6 +428,14 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
         log.warn({ partition, offset, err: describeError(err) }, 'offset commit failed; will retry');
       }
     }
+  };
+
+  const queueDlq = (st: PartitionState, msg: Message) => {
+    if (st.pendingDlq.length >= DLQ_BACKLOG) {
+      st.pendingDlq.shift();
+      m.dlqDropped.inc({ reason: 'backlog full' });
+    }
+    st.pendingDlq.push(msg);
   };
 
   const eachBatch = async ({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) => {
@@ -319,24 +454,52 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
           resolveOffset(msg.offset);
           continue;
         }
-        for (const v of parseMessage(msg.value)) {
+        const arrival = Number(msg.timestamp);
+        let dlqKept = 0;
+        const overflow = new Map<string, number>();
+        for (const v of parseMessage(msg.value, limits)) {
           n++;
+          let reason: string;
+          let raw: string;
           if (v.ok) {
-            counts[eng.add(v.event, offset, now)]++;
-            continue;
+            const problem = Number.isFinite(arrival) && arrival > 0 ? eventTimeProblem(v.event.ts, arrival, timeBounds) : undefined;
+            if (problem === undefined) {
+              counts[eng.add(v.event, offset, now)]++;
+              continue;
+            }
+            reason = problem;
+            raw = JSON.stringify(v.event);
+          } else {
+            reason = v.reason;
+            raw = v.raw;
           }
           counts.invalid++;
-          st.pendingDlq.push({
-            key: sessionIdOf(v.raw) ?? msg.key,
+          if (dlqKept >= DLQ_PER_MESSAGE) {
+            const r = reason.replace(/\d+/g, 'N');
+            overflow.set(r, (overflow.get(r) ?? 0) + 1);
+            continue;
+          }
+          dlqKept++;
+          queueDlq(st, {
+            key: sessionIdOf(raw) ?? msg.key,
+            value: JSON.stringify({ reason, topic: batch.topic, partition: batch.partition, offset: msg.offset, at: now, raw: raw.slice(0, DLQ_RAW_CHARS) }),
+            headers: { 'ocdn-dlq-reason': reason.slice(0, 256) },
+          });
+        }
+        if (overflow.size) {
+          const more = [...overflow.values()].reduce((a, b) => a + b, 0);
+          const reason = `${more} more invalid events in this message`;
+          queueDlq(st, {
+            key: msg.key,
             value: JSON.stringify({
-              reason: v.reason,
+              reason,
+              reasons: Object.fromEntries(overflow),
               topic: batch.topic,
               partition: batch.partition,
               offset: msg.offset,
               at: now,
-              raw: v.raw.slice(0, 65_536),
             }),
-            headers: { 'ocdn-dlq-reason': v.reason.slice(0, 256) },
+            headers: { 'ocdn-dlq-reason': reason },
           });
         }
         eng.skip(offset);
@@ -347,13 +510,40 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
         }
       }
       readSinceRate += n;
+      m.lag.set({ partition: String(batch.partition) }, Number(batch.offsetLag()));
       for (const [result, c] of Object.entries(counts)) if (c > 0) m.events.inc({ result }, c);
       if (counts.late > 0) m.late.inc(counts.late);
-      m.lag.set({ partition: String(batch.partition) }, Number(batch.offsetLag()));
       m.openWindows.set([...parts.values()].reduce((s, p) => s + p.engine.openWindows, 0));
       await publishAndCommit(batch.partition, st, Date.now());
     });
     await heartbeat();
+  };
+
+  // ---- progress: lag and committed offsets as the broker sees them ------------------------
+  /** Refreshes lag per owned partition; a partition whose committed offset moves (or has no lag) makes progress. */
+  const checkProgress = async () => {
+    const now = Date.now();
+    const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topics.events), admin.fetchOffsets({ groupId, topics: [topics.events] })]);
+    const at = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+    for (const p of [...progress.keys()]) if (!assignment.has(p)) progress.delete(p);
+    for (const o of ends) {
+      if (!assignment.has(o.partition)) continue;
+      const c = at.get(o.partition) ?? -1;
+      const from = c >= 0 ? c : Number(o.low);
+      const lag = Math.max(0, Number(o.high) - from);
+      const prev = progress.get(o.partition);
+      const moved = !prev || prev.committed !== c || lag === 0;
+      progress.set(o.partition, { lag, committed: c, since: moved ? now : prev.since });
+    }
+  };
+
+  /** Owned partitions with lag whose committed offset has not moved for stallMs. */
+  const stalled = () => {
+    const now = Date.now();
+    return [...progress.entries()]
+      .filter(([, p]) => p.lag > 0 && now - p.since > stallMs)
+      .map(([partition, p]) => ({ partition, lag: p.lag, stalledMs: now - p.since }))
+      .sort((a, b) => a.partition - b.partition);
   };
 
   // ---- handlers: housekeeping ------------------------------------------------------------
@@ -370,6 +560,10 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
         lastRateAt = now;
       }
       await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), force))));
+      if (now - lastProgressCheck >= Math.min(2_000, stallMs / 4)) {
+        lastProgressCheck = now;
+        await checkProgress().catch((err: unknown) => log.debug({ err: describeError(err) }, 'lag check failed'));
+      }
     } finally {
       ticking = false;
     }
@@ -387,14 +581,28 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     windows: wopts,
     registry,
     log,
-    health: () => ({
-      ok: ready && !crashed && !closing,
-      ready,
-      crashed: crashed ?? null,
-      groupId,
-      partitions: [...parts.keys()].sort((a, b) => a - b),
-      viewRecords: view.size,
-    }),
+    health: () => {
+      const stuck = stalled();
+      const reason = !ready
+        ? 'starting'
+        : closing
+          ? 'stopping'
+          : crashed
+            ? `consumer crashed: ${crashed}`
+            : stuck.length
+              ? stuck.map((s) => `partition ${s.partition} made no progress for ${Math.round(s.stalledMs / 1000)} s with ${s.lag} messages of lag`).join('; ')
+              : null;
+      return {
+        ok: reason === null,
+        reason,
+        ready,
+        crashed: crashed ?? null,
+        stalled: stuck,
+        groupId,
+        partitions: [...parts.keys()].sort((a, b) => a - b),
+        viewRecords: view.size,
+      };
+    },
   });
 
   // ---- lifecycle -------------------------------------------------------------------------
@@ -406,6 +614,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     for (const p of [...parts.keys()]) {
       if (!mine.has(p)) {
         parts.delete(p);
+        progress.delete(p);
         m.lag.remove({ partition: String(p) });
         log.info({ partition: p }, 'partition revoked');
       }

@@ -111,4 +111,6 @@ export interface EventSink {
   send(event: QoeEvent): Promise<void> | void;
   flush(): Promise<void>;
   close(): Promise<void>;
+  /** Events accepted but delivered nowhere, by reason (sinks that can lose events say so). */
+  lost?(): Record<string, number>;
 }

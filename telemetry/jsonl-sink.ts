@@ -25,6 +25,8 @@ export class JsonLinesSink implements EventSink {
   private failed: Error | undefined;
   private closed = false;
   private count = 0;
+  /** Lines whose write the file system confirmed. */
+  private confirmed = 0;
 
   constructor(path: string, opts: JsonLinesSinkOptions = {}) {
     this.path = resolve(path);
@@ -32,6 +34,13 @@ export class JsonLinesSink implements EventSink {
     mkdirSync(dirname(this.path), { recursive: true });
     this.out = createWriteStream(this.path, { flags: opts.append === false ? 'w' : 'a' });
     this.out.on('error', (err) => (this.failed = err));
+  }
+
+  /** After a write error: the lines accepted but never confirmed written, by reason. */
+  lost(): Record<string, number> {
+    if (!this.failed) return {};
+    const code = (this.failed as NodeJS.ErrnoException).code ?? 'error';
+    return { [`events file write failed: ${code}`]: this.count - this.confirmed };
   }
 
   /** Lines accepted so far. */
@@ -52,9 +61,12 @@ export class JsonLinesSink implements EventSink {
   private writePending(): boolean {
     if (this.pending.length === 0) return true;
     const chunk = this.pending.join('');
+    const lines = this.pending.length;
     this.pending = [];
     this.pendingBytes = 0;
-    return this.out.write(chunk);
+    return this.out.write(chunk, (err) => {
+      if (!err) this.confirmed += lines;
+    });
   }
 
   async flush(): Promise<void> {

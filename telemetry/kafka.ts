@@ -77,7 +77,12 @@ export async function ensureTopics(
         topic: topics.events,
         numPartitions: Math.max(6, opts.eventPartitions ?? 6),
         replicationFactor: 1,
-        configEntries: [{ name: 'retention.ms', value: String(24 * 3600_000) }],
+        // The broker stamps each message with its arrival time, which event times are checked
+        // against (a producer cannot vouch for its own clock; telemetry/validate.ts eventTimeProblem).
+        configEntries: [
+          { name: 'retention.ms', value: String(24 * 3600_000) },
+          { name: 'message.timestamp.type', value: 'LogAppendTime' },
+        ],
       },
       {
         topic: topics.aggregates,

@@ -23,7 +23,7 @@
  * (test/telemetry/lost-answer.test.ts).
  */
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { open, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { CompressionTypes, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
@@ -52,6 +52,8 @@ export interface ProducerOptions {
   maxQueue?: number;
   /** JSON-lines file used while the broker is unreachable. Default .ocdn/spill/<clientId>.jsonl */
   spillFile?: string;
+  /** Most bytes the spill file may hold; past it events wait in memory (up to maxQueue), then are lost (counted). */
+  maxSpillBytes?: number;
   /**
    * Backoff while spilling: the first retry of the broker comes within `retryMs` (full jitter),
    * each further failure doubles that bound up to 10 × `retryMs`; a success starts it over.
@@ -163,6 +165,13 @@ export class KafkaEventProducer implements EventSink {
   private closed = false;
 
   private spill: FileHandle | undefined;
+  private readonly maxSpillBytes: number;
+  /** After a failed spill write, the file is not tried again before this. */
+  private spillRetryAt = 0;
+  private spillProblem: string | undefined;
+  private offsetWarned = false;
+  /** Events that reached neither Kafka nor the spill file, by reason. */
+  private readonly lostByReason: Record<string, number> = {};
   private spillSize = 0;
   private spillRead = 0;
   private spillEvents = 0;
@@ -191,6 +200,7 @@ export class KafkaEventProducer implements EventSink {
     this.validate = opts.validate ?? false;
     this.maxEventBytes = opts.maxEventBytes ?? 256 * 1024;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 10_000;
+    this.maxSpillBytes = opts.maxSpillBytes ?? 1 << 30;
     this.compression = opts.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
     const spillWanted = resolve(opts.spillFile ?? join('.ocdn', 'spill', `${clientId.replace(/[^\w.-]/g, '_')}.jsonl`));
     mkdirSync(dirname(spillWanted), { recursive: true });
@@ -251,6 +261,23 @@ export class KafkaEventProducer implements EventSink {
     this.startup = this.openSpill();
   }
 
+  /** Events that reached neither Kafka nor the spill file (their send() rejected), by reason. */
+  lost(): Record<string, number> {
+    return { ...this.lostByReason };
+  }
+
+  private loseChunks(chunks: Chunk[], reason: string, err: Error): void {
+    let n = 0;
+    for (const c of chunks) {
+      n += c.values.length;
+      c.reject(err);
+    }
+    this.memoryEvents -= n;
+    this.lostByReason[reason] = (this.lostByReason[reason] ?? 0) + n;
+    this.m.events.inc({ result: 'lost' }, n);
+    this.log.error({ events: n, reason, err: err.message }, 'events lost');
+  }
+
   /** Events accepted but not yet in Kafka: in memory and in the spill file. */
   backlog(): { memory: number; spill: number; mode: 'memory' | 'spill' } {
     return { memory: this.memoryEvents, spill: this.spillEvents, mode: this.mode };
@@ -307,7 +334,8 @@ export class KafkaEventProducer implements EventSink {
 
   /** flush() and then wait until the spill file is replayed too (or the deadline passes). */
   async drain(timeoutMs = 30_000): Promise<boolean> {
-    await this.flush();
+    // Not flush(): with the broker away and the spill unwritable, chunks wait in memory unresolved.
+    this.seal();
     return waitFor(
       () => {
         if (this.mode !== 'spill' && this.spillEvents === 0 && this.memoryEvents === 0) return true;
@@ -322,7 +350,7 @@ export class KafkaEventProducer implements EventSink {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.flush();
+    this.seal();
     this.closed = true;
     const drained = await this.drain(this.closeTimeoutMs);
     if (!drained)
@@ -333,6 +361,13 @@ export class KafkaEventProducer implements EventSink {
     if (this.retryTimer) clearInterval(this.retryTimer);
     // A pass ends within kafkajs' request timeout and retries; the bound only guards against a hang.
     await waitFor(() => !this.pumping, { timeoutMs: 60_000, intervalMs: 10 }).catch(() => this.log.warn('producer pump still busy at close'));
+    const stranded = [...this.ready, ...(this.open.values.length ? [this.open] : [])];
+    this.ready = [];
+    this.open = newChunk();
+    if (stranded.length) {
+      const reason = `unsent at close: broker unreachable, ${this.spillProblem ?? 'spill not reached'}`;
+      this.loseChunks(stranded, reason, new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, reason));
+    }
     await this.producer.disconnect().catch(() => undefined);
     await this.admin.disconnect().catch(() => undefined);
     await this.spill?.close().catch(() => undefined);
@@ -346,10 +381,21 @@ export class KafkaEventProducer implements EventSink {
     this.spillSize = (await this.spill.stat()).size;
     this.spillRead = Math.min(Number(readFileSafe(this.offsetFile).trim()) || 0, this.spillSize);
     if (this.spillSize > this.spillRead) {
-      // A previous run left events behind: replay them before anything new.
+      // A previous run left events behind: replay them before anything new. A last line
+      // without its newline was torn by a crash mid-write: that event is lost, and said so.
+      const tail = await this.readSpill(this.spillSize - 1, 1);
+      if (tail[0] !== 10) {
+        const whole = await this.readSpill(this.spillRead, this.spillSize - this.spillRead);
+        const keep = whole.lastIndexOf(10) + 1;
+        await this.spill.truncate(this.spillRead + keep);
+        this.spillSize = this.spillRead + keep;
+        this.lostByReason['torn line in the spill file'] = (this.lostByReason['torn line in the spill file'] ?? 0) + 1;
+        this.m.events.inc({ result: 'lost' });
+        this.log.error({ file: this.spillFile, bytes: whole.length - keep }, 'spill file ends in a torn line (a crash mid-write): that event is lost');
+      }
       const text = (await this.readSpill(this.spillRead, this.spillSize - this.spillRead)).toString('utf8');
       this.spillEvents = text.split('\n').filter((l) => l.length > 0).length;
-      this.mode = 'spill';
+      this.mode = this.spillEvents > 0 ? 'spill' : this.mode;
       this.log.info({ file: this.spillFile, events: this.spillEvents }, 'replaying events spilled by a previous run');
       this.ensureRetryTimer();
       void this.pump();
@@ -472,10 +518,20 @@ export class KafkaEventProducer implements EventSink {
       await this.startup;
       do {
         this.pumpAgain = false;
-        while (this.ready.length > 0 || (this.mode === 'spill' && this.spillEvents > 0 && Date.now() >= this.nextReplayAt)) {
-          if (this.mode === 'memory') await this.sendReady();
-          else if (this.ready.length > 0) await this.writeReadyToSpill();
-          else if (!(await this.replayStep())) break;
+        for (;;) {
+          const now = Date.now();
+          if (this.mode === 'memory') {
+            if (this.ready.length === 0) break;
+            await this.sendReady();
+          } else if (this.ready.length > 0 && now >= this.spillRetryAt) await this.writeReadyToSpill();
+          else if (this.spillEvents > 0) {
+            if (now < this.nextReplayAt || !(await this.replayStep())) break;
+          } else if (this.ready.length > 0 && now >= this.nextReplayAt) {
+            // The spill file is empty but cannot take these: try the broker with them straight from memory.
+            if (this.spillSize > 0) await this.truncateSpill();
+            this.mode = 'memory';
+            await this.sendReady();
+          } else break;
         }
         if (this.mode === 'spill' && this.spillEvents === 0 && this.ready.length === 0) {
           // Emptied before memory mode shows, so drain() never reports done over a stale file.
@@ -526,31 +582,129 @@ export class KafkaEventProducer implements EventSink {
     }
   }
 
+  /** Writes `buf` at `position`, looping over short writes; how far it got, and the error that stopped it. */
+  private async writeFully(buf: Buffer, position: number): Promise<{ written: number; err?: unknown }> {
+    let done = 0;
+    try {
+      while (done < buf.length) {
+        const { bytesWritten } = await this.spill!.write(buf, done, buf.length - done, position + done);
+        if (bytesWritten <= 0) throw new OcdnError(ErrorCodes.INTERNAL, `spill write made no progress at byte ${position + done}`);
+        done += bytesWritten;
+      }
+      return { written: done };
+    } catch (err) {
+      return { written: done, err };
+    }
+  }
+
+  /**
+   * Appends the ready chunks to the spill file, whole lines only: what goes past the byte cap or
+   * fails to write is cut off the file again (no torn line) and waits in memory for the broker,
+   * in order behind what did fit; past maxQueue such events are lost, each caller told why. A
+   * chunk resolves once all of its events are durable somewhere.
+   */
   private async writeReadyToSpill(): Promise<void> {
     const taken = this.ready;
     this.ready = [];
-    let text = '';
-    let n = 0;
+    let at = this.spillSize;
+    let spilledEvents = 0;
+    let full = 0; // chunks wholly written
+    let failure: { reason: string; err: Error } | undefined;
+    let partial: { c: Chunk; k: number } | undefined;
     for (const c of taken) {
-      n += c.values.length;
-      text += `${c.values.join('\n')}\n`;
+      const buf = Buffer.from(`${c.values.join('\n')}\n`, 'utf8');
+      const room = this.maxSpillBytes - at;
+      let limit = buf.length;
+      if (buf.length > room) {
+        limit = room > 0 ? buf.subarray(0, room).lastIndexOf(10) + 1 : 0;
+        failure = {
+          reason: 'spill full',
+          err: new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `broker unreachable and spill file ${this.spillFile} at its cap of ${this.maxSpillBytes} bytes`),
+        };
+      }
+      const { written, err } = limit > 0 ? await this.writeFully(limit === buf.length ? buf : buf.subarray(0, limit), at) : { written: 0 };
+      if (err !== undefined)
+        failure = {
+          reason: `spill write failed: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+          err: new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `broker unreachable and spill file ${this.spillFile} not writable: ${describeError(err)}`),
+        };
+      if (written === buf.length) {
+        at += written;
+        spilledEvents += c.values.length;
+        full++;
+        continue;
+      }
+      // Keep the whole lines written; the rest of this chunk stays in memory.
+      const keep = buf.subarray(0, written).lastIndexOf(10) + 1;
+      let k = 0;
+      for (let i = 0; i < keep; i++) if (buf[i] === 10) k++;
+      at += keep;
+      if (k > 0) {
+        partial = { c, k };
+        spilledEvents += k;
+      }
+      break;
     }
-    try {
-      const buf = Buffer.from(text, 'utf8');
-      await this.spill!.write(buf, 0, buf.length, this.spillSize);
-      await this.spill!.datasync();
-      this.spillSize += buf.length;
-      this.spillEvents += n;
-      this.memoryEvents -= n;
-      this.m.events.inc({ result: 'spilled' }, n);
-      for (const c of taken) c.resolve();
+    let synced = true;
+    if (at > this.spillSize) {
+      try {
+        await this.spill!.datasync();
+      } catch (err) {
+        synced = false;
+        failure ??= {
+          reason: `spill write failed: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+          err: new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `spill file ${this.spillFile} could not be synced: ${describeError(err)}`),
+        };
+      }
+    }
+    if (synced && at > this.spillSize) {
+      this.spillSize = at;
+      this.spillEvents += spilledEvents;
+      this.memoryEvents -= spilledEvents;
+      this.m.events.inc({ result: 'spilled' }, spilledEvents);
+      for (const c of taken.slice(0, full)) c.resolve();
+      if (partial) {
+        const moved = partial.c.values.splice(0, partial.k);
+        partial.c.keys.splice(0, partial.k);
+        partial.c.bytes -= moved.reduce((sum, v) => sum + v.length + 1, 0);
+      }
       this.ensureRetryTimer();
+    }
+    if (!failure) {
+      this.spillProblem = undefined;
+      return;
+    }
+    // Cut what did not make it (or was not synced) off the file, so replay never meets a torn line.
+    await this.spill!.truncate(this.spillSize).catch(() => undefined);
+    const waiting = synced ? taken.slice(full) : taken;
+    if (this.spillProblem !== failure.reason)
+      this.log.error({ file: this.spillFile, reason: failure.reason }, 'spill file cannot take events; holding them in memory');
+    this.spillProblem = failure.reason;
+    this.spillRetryAt = Date.now() + this.retryMs;
+    this.ensureRetryTimer();
+    if (this.memoryEvents > this.maxQueue) this.loseChunks(waiting, failure.reason, failure.err);
+    else this.ready.unshift(...waiting);
+  }
+
+  /** The replay position, written to a temporary file and renamed (a crash leaves the old or the new one, never half). */
+  private async saveOffset(): Promise<void> {
+    const tmp = `${this.offsetFile}.tmp`;
+    try {
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(`${this.spillRead}\n`);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, this.offsetFile);
+      this.offsetWarned = false;
     } catch (err) {
-      // Neither Kafka nor the disk took them: the callers must know.
-      this.memoryEvents -= n;
-      const e = new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `broker unreachable and spill file ${this.spillFile} not writable: ${describeError(err)}`);
-      this.log.error({ err: e.message, events: n }, 'events could not be kept');
-      for (const c of taken) c.reject(e);
+      await rm(tmp, { force: true }).catch(() => undefined);
+      // Replay goes on from memory; after a crash the events since the last saved offset are
+      // sent again, which the aggregator drops as duplicates.
+      if (!this.offsetWarned) this.log.warn({ file: this.offsetFile, err: describeError(err) }, 'replay offset not saved; replay continues');
+      this.offsetWarned = true;
     }
   }
 
@@ -599,7 +753,7 @@ export class KafkaEventProducer implements EventSink {
     this.spillRead += bytes;
     this.spillEvents = Math.max(0, this.spillEvents - values.length);
     this.m.events.inc({ result: 'replayed' }, values.length);
-    await writeFile(this.offsetFile, `${this.spillRead}\n`);
+    await this.saveOffset();
     if (this.spillEvents === 0) this.log.info({ file: this.spillFile }, 'spill replayed');
     return true;
   }

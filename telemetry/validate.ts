@@ -129,22 +129,40 @@ export function assertEvent(input: unknown): QoeEvent {
 
 export type LineValidation = { ok: true; event: QoeEvent } | { ok: false; reason: string; raw: string };
 
+/** What one Kafka message may hold; past either, the whole message is one DLQ record. */
+export interface MessageLimits {
+  maxEvents: number;
+  maxBytes: number;
+}
+
+/**
+ * The producer packs at most 100 events / 64 KiB per message (producer.ts); the broker takes
+ * 1 MiB. Ten times the producer's count leaves room for other producers, yet a message of
+ * 40,000 empty lines stays one failure, not 40,000.
+ */
+export const defaultMessageLimits: MessageLimits = { maxEvents: 1_000, maxBytes: 1 << 20 };
+
 /**
  * One Kafka message → its events. A message holds one event, or several newline-separated ones
  * (the producer packs events of one partition to spare kafkajs' per-message cost). A pack is
  * parsed with one JSON.parse as an array; if any line is broken it is parsed line by line so
- * the good events still count and each bad line goes to the DLQ with its own reason.
+ * the good events still count and each bad line goes to the DLQ with its own reason. A message
+ * over `limits` is refused whole with one reason, before any parsing.
  */
-export function parseMessage(raw: Buffer | string | null | undefined): LineValidation[] {
+export function parseMessage(raw: Buffer | string | null | undefined, limits: MessageLimits = defaultMessageLimits): LineValidation[] {
   if (raw === null || raw === undefined || raw.length === 0) return [{ ok: false, reason: 'empty message', raw: '' }];
+  const bytes = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
+  if (bytes > limits.maxBytes) return [{ ok: false, reason: `message of ${bytes} bytes is over the limit of ${limits.maxBytes}`, raw: '' }];
   const text = typeof raw === 'string' ? raw : raw.toString('utf8');
   if (!text.includes('\n')) {
     const r = parseEvent(text);
     return [r.ok ? r : { ...r, raw: text }];
   }
-  // One JSON.parse over the whole pack; the lines are only split out when something is wrong.
   let count = 1;
   for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) count++;
+  if (count > limits.maxEvents)
+    return [{ ok: false, reason: `message of ${count} lines is over the limit of ${limits.maxEvents} events`, raw: text.slice(0, 1_024) }];
+  // One JSON.parse over the whole pack; the lines are only split out when something is wrong.
   let values: unknown[] | undefined;
   try {
     const arr = JSON.parse(`[${text.replaceAll('\n', ',')}]`) as unknown;
@@ -159,4 +177,23 @@ export function parseMessage(raw: Buffer | string | null | undefined): LineValid
     out[i] = r.ok ? r : { ok: false, reason: r.reason, raw: (lines ??= text.split('\n'))[i]! };
   }
   return out;
+}
+
+/** How far an event's time may stray from its arrival (the message's broker timestamp). */
+export interface EventTimeBounds {
+  /** Like Kafka's log.message.timestamp.after.max.ms. */
+  maxFutureSkewMs: number;
+  /** Like log.message.timestamp.before.max.ms. */
+  maxEventAgeMs: number;
+}
+
+export const defaultEventTimeBounds: EventTimeBounds = { maxFutureSkewMs: 5 * 60_000, maxEventAgeMs: 7 * 24 * 3600_000 };
+
+/** Why an event's time is refused given when it arrived, or undefined when it is acceptable. */
+export function eventTimeProblem(ts: number, arrivalMs: number, b: EventTimeBounds): string | undefined {
+  if (ts > arrivalMs + b.maxFutureSkewMs)
+    return `event time ${ts} is ${Math.round((ts - arrivalMs) / 1000)} s after its arrival ${arrivalMs} (max future skew ${b.maxFutureSkewMs / 1000} s)`;
+  if (ts < arrivalMs - b.maxEventAgeMs)
+    return `event time ${ts} is ${Math.round((arrivalMs - ts) / 1000)} s before its arrival ${arrivalMs} (max event age ${b.maxEventAgeMs / 1000} s)`;
+  return undefined;
 }

@@ -10,7 +10,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { waitFor } from '../common/retry.ts';
 import { DIMENSIONS, type Dimension, type QoeMetrics } from './merge.ts';
 import { createKafka, parseBrokers, topicNames, type TopicNames } from './kafka.ts';
-import { parseMessage } from './validate.ts';
+import { defaultEventTimeBounds, defaultMessageLimits, eventTimeProblem, parseMessage, type EventTimeBounds, type MessageLimits } from './validate.ts';
 import { AggregateView, type QoeResult } from './view.ts';
 import { PartitionWindows, type WindowOptions } from './windows.ts';
 
@@ -20,6 +20,9 @@ export interface RecountOptions {
   windowMs: number;
   graceMs: number;
   timeoutMs?: number;
+  /** The aggregator's message limits and event-time bounds: events it refused are refused here too. */
+  messageLimits?: Partial<MessageLimits>;
+  eventTime?: Partial<EventTimeBounds>;
   log?: Logger;
 }
 
@@ -45,6 +48,8 @@ export async function recount(opts: RecountOptions): Promise<Recount> {
   const pos = new Map<number, number>(ends.map((o) => [o.partition, Number(o.low)]));
   let events = 0;
   let invalid = 0;
+  const limits: MessageLimits = { ...defaultMessageLimits, ...opts.messageLimits };
+  const bounds: EventTimeBounds = { ...defaultEventTimeBounds, ...opts.eventTime };
   const consumer = kafka.consumer({ groupId: `ocdn-verify-${randomBytes(6).toString('hex')}`, maxWaitTimeInMs: 200, maxBytesPerPartition: 8 << 20 });
   await consumer.connect();
   try {
@@ -57,8 +62,10 @@ export async function recount(opts: RecountOptions): Promise<Recount> {
         for (const msg of batch.messages) {
           const offset = Number(msg.offset);
           if (offset >= end) break;
-          for (const v of parseMessage(msg.value)) {
-            if (v.ok) {
+          // Arrival is the message's broker timestamp, as on the live side, so both refuse the same events.
+          const arrival = Number(msg.timestamp);
+          for (const v of parseMessage(msg.value, limits)) {
+            if (v.ok && !(Number.isFinite(arrival) && arrival > 0 && eventTimeProblem(v.event.ts, arrival, bounds))) {
               eng.add(v.event, offset, 0);
               events++;
             } else invalid++;

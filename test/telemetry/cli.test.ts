@@ -12,11 +12,14 @@ import { findJava } from '../../scripts/kafka.ts';
 import { ensureTopics, topicNames } from '../../telemetry/kafka.ts';
 import { createProducer } from '../../telemetry/producer.ts';
 import type { QoeResult } from '../../telemetry/view.ts';
-import { brokers, dataset, EXPECTED, produceDataset, settled } from './helpers.ts';
+import { brokers, dataset, EXPECTED, produceDataset, settled, T0_EVENT_TIME } from './helpers.ts';
 
 const cliEnv = () => sharedCliEnv({ logLevel: 'warn', unset: ['KAFKA_BROKERS', 'OCDN_AGGREGATOR_URL', 'OCDN_AGGREGATOR_PORT'] });
 
 const run = (args: string[]) => runCliChild(args, cliEnv());
+
+/** The data set's T0 is years old: the aggregator and the recount let it in (see T0_EVENT_TIME). */
+const T0_MAX_AGE = `${Math.ceil(T0_EVENT_TIME.maxEventAgeMs / 3_600_000)}h`;
 
 describe('ocdn telemetry aggregate + ocdn qoe', () => {
   let child: ChildProcess;
@@ -53,6 +56,8 @@ describe('ocdn telemetry aggregate + ocdn qoe', () => {
         '2s',
         '--provisional',
         '200ms',
+        '--max-event-age',
+        T0_MAX_AGE,
       ],
       { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'ignore', 'pipe'] },
     );
@@ -104,7 +109,22 @@ describe('ocdn telemetry aggregate + ocdn qoe', () => {
   });
 
   it('qoe verify finds the live aggregates equal to a recount from the raw topic', async () => {
-    const r = await run(['qoe', 'verify', '--url', url, '--brokers', brokers(), '--topic-prefix', prefix, '--window', '10s', '--grace', '1s']);
+    const r = await run([
+      'qoe',
+      'verify',
+      '--url',
+      url,
+      '--brokers',
+      brokers(),
+      '--topic-prefix',
+      prefix,
+      '--window',
+      '10s',
+      '--grace',
+      '1s',
+      '--max-event-age',
+      T0_MAX_AGE,
+    ]);
     expect(r.stdout).toMatch(/live aggregates equal the recount/);
     expect(r.code).toBe(0);
   });

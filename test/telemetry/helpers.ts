@@ -95,6 +95,13 @@ export async function qoe(url: string, params: Record<string, string>): Promise<
 /** A minute boundary, so every event below falls in one 1-minute rollup window. */
 export const T0 = 1_700_000_040_000;
 
+/**
+ * T0 is years before the broker stamps these events: an aggregator (and its recount) replaying
+ * the data set lets events that old in, one day more than T0's age; the default refuses events
+ * over a week older than their arrival (telemetry/validate.ts eventTimeProblem).
+ */
+export const T0_EVENT_TIME = { maxEventAgeMs: Date.now() - T0 + 24 * 3600_000 };
+
 type Dims = { title: string; edgeId: string; region: string; isp: string; device: string; abr: string };
 
 function session(sessionId: string, dims: Dims) {

@@ -11,7 +11,20 @@ import { verify } from '../../telemetry/verify.ts';
 import { expectErrorBody } from '../error-body.ts';
 import { Value } from '@sinclair/typebox/value';
 import { type QoeResponse, QoeResponseSchema } from '../../common/contracts.ts';
-import { brokers, dataset, EXPECTED, exactQuantiles, freshTopics, produceDataset, qoe, readTopic, settled, T0, type Dataset } from './helpers.ts';
+import {
+  brokers,
+  dataset,
+  EXPECTED,
+  exactQuantiles,
+  freshTopics,
+  produceDataset,
+  qoe,
+  readTopic,
+  settled,
+  T0,
+  T0_EVENT_TIME,
+  type Dataset,
+} from './helpers.ts';
 
 const WINDOW = { windowMs: 10_000, graceMs: 1_000, idleMs: 2_000, provisionalMs: 200, tickMs: 100 };
 
@@ -26,7 +39,7 @@ describe('QoE pipeline: producer → real Kafka → aggregator', () => {
   beforeAll(async () => {
     topics = await freshTopics('pipe');
     spillDir = await mkdtemp(join(tmpdir(), 'ocdn-spill-'));
-    agg = await startAggregator({ brokers: brokers(), topics, port: 0, groupId: `g-${randomBytes(4).toString('hex')}`, ...WINDOW });
+    agg = await startAggregator({ brokers: brokers(), topics, port: 0, groupId: `g-${randomBytes(4).toString('hex')}`, ...WINDOW, eventTime: T0_EVENT_TIME });
     prod = createProducer({ brokers: brokers(), topic: topics.events, spillFile: join(spillDir, 'p.jsonl'), lingerMs: 5 });
     data = dataset();
     await produceDataset(prod, data);
@@ -153,7 +166,15 @@ describe('QoE pipeline: producer → real Kafka → aggregator', () => {
     const h = await fetch(`${agg.url}/healthz`);
     expect(h.status).toBe(200);
     expect(((await h.json()) as { partitions: number[] }).partitions.length).toBeGreaterThan(0);
-    const report = await verify({ url: agg.url, brokers: brokers(), topics, windowMs: WINDOW.windowMs, graceMs: WINDOW.graceMs, finalOnly: true });
+    const report = await verify({
+      url: agg.url,
+      brokers: brokers(),
+      topics,
+      windowMs: WINDOW.windowMs,
+      graceMs: WINDOW.graceMs,
+      finalOnly: true,
+      eventTime: T0_EVENT_TIME,
+    });
     expect(report.events).toBe(EXPECTED.all.events + EXPECTED.all.duplicates + EXPECTED.all.late);
     expect(report.invalid).toBe(3);
     expect(report.compared).toBeGreaterThan(10);

@@ -8,7 +8,7 @@ import { startAggregator, type AggregatorHandle } from '../../telemetry/aggregat
 import { DIMENSIONS } from '../../telemetry/merge.ts';
 import { createProducer, type KafkaEventProducer } from '../../telemetry/producer.ts';
 import type { QoeResult } from '../../telemetry/view.ts';
-import { brokers, dataset, EXPECTED, freshTopics, produceDataset, qoe, settled } from './helpers.ts';
+import { brokers, dataset, EXPECTED, freshTopics, produceDataset, qoe, settled, T0_EVENT_TIME } from './helpers.ts';
 
 const WINDOW = { windowMs: 10_000, graceMs: 1_000, idleMs: 2_000, provisionalMs: 200, tickMs: 100 };
 const strip = (r: QoeResult) => ({ ...r, generatedAt: 0 });
@@ -23,8 +23,8 @@ describe('two aggregator instances in one consumer group', () => {
     const topics = await freshTopics('two');
     const groupId = `g2-${randomBytes(4).toString('hex')}`;
     spillDir = await mkdtemp(join(tmpdir(), 'ocdn-spill-'));
-    a = await startAggregator({ brokers: brokers(), topics, port: 0, groupId, ...WINDOW });
-    b = await startAggregator({ brokers: brokers(), topics, port: 0, groupId, ...WINDOW });
+    a = await startAggregator({ brokers: brokers(), topics, port: 0, groupId, ...WINDOW, eventTime: T0_EVENT_TIME });
+    b = await startAggregator({ brokers: brokers(), topics, port: 0, groupId, ...WINDOW, eventTime: T0_EVENT_TIME });
     // Both members must own partitions before anything is produced, so each aggregates a share.
     await waitFor(() => a.assigned().length > 0 && b.assigned().length > 0 && a.assigned().length + b.assigned().length === 6, {
       timeoutMs: 60_000,
