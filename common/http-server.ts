@@ -57,7 +57,7 @@ const BURST_QUIET_MS = 5_000;
  */
 export function createHardenedServer(
   handler: RequestListener,
-  opts: { limits?: ServerLimits; log?: Logger; registry?: Registry; headers?: Record<string, string>; cors?: CorsOptions } = {},
+  opts: { limits?: ServerLimits; log?: Logger; registry?: Registry; headers?: Record<string, string> } = {},
 ): HardenedServer {
   const limits: Required<ServerLimits> = { ...DEFAULT_LIMITS, ...stripUndefined(opts.limits ?? {}) };
   if (!(limits.maxConnections >= 1)) throw new OcdnError(ErrorCodes.CONFIG, `maxConnections must be at least 1 (got ${limits.maxConnections})`);
@@ -67,7 +67,6 @@ export function createHardenedServer(
   const perClient = Math.max(1, Math.floor(limits.maxConnections * limits.perClientShare));
   const maxRaw = limits.maxHeaders * 2;
   const extra = opts.headers ?? {};
-  const cors = opts.cors === false ? undefined : (opts.cors ?? {});
   const log = opts.log;
   const registers = opts.registry ? [opts.registry] : [];
 
@@ -114,7 +113,6 @@ export function createHardenedServer(
       if (name.length === 4 && (name === 'Host' || name === 'host' || name.toLowerCase() === 'host') && ++hosts > 1)
         return refuse(res, 'duplicate_host', new OcdnError(ErrorCodes.BAD_REQUEST, 'more than one Host header (RFC 9112 §3.2)'));
     }
-    if (cors !== undefined && applyCors(req, res, cors)) return;
     handler(req, res);
   };
 
@@ -220,45 +218,4 @@ function trackUnsent(s: Socket): void {
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-/**
- * Browser-grade CORS: hls.js on a page of its own origin reads playlists, segments, steering
- * manifests and our response headers. `origins` lists the allowed page origins; '*' (the default,
- * for the local cluster) allows any. `false` turns CORS off.
- */
-export type CorsOptions = { origins?: '*' | readonly string[] } | false;
-
-const EXPOSE = 'X-Edge-Id, X-Cache, Cache-Status, Age, Content-Range, Content-Length, ETag, CMSD-Dynamic, CMSD-Static';
-const PREFLIGHT_HEADERS = 'Range, If-None-Match, If-Range, CMCD-Request, CMCD-Object, CMCD-Status, CMCD-Session, Content-Type';
-const PREFLIGHT_MAX_AGE = '600';
-
-/** Sets the CORS headers of any answer; answers a preflight itself (true) with 204. */
-function applyCors(req: Parameters<RequestListener>[0], res: Parameters<RequestListener>[1], cors: { origins?: '*' | readonly string[] }): boolean {
-  const origin = req.headers.origin;
-  const origins = cors.origins ?? '*';
-  let allow: string | undefined;
-  if (origins === '*') allow = '*';
-  else {
-    // An allow-list answers per Origin, so shared caches must keep the answers apart.
-    res.setHeader('vary', 'Origin');
-    if (origin !== undefined && origins.includes(origin)) allow = origin;
-  }
-  if (allow !== undefined) {
-    res.setHeader('access-control-allow-origin', allow);
-    res.setHeader('access-control-expose-headers', EXPOSE);
-  }
-  if (req.method !== 'OPTIONS' || req.headers['access-control-request-method'] === undefined) return false;
-  res.writeHead(204, {
-    ...(allow !== undefined
-      ? {
-          'access-control-allow-methods': 'GET, HEAD, POST',
-          'access-control-allow-headers': PREFLIGHT_HEADERS,
-          'access-control-max-age': PREFLIGHT_MAX_AGE,
-        }
-      : {}),
-    'content-length': '0',
-  });
-  res.end();
-  return true;
 }
