@@ -20,16 +20,22 @@ export async function freshTopics(label: string, brokerList = brokers()): Promis
   return topics;
 }
 
-/** Reads a topic from the beginning until `count` events (not messages) arrived. */
+/**
+ * Reads a topic from the beginning until `count` distinct events (not messages) arrived. A reader
+ * that rebalances is handed some messages again, so redeliveries (same partition and offset) are
+ * dropped; `distinct` narrows further, e.g. to event ids when the producer itself may resend.
+ */
 export async function readTopic(
   topic: string,
   count: number,
   brokerList = brokers(),
   timeoutMs = 60_000,
+  distinct?: (value: string) => string,
 ): Promise<{ key: string | null; value: string; headers: Record<string, string>; partition: number }[]> {
   const kafka = createKafka({ brokers: brokerList.split(','), clientId: 'test-reader' });
   const consumer = kafka.consumer({ groupId: `test-reader-${randomBytes(4).toString('hex')}`, maxWaitTimeInMs: 100 });
   const out: { key: string | null; value: string; headers: Record<string, string>; partition: number }[] = [];
+  const seen = new Set<string>();
   await consumer.connect();
   try {
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
@@ -38,10 +44,16 @@ export async function readTopic(
         const headers: Record<string, string> = {};
         for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
         // Packed messages carry several newline-separated events: one entry per event.
-        for (const value of (message.value?.toString() ?? '').split('\n')) out.push({ key: message.key?.toString() ?? null, value, headers, partition });
+        const values = (message.value?.toString() ?? '').split('\n');
+        values.forEach((value, i) => {
+          const key = distinct ? distinct(value) : `${partition}:${message.offset}:${i}`;
+          if (seen.has(key)) return;
+          seen.add(key);
+          out.push({ key: message.key?.toString() ?? null, value, headers, partition });
+        });
       },
     });
-    await waitFor(() => out.length >= count, { timeoutMs, what: `${count} messages on ${topic} (have ${out.length})` });
+    await waitFor(() => out.length >= count, { timeoutMs, what: `${count} distinct events on ${topic} (have ${out.length})` });
   } finally {
     await consumer.disconnect();
   }
