@@ -306,3 +306,18 @@ describe('ingest and stream bounds', () => {
     for (;;) if ((await first.reader.read()).done) break;
   });
 });
+
+describe('ingest turned off', () => {
+  it('serves no POST /v1/events (404) and opens no ingest producer', async () => {
+    const topics = await freshTopics('ingest-off');
+    const agg = await startAggregator({ brokers: brokers(), topics, port: 0, groupId: `g-${randomBytes(4).toString('hex')}`, ...WINDOW, ingest: false });
+    try {
+      const res = await beacon(agg.url, { events: [browserSession()('session_start')] });
+      expect(res.status).toBe(404);
+      expectErrorBody(await res.text(), 'E_NOT_FOUND');
+      expect((await healthz(agg.url)).ingest).toBeNull();
+    } finally {
+      await agg.close();
+    }
+  });
+});
