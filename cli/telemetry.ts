@@ -31,6 +31,11 @@ const aggSpec = {
   maxMessageEvents: { type: 'int', min: 1, max: 1_000_000, flag: '--max-message-events', default: 1_000 },
   maxMessageBytes: { type: 'bytes', min: 1_024, flag: '--max-message-bytes', default: '1MiB' },
   stallAfter: { type: 'duration', min: 1_000, flag: '--stall-after', default: '60s' },
+  ingest: { type: 'bool', env: 'OCDN_INGEST', default: true },
+  ingestRate: { type: 'number', min: 0.1, max: 1_000_000, flag: '--ingest-rate', default: 50 },
+  ingestGlobalRate: { type: 'number', min: 0.1, max: 10_000_000, flag: '--ingest-global-rate', default: 2_000 },
+  spillDir: { type: 'string', flag: '--spill-dir', env: 'OCDN_SPILL_DIR', default: '.ocdn/spill' },
+  spillMaxBytes: { type: 'bytes', flag: '--spill-max-bytes', default: '1GiB', min: 4096 },
 } as const;
 
 /** The flags both the aggregator and `qoe verify` need so that they refuse the same events. */
@@ -204,10 +209,16 @@ export function registerTelemetry(program: Command): void {
     .option('--provisional <dur>', 'publish open windows this often (0 = only closed ones) [default 1s]')
     .option('--group <id>', 'consumer group (instances with one group share the partitions) [default ocdn-aggregator]')
     .option('--topic-prefix <p>', 'prefix for the topic names [default none]')
-    .option('--stall-after <dur>', '/healthz answers 503 when a partition with lag has not committed for this long [default 60s]');
+    .option('--stall-after <dur>', '/healthz answers 503 when a partition with lag has not committed for this long [default 60s]')
+    .option('--no-ingest', 'do not serve POST /v1/events (browser QoE beacons) (env OCDN_INGEST=false)')
+    .option('--ingest-rate <n>', 'POST /v1/events requests per second one client address may send, bursts twice that; 429 past it [default 50]')
+    .option('--ingest-global-rate <n>', 'POST /v1/events requests per second over all clients [default 2000]')
+    .option('--spill-dir <dir>', 'where beacon events wait while the broker is unreachable (env OCDN_SPILL_DIR) [default .ocdn/spill]')
+    .option('--spill-max-bytes <size>', 'cap on that spill file; past it events wait in memory, then the ingest answers 503 [default 1GiB]');
   gateFlags(telemetry.commands.at(-1)!);
   addDirOption(telemetry.commands.at(-1)!).action(async (flags: Record<string, unknown>) => {
-    const { cfg } = loadCommandConfig(aggSpec, flags);
+    // Commander sets ingest=true when --no-ingest is absent: only the explicit false is a flag, else env and default decide.
+    const { cfg } = loadCommandConfig(aggSpec, { ...flags, ingest: flags.ingest === false ? false : undefined });
     const log = createLogger('aggregator');
     const agg = await startAggregator({
       brokers: cfg.brokers,
@@ -221,6 +232,10 @@ export function registerTelemetry(program: Command): void {
       topics: topicNames(cfg.topicPrefix),
       stallMs: cfg.stallAfter,
       ...gateOf(cfg),
+      ingest: cfg.ingest,
+      ingestRate: { perClient: cfg.ingestRate, global: cfg.ingestGlobalRate },
+      spillDir: cfg.spillDir,
+      spillMaxBytes: cfg.spillMaxBytes,
       log,
     });
     say(`aggregator on ${agg.url} (try ${agg.url}/v1/qoe?by=edge&window=10s&last=5m)`);

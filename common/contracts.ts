@@ -276,6 +276,22 @@ export type QoeResult = Static<typeof QoeResultSchema>;
 export const QoeResponseSchema = Type.Composite([QoeResultSchema, Type.Object({ baseWindowMs: Type.Number(), graceMs: Type.Number() })]);
 export type QoeResponse = Static<typeof QoeResponseSchema>;
 
+// ---- GET /v1/qoe/stream?by=&last=&… (aggregator, Server-Sent Events) ------------------------
+
+/**
+ * The live form of GET /v1/qoe, for the web console: `text/event-stream` answering the same
+ * query parameters (a bad query is the same 400 error body, before any event). On connect and
+ * then every `intervalMs`: `event: qoe` + `data: <QoeResponse JSON>` (QoeStreamEventSchema),
+ * each a whole snapshot, so a reader that falls behind misses some rather than queueing them.
+ * A `: keep-alive` comment line every `heartbeatMs`; `event: error` + `data: <ErrorBody>` if a
+ * snapshot could not be computed (the stream goes on). Past `maxStreams` open streams: 503
+ * E_BUSY. The server ends every stream when it stops; EventSource reconnects after `retry`.
+ */
+export const QOE_STREAM = { event: 'qoe', intervalMs: 1_000, heartbeatMs: 15_000, maxStreams: 64 } as const;
+/** The `data` of every `qoe` event. */
+export const QoeStreamEventSchema = QoeResponseSchema;
+export type QoeStreamEvent = QoeResponse;
+
 // ---- POST /v1/events (browser players → ingest → Kafka) ------------------------------------
 
 /**
@@ -303,7 +319,15 @@ export const EventBatchSchema = Type.Object(
 );
 export type EventBatch = Static<typeof EventBatchSchema>;
 
-/** The ingest's answer: how many events it took (invalid ones included: they go to the DLQ). */
+/**
+ * The ingest's answer (202): `accepted` events are in Kafka or in the ingest's spill file (never
+ * lost), `invalid` ones (schema or event time, judged as the aggregator judges events) went to
+ * the DLQ with their reason; accepted + invalid = the batch's length. Other answers: 400 (not
+ * JSON, not a batch), 413 (over maxBodyBytes), 415 (neither application/json, text/plain nor
+ * no content type; or a content encoding), 429 with Retry-After (rate per client address or
+ * in all), 503 (neither Kafka nor the spill file took the events: send the batch again, events
+ * are deduplicated by id).
+ */
 export const EventBatchAckSchema = Type.Object({ accepted: Type.Integer({ minimum: 0 }), invalid: Type.Integer({ minimum: 0 }) });
 export type EventBatchAck = Static<typeof EventBatchAckSchema>;
 
@@ -387,6 +411,7 @@ export const CONTRACTS = {
   'GET /v1/edges': { response: EdgeListSchema },
   'GET /v1/catalog': { response: CatalogSchema },
   'GET /v1/qoe': { response: QoeResponseSchema },
+  'GET /v1/qoe/stream': { response: QoeStreamEventSchema },
   'POST /v1/events': { request: EventBatchSchema, response: EventBatchAckSchema },
   'POST /admin/fill': { request: FillRequestSchema, response: Type.Union([FillJobSummarySchema, FillJobSchema]) },
   'GET /admin/fill': { response: FillJobListSchema },

@@ -17,6 +17,8 @@ export const ErrorCodes = {
   HEADERS_TOO_LARGE: 'E_HEADERS_TOO_LARGE',
   RANGE_NOT_SATISFIABLE: 'E_RANGE_NOT_SATISFIABLE',
   TOO_MANY: 'E_TOO_MANY',
+  UNSUPPORTED_MEDIA_TYPE: 'E_UNSUPPORTED_MEDIA_TYPE',
+  BUSY: 'E_BUSY',
   BAD_PLAYLIST: 'E_BAD_PLAYLIST',
   BAD_EVENT: 'E_BAD_EVENT',
   BROKER_UNAVAILABLE: 'E_BROKER_UNAVAILABLE',
@@ -48,6 +50,8 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   // More request headers than the server reads (RFC 6585): refused, never cut silently.
   E_HEADERS_TOO_LARGE: 431,
   E_TOO_MANY: 429,
+  // A body in a format the receiver does not read (RFC 9110 §15.5.16).
+  E_UNSUPPORTED_MEDIA_TYPE: 415,
   // An upstream (S3, the parent tier, the origin behind steering's session masters) that could
   // not be reached or gave an unusable answer: the server was acting as a gateway, so 502 from
   // every service (steering used to say 503 and edges 502 for the same failure).
@@ -62,6 +66,8 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   // Still starting: e.g. steering before its first catalog load.
   E_NOT_READY: 503,
   E_BROKER_UNAVAILABLE: 503,
+  // At a capacity bound of the whole service (not of one client, that is E_TOO_MANY): try again soon.
+  E_BUSY: 503,
   // The server itself is broken or misconfigured: nothing the caller can change.
   E_CONFIG: 500,
   E_DEPENDENCY_MISSING: 500,

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
 import { Partitioners, type Consumer, type EachBatchPayload, type Kafka, type Message, type Producer } from 'kafkajs';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
@@ -15,8 +16,11 @@ import { closeServer, listen } from '../common/http.ts';
 import { createHardenedServer } from '../common/http-server.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { createRegistry } from '../common/metrics.ts';
-import { aggregatorRoutes } from './aggregator-http.ts';
+import { aggregatorRoutes, qoeResponse } from './aggregator-http.ts';
+import { createIngest, type Ingest, type IngestRate, type RefusedEvent } from './ingest.ts';
 import { createKafka, ensureTopics, parseBrokers, topicNames, type TopicNames } from './kafka.ts';
+import { createProducer, type KafkaEventProducer } from './producer.ts';
+import { QoeStreams } from './qoe-stream.ts';
 import { defaultEventTimeBounds, defaultMessageLimits, eventTimeProblem, parseMessage, type EventTimeBounds, type MessageLimits } from './validate.ts';
 import { AggregateView, isRecord } from './view.ts';
 import { defaultWindowOptions, partialKey, PartitionWindows, type PartialRecord, type WindowOptions } from './windows.ts';
@@ -44,6 +48,16 @@ export interface AggregatorOptions extends Partial<WindowOptions> {
   stallMs?: number;
   /** Most bytes of DLQ records in one produce request (under the broker's message.max.bytes). */
   dlqRequestBytes?: number;
+  /** POST /v1/events for browser beacons (default on); false turns it off (404). */
+  ingest?: boolean;
+  /** Request rates of the ingest, per client address and in all. */
+  ingestRate?: Partial<IngestRate>;
+  /** Where the ingest's producer spills while the broker is unreachable (as `ocdn play --spill-dir`). Default .ocdn/spill */
+  spillDir?: string;
+  /** Cap on that spill file. Default 1 GiB. */
+  spillMaxBytes?: number;
+  /** GET /v1/qoe/stream bounds and cadence (contracts QOE_STREAM). */
+  stream?: { maxStreams?: number; intervalMs?: number; heartbeatMs?: number };
   log?: Logger;
   registry?: Registry;
 }
@@ -72,15 +86,22 @@ export interface AggregatorHandle {
   close(): Promise<void>;
 }
 
-interface PartitionState {
-  engine: PartitionWindows;
-  pendingRecords: PartialRecord[];
+/** DLQ records waiting for the broker: one queue per partition, and one for the ingest. */
+interface DlqQueue {
   pendingDlq: Message[];
-  /** Passes in a row where the broker took aggregates but not the DLQ. */
+  /** Passes in a row where the broker answered but did not take the DLQ. */
   dlqFailures: number;
-  committed: number;
   lock: Promise<void>;
 }
+
+interface PartitionState extends DlqQueue {
+  engine: PartitionWindows;
+  pendingRecords: PartialRecord[];
+  committed: number;
+}
+
+/** Spill files taken by ingests of this process (the producer's lock only tells processes apart). */
+const spillFilesInUse = new Set<string>();
 
 function createMetrics(registry: Registry) {
   return {
@@ -166,6 +187,34 @@ function sessionIdOf(raw: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The DLQ records of one message's (or one ingest batch's) refused events: each with its reason,
+ * where it came from and its raw text, keyed by its sessionId; past DLQ_PER_MESSAGE the rest are
+ * summed up by reason in one more record.
+ */
+function dlqMessages(refused: RefusedEvent[], where: Record<string, unknown>, key: Buffer | string | null, at: number, unit = 'message'): Message[] {
+  const out: Message[] = [];
+  const overflow = new Map<string, number>();
+  for (let i = 0; i < refused.length; i++) {
+    const { reason, raw } = refused[i]!;
+    if (i >= DLQ_PER_MESSAGE) {
+      const r = reason.replace(/\d+/g, 'N');
+      overflow.set(r, (overflow.get(r) ?? 0) + 1);
+      continue;
+    }
+    out.push({
+      key: sessionIdOf(raw) ?? key,
+      value: JSON.stringify({ reason, ...where, at, raw: raw.slice(0, DLQ_RAW_CHARS) }),
+      headers: { 'ocdn-dlq-reason': reason.slice(0, 256) },
+    });
+  }
+  if (overflow.size) {
+    const reason = `${refused.length - DLQ_PER_MESSAGE} more invalid events in this ${unit}`;
+    out.push({ key, value: JSON.stringify({ reason, reasons: Object.fromEntries(overflow), ...where, at }), headers: { 'ocdn-dlq-reason': reason } });
+  }
+  return out;
 }
 
 export async function startAggregator(opts: AggregatorOptions = {}): Promise<AggregatorHandle> {
@@ -283,7 +332,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   };
 
   // ---- handlers: write side --------------------------------------------------------------
-  const withLock = async <T>(st: PartitionState, fn: () => Promise<T>): Promise<T> => {
+  const withLock = async <T>(st: { lock: Promise<void> }, fn: () => Promise<T>): Promise<T> => {
     const prev = st.lock;
     let release!: () => void;
     st.lock = new Promise<void>((r) => (release = r));
@@ -352,7 +401,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
    * Sends the partition's DLQ records in requests of at most dlqRequestBytes. True when none is
    * left (sent, or given up on with a counted reason): the partition may commit.
    */
-  const publishDlq = async (partition: number, st: PartitionState, brokerUp: boolean): Promise<boolean> => {
+  const publishDlq = async (partition: number | 'ingest', st: DlqQueue, brokerUp: boolean): Promise<boolean> => {
     while (st.pendingDlq.length) {
       let bytes = 0;
       let n = 0;
@@ -430,7 +479,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     }
   };
 
-  const queueDlq = (st: PartitionState, msg: Message) => {
+  const queueDlq = (st: DlqQueue, msg: Message) => {
     if (st.pendingDlq.length >= DLQ_BACKLOG) {
       st.pendingDlq.shift();
       m.dlqDropped.inc({ reason: 'backlog full' });
@@ -455,8 +504,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
           continue;
         }
         const arrival = Number(msg.timestamp);
-        let dlqKept = 0;
-        const overflow = new Map<string, number>();
+        let refused: RefusedEvent[] | undefined;
         for (const v of parseMessage(msg.value, limits)) {
           n++;
           let reason: string;
@@ -474,34 +522,10 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
             raw = v.raw;
           }
           counts.invalid++;
-          if (dlqKept >= DLQ_PER_MESSAGE) {
-            const r = reason.replace(/\d+/g, 'N');
-            overflow.set(r, (overflow.get(r) ?? 0) + 1);
-            continue;
-          }
-          dlqKept++;
-          queueDlq(st, {
-            key: sessionIdOf(raw) ?? msg.key,
-            value: JSON.stringify({ reason, topic: batch.topic, partition: batch.partition, offset: msg.offset, at: now, raw: raw.slice(0, DLQ_RAW_CHARS) }),
-            headers: { 'ocdn-dlq-reason': reason.slice(0, 256) },
-          });
+          (refused ??= []).push({ reason, raw });
         }
-        if (overflow.size) {
-          const more = [...overflow.values()].reduce((a, b) => a + b, 0);
-          const reason = `${more} more invalid events in this message`;
-          queueDlq(st, {
-            key: msg.key,
-            value: JSON.stringify({
-              reason,
-              reasons: Object.fromEntries(overflow),
-              topic: batch.topic,
-              partition: batch.partition,
-              offset: msg.offset,
-              at: now,
-            }),
-            headers: { 'ocdn-dlq-reason': reason },
-          });
-        }
+        if (refused)
+          for (const d of dlqMessages(refused, { topic: batch.topic, partition: batch.partition, offset: msg.offset }, msg.key, now)) queueDlq(st, d);
         eng.skip(offset);
         resolveOffset(msg.offset);
         if (n >= nextBeat) {
@@ -560,6 +584,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
         lastRateAt = now;
       }
       await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), force))));
+      await flushIngestDlq();
       if (now - lastProgressCheck >= Math.min(2_000, stallMs / 4)) {
         lastProgressCheck = now;
         await checkProgress().catch((err: unknown) => log.debug({ err: describeError(err) }, 'lag check failed'));
@@ -575,11 +600,52 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     await admin.disconnect().catch(() => undefined);
   };
 
+  // ---- ingest (telemetry/ingest.ts): beacons through a spilling producer, refusals to the DLQ ----
+  // An outage holds the ingest's DLQ records (up to DLQ_BACKLOG), as it holds a partition's.
+  const ingestDlq: DlqQueue = { pendingDlq: [], dlqFailures: 0, lock: Promise.resolve() };
+  const flushIngestDlq = () => (ingestDlq.pendingDlq.length ? withLock(ingestDlq, () => publishDlq('ingest', ingestDlq, false)) : Promise.resolve(true));
+  let ingestProducer: KafkaEventProducer | undefined;
+  let ingest: Ingest | undefined;
+  let spillFile: string | undefined;
+  if (opts.ingest !== false) {
+    const wanted = resolve(opts.spillDir ?? join('.ocdn', 'spill'), `aggregator-ingest-${groupId.replace(/[^\w.-]/g, '_')}`);
+    let n = 0;
+    while (spillFilesInUse.has(`${wanted}${n ? `-${n}` : ''}.jsonl`)) n++;
+    spillFile = `${wanted}${n ? `-${n}` : ''}.jsonl`;
+    spillFilesInUse.add(spillFile);
+    ingestProducer = createProducer({
+      brokers,
+      topic: topics.events,
+      clientId: `ocdn-aggregator-ingest-${instance}`,
+      spillFile,
+      maxSpillBytes: opts.spillMaxBytes,
+      log: log.child({ part: 'ingest' }),
+      registry,
+    });
+    ingest = createIngest({
+      producer: ingestProducer,
+      dlq: (refused, where) => {
+        for (const d of dlqMessages(refused, where, null, Date.now(), 'batch')) queueDlq(ingestDlq, d);
+      },
+      timeBounds,
+      rate: opts.ingestRate,
+      registry,
+      log,
+    });
+  }
+  const stopIngest = async () => {
+    await ingestProducer?.close().catch((err: unknown) => log.warn({ err: describeError(err) }, 'ingest producer close failed'));
+    if (spillFile) spillFilesInUse.delete(spillFile);
+  };
+  const streams = new QoeStreams({ compute: (params) => qoeResponse(view, wopts, params), ...opts.stream, registry, log });
+
   // ---- HTTP (telemetry/aggregator-http.ts) -----------------------------------------------
   const handleHttp = aggregatorRoutes({
     view,
     windows: wopts,
     registry,
+    ingest,
+    streams,
     log,
     health: () => {
       const stuck = stalled();
@@ -601,6 +667,8 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
         groupId,
         partitions: [...parts.keys()].sort((a, b) => a - b),
         viewRecords: view.size,
+        streams: streams.size,
+        ingest: ingestProducer ? { ...ingestProducer.backlog(), clients: ingest!.clients(), dlqPending: ingestDlq.pendingDlq.length } : null,
       };
     },
   });
@@ -654,6 +722,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     port = await listen(server, opts.port ?? 8500, host);
   } catch (err) {
     clearInterval(timer);
+    await stopIngest();
     throw err;
   }
 
@@ -669,7 +738,9 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch });
   } catch (err) {
     clearInterval(timer);
+    streams.close();
     await closeServer(server, 100);
+    await stopIngest();
     await stopKafka();
     throw new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `aggregator could not start against Kafka at ${brokers.join(',')}: ${describeError(err)}`, {
       cause: err,
@@ -698,11 +769,16 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
       closed ??= (async () => {
         closing = true;
         clearInterval(timer);
+        // Open streams would hold closeServer for its whole grace: they end first.
+        streams.close();
         // Stop reading first, then publish what was read so the next owner starts from the
         // committed offsets with nothing half-emitted.
         await consumer.stop().catch(() => undefined);
         await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), true)))).catch(() => undefined);
         await closeServer(server, 1_000);
+        // After the server: no beacon arrives any more; what was acknowledged is in Kafka or the spill file.
+        await stopIngest();
+        await flushIngestDlq().catch(() => undefined);
         await stopKafka();
         log.info('aggregator stopped');
       })();

@@ -19,6 +19,7 @@ describe('error code → HTTP status', () => {
       E_RANGE_NOT_SATISFIABLE: 416,
       E_HEADERS_TOO_LARGE: 431,
       E_TOO_MANY: 429,
+      E_UNSUPPORTED_MEDIA_TYPE: 415,
       E_CONFIG: 500,
       E_DEPENDENCY_MISSING: 500,
       E_PORT_IN_USE: 500,
@@ -29,6 +30,7 @@ describe('error code → HTTP status', () => {
       E_NO_EDGE: 503,
       E_NOT_READY: 503,
       E_BROKER_UNAVAILABLE: 503,
+      E_BUSY: 503,
       E_ORIGIN_TIMEOUT: 504,
     };
     expect(Object.values(ErrorCodes).sort()).toEqual(Object.keys(expected).sort());
