@@ -203,7 +203,9 @@ export type CatalogTitle = Static<typeof CatalogTitleSchema>;
 export const HashManifestSchema = Type.Object({
   version: Type.Literal(1),
   title: Type.String({ pattern: TITLE_ID_PATTERN }),
-  objects: Type.Array(Type.Object({ path: Type.String({ maxLength: 512 }), size: Type.Integer({ minimum: 0 }), sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }) })),
+  objects: Type.Array(
+    Type.Object({ path: Type.String({ maxLength: 512 }), size: Type.Integer({ minimum: 0 }), sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }) }),
+  ),
 });
 export type HashManifest = Static<typeof HashManifestSchema>;
 
