@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CATALOG_KEY, type Catalog } from '../../common/contracts.ts';
 import { waitFor } from '../../common/http.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
-import { serializeCatalog } from '../../origin/catalog.ts';
+import { parseCatalog, serializeCatalog } from '../../origin/catalog.ts';
 import { findFfmpeg } from '../../origin/ffmpeg.ts';
 import { importTitle, resolveInside, verifyImportedTitle } from '../../origin/import.ts';
 import { OriginReader } from '../../origin/reader.ts';
@@ -320,6 +320,38 @@ describe('ocdn content import', () => {
       expect(m.code).toBe(2);
       expect(m.stderr).toMatch(/--master "sub\/master.m3u8" must be a .m3u8 file name at the top of the package/);
     });
+  });
+});
+
+describe('parseCatalog: the fields imports add', () => {
+  const base = (extra: Record<string, unknown>, rendition: Record<string, unknown> = {}) =>
+    JSON.stringify({
+      version: 1,
+      generatedAt: '',
+      ladder: 'import',
+      titles: [
+        {
+          id: 'c',
+          durationSec: 3,
+          segmentSec: 1,
+          segments: 3,
+          popularityRank: 1,
+          mode: 'import',
+          container: 'fmp4',
+          renditions: [{ name: 'v', bandwidth: 1, averageBandwidth: 1, width: 0, height: 0, codecs: '', ...rendition }],
+          ...extra,
+        },
+      ],
+    });
+  it('accepts a well-formed import entry and refuses URIs out of the title, a foreign manifest, an unknown layout', () => {
+    expect(
+      parseCatalog(base({ layout: 'byterange', manifest: { key: 'vod/c/hashes.json', sha256: 'a'.repeat(64), objects: 1, bytes: 1 } }, { uri: 'v/index.m3u8' }))
+        .titles,
+    ).toHaveLength(1);
+    expect(() => parseCatalog(base({}, { uri: '../other/index.m3u8' }))).toThrow(/not a relative path inside the title/);
+    expect(() => parseCatalog(base({}, { uri: 'https://evil/x.m3u8' }))).toThrow(/not a relative path inside the title/);
+    expect(() => parseCatalog(base({ manifest: { key: 'vod/other/hashes.json', sha256: 'a'.repeat(64) } }))).toThrow(/manifest must be/);
+    expect(() => parseCatalog(base({ layout: 'tape' }))).toThrow(/layout must be/);
   });
 });
 
