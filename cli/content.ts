@@ -6,6 +6,7 @@ import { ErrorCodes } from '../common/errors.ts';
 import { formatBytes } from '../common/units.ts';
 import { LADDER_NAMES } from '../origin/ladder.ts';
 import { addS3Options, createS3Client, normalizeS3Flags, s3ConfigSpec } from '../origin/s3-config.ts';
+import { DEFAULT_MASTER, importTitle } from '../origin/import.ts';
 import { ensureBucket, readCatalog, seedContent, type SeedProgress } from '../origin/seed.ts';
 
 export const seedSpec = {
@@ -16,6 +17,16 @@ export const seedSpec = {
   mode: { type: 'enum', flag: '--mode', values: ['synthetic', 'ffmpeg'], default: 'synthetic' },
   concurrency: { type: 'int', flag: '--concurrency', default: 8, min: 1, max: 256 },
   firstTitle: { type: 'int', flag: '--first-title', default: 1, min: 1, max: 9_999 },
+  json: { type: 'bool', flag: '--json', default: false },
+  progress: { type: 'bool', flag: '--progress', default: true },
+  ...s3ConfigSpec,
+} as const;
+
+export const importSpec = {
+  fromDir: { type: 'string', flag: '--from-dir' },
+  master: { type: 'string', flag: '--master', default: DEFAULT_MASTER },
+  rank: { type: 'int', flag: '--rank', min: 1, max: 1_000_000 },
+  concurrency: { type: 'int', flag: '--concurrency', default: 8, min: 1, max: 256 },
   json: { type: 'bool', flag: '--json', default: false },
   progress: { type: 'bool', flag: '--progress', default: true },
   ...s3ConfigSpec,
@@ -124,6 +135,73 @@ export function registerContent(program: Command): void {
       }
     } catch (err) {
       throw explain(err, [ErrorCodes.S3_UNREACHABLE], seedSpec, cfg, 's3Endpoint', ctx);
+    } finally {
+      reporter?.finish();
+      client.destroy();
+    }
+  });
+
+  addS3Options(
+    addDirOption(content.command('import <title>'))
+      .description(
+        'register an HLS package made elsewhere (ffmpeg: mpegts, fMP4 with EXT-X-MAP, single file with BYTERANGE) as <title>: checks every URI is relative and inside the title, ' +
+          'every object is there, hashes them (vod/<title>/hashes.json) and adds the title to catalog.json',
+      )
+      .option('--from-dir <dir>', 'upload the package from this folder to vod/<title>/ first [default: it is already in the bucket under vod/<title>/]')
+      .option('--master <name>', 'file name of the master playlist at the top of the package; copied to master.m3u8 when different [default master.m3u8]')
+      .option('--rank <n>', 'popularity rank (1 = most watched) [default: after every catalog title]')
+      .option('--concurrency <n>', 'objects uploaded or hashed at once [default 8]')
+      .option('--json', 'print the result as JSON')
+      .option('--no-progress', 'no progress output'),
+  ).action(async (title: string, flags: Record<string, unknown>) => {
+    const { cfg, ctx } = loadCommandConfig(importSpec, normalizeS3Flags(flags));
+    const client = clientFor(cfg);
+    const reporter = cfg.progress ? progressReporter(process.stderr) : undefined;
+    try {
+      const result = await importTitle({
+        client,
+        bucket: cfg.bucket,
+        endpoint: cfg.s3Endpoint,
+        title,
+        fromDir: cfg.fromDir,
+        master: cfg.master,
+        rank: cfg.rank,
+        concurrency: cfg.concurrency,
+        onProgress: reporter ? (p) => reporter.update({ ...p, phase: 'upload' }) : undefined,
+      });
+      reporter?.finish();
+      const t = result.title;
+      const summary = {
+        endpoint: cfg.s3Endpoint,
+        bucket: cfg.bucket,
+        title: t.id,
+        rank: t.popularityRank,
+        container: t.container,
+        layout: t.layout,
+        durationSec: t.durationSec,
+        segmentSec: t.segmentSec,
+        segments: t.segments,
+        renditions: t.renditions,
+        manifest: t.manifest,
+        objects: result.objects,
+        uploaded: result.uploaded,
+        skipped: result.skipped,
+        bytesUploaded: result.bytes,
+        catalogWritten: result.catalogWritten,
+        catalogTitles: result.catalog.titles.length,
+        seconds: result.elapsedMs / 1000,
+      };
+      if (cfg.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+      else {
+        const rends = t.renditions.map((r) => `${r.name} ${r.width}x${r.height} ${formatBytes(r.bandwidth / 8)}/s`).join(', ');
+        process.stdout.write(
+          `imported ${t.id} (rank ${t.popularityRank}, ${t.container}/${t.layout}, ${t.durationSec}s, ${t.segments}×${t.segmentSec}s; ${rends}) into s3://${cfg.bucket} at ${cfg.s3Endpoint}: ` +
+            `${result.objects} objects, ${result.uploaded} written, ${result.skipped} unchanged, ${formatBytes(result.bytes)} in ${summary.seconds.toFixed(1)} s; ` +
+            `catalog.json ${result.catalogWritten ? 'updated' : 'unchanged'} (${result.catalog.titles.length} titles)\n`,
+        );
+      }
+    } catch (err) {
+      throw explain(err, [ErrorCodes.S3_UNREACHABLE], importSpec, cfg, 's3Endpoint', ctx);
     } finally {
       reporter?.finish();
       client.destroy();

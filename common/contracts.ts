@@ -25,7 +25,7 @@ const HttpUrl = (what = 'must be an absolute http(s) URL') => Type.String({ maxL
 const Count = Type.Number({ minimum: 0, description: 'must be a finite number ≥ 0' });
 const Flag = Type.Boolean({ description: 'must be true or false' });
 const NumberOrNull = Type.Union([Type.Number(), Type.Null()]);
-const TITLE_ID_PATTERN = '^[A-Za-z0-9._-]{1,128}$';
+export const TITLE_ID_PATTERN = '^[A-Za-z0-9._-]{1,128}$';
 
 // ---- errors: every 4xx/5xx of every service -----------------------------------------------
 
@@ -159,8 +159,23 @@ export const CatalogRenditionSchema = Type.Object({
   width: Type.Number(),
   height: Type.Number(),
   codecs: Type.String(),
+  /**
+   * Imported titles: the media playlist's path inside the title folder ("stream_0/index.m3u8");
+   * absent for seeded titles, whose playlists are always `{name}/index.m3u8`.
+   */
+  uri: Type.Optional(Type.String({ maxLength: 512 })),
 });
 export type CatalogRendition = Static<typeof CatalogRenditionSchema>;
+
+/** Where an imported title's objects and their hashes are listed (`vod/{title}/hashes.json`). */
+export const CatalogManifestRefSchema = Type.Object({
+  key: Type.String({ maxLength: 512 }),
+  /** SHA-256 hex of the manifest object's bytes: the catalog pins the manifest, the manifest pins every object. */
+  sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  objects: Type.Integer({ minimum: 0 }),
+  bytes: Type.Integer({ minimum: 0 }),
+});
+export type CatalogManifestRef = Static<typeof CatalogManifestRefSchema>;
 
 export const CatalogTitleSchema = Type.Object({
   /** e.g. "title-0001" */
@@ -171,11 +186,28 @@ export const CatalogTitleSchema = Type.Object({
   /** 1 = most popular; a Zipf draw over ranks picks what players watch. */
   popularityRank: Type.Integer({ minimum: 1 }),
   renditions: Type.Array(CatalogRenditionSchema),
-  mode: Type.Union([Type.Literal('synthetic'), Type.Literal('ffmpeg')]),
-  /** fmp4 titles have init.mp4 + .m4s segments; ts titles .ts segments. */
+  /** synthetic/ffmpeg: made by `ocdn content seed` (keys as in contentKeys); import: packaged elsewhere, registered by `ocdn content import`. */
+  mode: Type.Union([Type.Literal('synthetic'), Type.Literal('ffmpeg'), Type.Literal('import')]),
+  /** fmp4 titles have an init section (EXT-X-MAP) + fragments; ts titles MPEG-TS segments. */
   container: Type.Union([Type.Literal('ts'), Type.Literal('fmp4')]),
+  /** segments (default when absent): one object per segment; byterange: EXT-X-BYTERANGE slices of one file per rendition. */
+  layout: Type.Optional(Type.Union([Type.Literal('segments'), Type.Literal('byterange')])),
+  /** Imported titles: the hash manifest of every object of the title. */
+  manifest: Type.Optional(CatalogManifestRefSchema),
+  /** Imported titles: when, ISO 8601. */
+  importedAt: Type.Optional(Type.String({ maxLength: 64 })),
 });
 export type CatalogTitle = Static<typeof CatalogTitleSchema>;
+
+/** `vod/{title}/hashes.json`: every object of an imported title, keys relative to the title folder, sorted. */
+export const HashManifestSchema = Type.Object({
+  version: Type.Literal(1),
+  title: Type.String({ pattern: TITLE_ID_PATTERN }),
+  objects: Type.Array(
+    Type.Object({ path: Type.String({ maxLength: 512 }), size: Type.Integer({ minimum: 0 }), sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }) }),
+  ),
+});
+export type HashManifest = Static<typeof HashManifestSchema>;
 
 export const CatalogSchema = Type.Object({
   version: Type.Literal(1),
@@ -193,6 +225,8 @@ export const contentKeys = {
   segment: (title: string, rendition: string, index: number, ext: 'ts' | 'm4s' = 'ts') =>
     `vod/${title}/${rendition}/seg-${String(index).padStart(5, '0')}.${ext}`,
   init: (title: string, rendition: string) => `vod/${title}/${rendition}/init.mp4`,
+  /** Imported titles: the hash manifest (HashManifest). */
+  hashes: (title: string) => `vod/${title}/hashes.json`,
 };
 
 // ---- GET /v1/qoe?by=&window=&last=&from=&to=&value=&final= (aggregator) ----------------------

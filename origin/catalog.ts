@@ -60,6 +60,29 @@ export function parseCatalog(text: string): Catalog {
     if (typeof t?.id !== 'string' || !Array.isArray(t.renditions) || !(t.durationSec > 0) || !(t.segmentSec > 0)) {
       throw new OcdnError(ErrorCodes.BAD_REQUEST, `catalog.json has a malformed title: ${JSON.stringify(t).slice(0, 120)}`);
     }
+    const why = importFieldProblem(t);
+    if (why) throw new OcdnError(ErrorCodes.BAD_REQUEST, `catalog.json title ${t.id.slice(0, 128)}: ${why}`);
   }
   return c as Catalog;
+}
+
+/** A relative path of safe segments with no dot segments: what a player may resolve against the title's master. */
+const TITLE_RELATIVE_PATH = /^(?!\.\.?(?:\/|$))[A-Za-z0-9._-]+(?:\/(?!\.\.?(?:\/|$))[A-Za-z0-9._-]+)*$/;
+
+/**
+ * The optional fields imports add, checked because players and steering act on them: a
+ * rendition URI must stay inside the title, the manifest must be the title's own.
+ */
+function importFieldProblem(t: CatalogTitle): string | undefined {
+  if (t.layout !== undefined && t.layout !== 'segments' && t.layout !== 'byterange') return `layout must be segments or byterange`;
+  for (const r of t.renditions) {
+    if (r.uri !== undefined && !(typeof r.uri === 'string' && r.uri.length <= 512 && TITLE_RELATIVE_PATH.test(r.uri)))
+      return `rendition ${String(r.name).slice(0, 64)} has a uri that is not a relative path inside the title`;
+  }
+  if (t.manifest !== undefined) {
+    const m = t.manifest;
+    if (m?.key !== `vod/${t.id}/hashes.json` || typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256))
+      return `manifest must be {key: "vod/${t.id}/hashes.json", sha256: <64 hex>, ...}`;
+  }
+  return undefined;
 }

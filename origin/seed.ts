@@ -2,7 +2,8 @@ import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCom
 import { Upload } from '@aws-sdk/lib-storage';
 import { CATALOG_KEY, contentKeys, type Catalog, type CatalogTitle } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
-import { buildCatalog, CATALOG_CONTENT_TYPE, parseCatalog, sameCatalogContent, serializeCatalog, syntheticTitle, titleId } from './catalog.ts';
+import { buildCatalog, parseCatalog, sameCatalogContent, serializeCatalog, syntheticTitle, titleId } from './catalog.ts';
+import { updateCatalog } from './catalog-store.ts';
 import { getLadder, type LadderRung } from './ladder.ts';
 import { buildMasterPlaylist, buildMediaPlaylist, PLAYLIST_CONTENT_TYPE } from './playlists.ts';
 import { SHA256_META } from './reader.ts';
@@ -17,7 +18,6 @@ export const DEFAULT_PART_SIZE = 5 * 1024 * 1024;
 const CACHE_CONTROL = {
   segment: 'public, max-age=31536000, immutable',
   playlist: 'public, max-age=300',
-  catalog: 'no-cache',
 } as const;
 
 export interface SeedProgress {
@@ -336,20 +336,26 @@ export async function seedContent(opts: SeedOptions): Promise<SeedResult> {
 
   // Seeding only adds: titles from earlier runs stay in the bucket, so they stay in the catalog
   // (a title seeded again replaces its old entry). An unreadable catalog is simply rewritten.
-  const existing = await readCatalog(opts.client, opts.bucket).catch(() => undefined);
-  const seededNow = new Set(titles.map((t) => t.id));
-  let catalog = buildCatalog(ladderName, [...(existing?.titles.filter((t) => !seededNow.has(t.id)) ?? []), ...titles]);
   // catalog.json carries generatedAt, so compare content, not bytes, to keep re-runs no-ops.
-  if (existing && sameCatalogContent(existing, catalog)) {
-    catalog = existing;
-    counts.skipped++;
-    counts.done++;
-    counts.totalBytes += Buffer.byteLength(serializeCatalog(existing));
-    opts.onProgress?.({ total, done: counts.done, uploaded: counts.uploaded, skipped: counts.skipped, bytes: counts.bytes, key: CATALOG_KEY, phase: 'upload' });
-  } else {
-    const body = Buffer.from(serializeCatalog(catalog));
-    await write({ key: CATALOG_KEY, contentType: CATALOG_CONTENT_TYPE, cacheControl: CACHE_CONTROL.catalog, body: () => body });
-  }
+  // updateCatalog re-applies this on a catalog an import or another seed wrote meanwhile.
+  const seededNow = new Set(titles.map((t) => t.id));
+  const update = await updateCatalog(
+    opts.client,
+    opts.bucket,
+    (existing) => {
+      const next = buildCatalog(ladderName, [...(existing?.titles.filter((t) => !seededNow.has(t.id)) ?? []), ...titles]);
+      return existing && sameCatalogContent(existing, next) ? undefined : next;
+    },
+    { signal: opts.signal },
+  );
+  const catalog = update.catalog;
+  if (update.writes > 0) {
+    counts.uploaded++;
+    counts.bytes += update.bytes;
+  } else counts.skipped++;
+  counts.done++;
+  counts.totalBytes += Buffer.byteLength(serializeCatalog(catalog));
+  opts.onProgress?.({ total, done: counts.done, uploaded: counts.uploaded, skipped: counts.skipped, bytes: counts.bytes, key: CATALOG_KEY, phase: 'upload' });
   return {
     uploaded: counts.uploaded,
     skipped: counts.skipped,

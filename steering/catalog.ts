@@ -102,7 +102,9 @@ export class TitleCatalog {
       const catalog = parseCatalog(obj.body.toString('utf8'));
       const before = this.byId.size;
       this.install(catalog);
-      if (this.lastError !== undefined || before !== this.byId.size) this.log?.info({ titles: this.byId.size }, 'catalog loaded');
+      // Imported titles counted apart: an import that did not show up is the first thing an operator checks.
+      if (this.lastError !== undefined || before !== this.byId.size)
+        this.log?.info({ titles: this.byId.size, imported: catalog.titles.filter((t) => t.mode === 'import').length }, 'catalog loaded');
       this.lastError = undefined;
       return true;
     } catch (err) {
