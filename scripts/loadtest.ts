@@ -73,7 +73,9 @@ async function edgeCounters(url: string): Promise<EdgeCounters> {
  */
 async function buildMix(o: LoadtestOptions): Promise<Map<string, string[]>> {
   const rand = mulberry32(o.seed);
-  const titles = [...o.catalog.titles].sort((a, b) => a.popularityRank - b.popularityRank);
+  // Imported titles name their segments as their packager chose: the keys below are ours only.
+  const titles = [...o.catalog.titles].filter((t) => t.mode !== 'import').sort((a, b) => a.popularityRank - b.popularityRank);
+  if (titles.length === 0) throw new Error('no seeded titles to load-test (imported titles are not drawn): run ocdn content seed');
   const zipf = new Zipf(titles.length, o.zipf);
   const tokens = new Map<string, SteerResponse>();
   const mix = new Map<string, string[]>(o.edges.map((e) => [e.id, []]));
