@@ -89,7 +89,7 @@ export class AggregateView {
 
   private prune(): void {
     const cutoff = this.newest - this.retentionMs;
-    for (const [start, keys] of this.byStart) {
+    for (const [start, keys] of [...this.byStart].sort((x, y) => x[0] - y[0])) {
       if (start >= cutoff) continue;
       for (const k of keys) this.records.delete(k);
       this.byStart.delete(start);
@@ -118,13 +118,20 @@ export class AggregateView {
     const windows = new Map<number, { final: boolean; aggs: Map<string, Agg> }>();
     const totals = new Map<string, Agg>();
     const partitions = new Set<number>();
-    for (const [start, keys] of this.byStart) {
+    for (const [start, keys] of [...this.byStart].sort((x, y) => x[0] - y[0])) {
       if (start < from || start >= to) continue;
       const outStart = Math.floor(start / q.windowMs) * q.windowMs;
+      // Partials merge in partition order: float sums (and sketch merges) are not associative, and
+      // every instance must give the same answer whatever order its records arrived in.
+      const matching: PartialRecord[] = [];
       for (const key of keys) {
         const r = this.records.get(key);
         if (!r || r.windowMs !== base || r.dim !== q.by) continue;
         if (q.value !== undefined && r.value !== q.value) continue;
+        matching.push(r);
+      }
+      matching.sort((x, y) => x.partition - y.partition);
+      for (const r of matching) {
         partitions.add(r.partition);
         let w = windows.get(outStart);
         if (!w) {
