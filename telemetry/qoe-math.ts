@@ -38,5 +38,9 @@ export function vstSketch(values: Iterable<number> = []): Sketch {
 
 /** VST at quantile q (0.5 = p50) of a sketch; null when no session started. */
 export function vstQuantileMs(s: Sketch, q: number): number | null {
-  return quantile(s, q);
+  const v = quantile(s, q);
+  // To the microsecond: the sketch is 1 % accurate, and the digits below come from whether a
+  // sketch's index mapping was built fresh or decoded (gamma round-trips through the protobuf
+  // with a last-bit difference), which would make equal aggregates print differently.
+  return v === null ? null : Math.round(v * 1000) / 1000;
 }
