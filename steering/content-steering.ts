@@ -3,7 +3,7 @@ import * as HLS from 'hls-parser';
 import { LRUCache } from 'lru-cache';
 import { contentKeys, type CatalogTitle } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
-import { withToken } from '../common/token.ts';
+import { withPathToken } from '../common/token.ts';
 import { buildMasterPlaylist, parsePlaylist } from '../origin/playlists.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import type { RankedEdge } from './policies.ts';
@@ -148,11 +148,10 @@ export function buildSessionMaster(opts: {
   if (pathways.length === 0) throw new OcdnError(ErrorCodes.NO_EDGE, 'no pathway for the session master');
   const variants: HLS.types.Variant[] = [];
   for (const p of pathways) {
-    const base = `${p.url}/vod/${encodeURIComponent(title)}/master.m3u8`;
-    const abs = (uri: string) => {
-      const u = new URL(uri, base).toString();
-      return token === undefined ? u : withToken(u, token);
-    };
+    // Resolved against the signed master URL, so every URI keeps the path token as a player's
+    // own resolution of a relative URI would.
+    const base = withPathToken(p.url, `/vod/${encodeURIComponent(title)}/master.m3u8`, token);
+    const abs = (uri: string) => new URL(uri, base).toString();
     const renditions = <T extends HLS.types.Rendition>(list: T[]): T[] =>
       list.map((r) => new HLS.types.Rendition({ ...r, groupId: `${r.groupId}.${p.id}`, ...(r.uri ? { uri: abs(r.uri) } : {}) }) as T);
     for (const v of master.variants) {

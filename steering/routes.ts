@@ -8,7 +8,7 @@ import type { HeartbeatVerifier } from '../common/edge-key.ts';
 import { parseJsonBody, readRawBody, sendError, sendJson, sendMethodNotAllowed } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import { sendMetrics } from '../common/metrics.ts';
-import { signPrefix } from '../common/token.ts';
+import { signPrefix, tokenPath } from '../common/token.ts';
 import type { TitleCatalog } from './catalog.ts';
 import {
   buildSessionMaster,
@@ -168,7 +168,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
   function fragmentOf(e: EdgeView) {
     let f = fragments.get(e);
     if (f === undefined || f.url !== e.url || f.region !== e.region) {
-      const url = JSON.stringify(`${e.url}/vod/`);
+      const url = JSON.stringify(e.url);
       f = {
         url: e.url,
         region: e.region,
@@ -194,12 +194,13 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     const sessionId = session !== null && LABEL_PATTERN.test(session) ? session : randomUUID();
     const expiresSec = Math.floor(Date.now() / 1000) + tokenTtlSec;
     const token = tokenFor(d.title, expiresSec);
-    const tail = token === undefined ? `/master.m3u8` : `/master.m3u8?token=${token}`;
+    // The same path on every edge: the token in it (common/token.ts tokenPath) so relative URIs keep it.
+    const tail = tokenPath(`/vod/${d.title}/master.m3u8`, token);
     let body = `{"sessionId":"${sessionId}","title":"${d.title}","policy":"${d.policy}","site":"${d.site}","expiresAt":${expiresSec * 1000},"edges":[`;
     for (let i = 0; i < d.ranked.length; i++) {
       const r = d.ranked[i]!;
       const f = fragmentOf(r.edge);
-      body += `${i === 0 ? '' : ','}${f.head}${d.title}${tail}${f.mid}${r.reason}","score":${Number.isFinite(r.score) ? r.score : 0}}`;
+      body += `${i === 0 ? '' : ','}${f.head}${tail}${f.mid}${r.reason}","score":${Number.isFinite(r.score) ? r.score : 0}}`;
     }
     body += ']}';
     registry.noteSteered(d.ranked[0]!.edge.id);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Value } from '@sinclair/typebox/value';
 import { type EdgeList, EdgeListSchema, type HeartbeatAck, type SteerResponse, SteerResponseSchema } from '../../common/contracts.ts';
 import { readMetric } from '../../common/metrics.ts';
-import { verifyToken } from '../../common/token.ts';
+import { splitPathToken, verifyToken } from '../../common/token.ts';
 import { pathwayPriority, readSteeringTags, type SteeringManifest } from '../../steering/content-steering.ts';
 import type { EdgeView, RankedEdge } from '../../steering/policies.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
@@ -13,6 +13,13 @@ import { expectErrorBody } from '../error-body.ts';
 import { heartbeat, signedHeaders, testCatalog, TEST_EDGE_KEY } from './helpers.ts';
 
 const SECRET = 'steering-test-secret';
+
+/** The path token steering put in a URL path, and the object path under it. */
+function pathToken(path: string): { token: string; path: string } {
+  const s = splitPathToken(path);
+  if (!s.ok || s.token === undefined) throw new Error(`no path token in ${path}`);
+  return { token: s.token, path: s.path };
+}
 
 async function get(
   url: string,
@@ -113,11 +120,13 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     expect(body.expiresAt).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + 600_000);
     for (const e of body.edges) {
       const u = new URL(e.url);
-      expect(u.pathname).toBe('/vod/title-0003/master.m3u8');
-      expect(verifyToken(SECRET, u.pathname, u.searchParams.get('token'))).toEqual({ ok: true, expires: body.expiresAt / 1000 });
+      const { path, token } = pathToken(u.pathname);
+      expect(u.search).toBe('');
+      expect(path).toBe('/vod/title-0003/master.m3u8');
+      expect(verifyToken(SECRET, path, token)).toEqual({ ok: true, expires: body.expiresAt / 1000 });
       // The token covers the whole title, and only it.
-      expect(verifyToken(SECRET, '/vod/title-0003/1100k/seg-00001.ts', u.searchParams.get('token')).ok).toBe(true);
-      expect(verifyToken(SECRET, '/vod/title-0004/master.m3u8', u.searchParams.get('token')).ok).toBe(false);
+      expect(verifyToken(SECRET, '/vod/title-0003/1100k/seg-00001.ts', token).ok).toBe(true);
+      expect(verifyToken(SECRET, '/vod/title-0004/master.m3u8', token).ok).toBe(false);
     }
     // Same title, same answer order (rendezvous), new session id when none is given.
     const again = (await get(`${st.url}/v1/steer?title=title-0003&region=us-west`)).json() as SteerResponse;
@@ -201,8 +210,9 @@ describe('steering server (heartbeats from the test, no probes)', () => {
       const pathway = tags.variantPathways[i]!;
       const u = new URL(v.uri);
       expect(`${u.protocol}//${u.host}`).toBe(edges.get(pathway));
-      expect(u.pathname).toMatch(/^\/vod\/title-0002\/(365k|1100k|3000k)\/index\.m3u8$/);
-      expect(verifyToken(SECRET, u.pathname, u.searchParams.get('token')).ok).toBe(true);
+      const { path, token } = pathToken(u.pathname);
+      expect(path).toMatch(/^\/vod\/title-0002\/(365k|1100k|3000k)\/index\.m3u8$/);
+      expect(verifyToken(SECRET, path, token).ok).toBe(true);
     });
     expect(pathways.map((p) => master.variants.filter((_, i) => tags.variantPathways[i] === p).map((v) => v.bandwidth))).toEqual(
       pathways.map(() => [400_000, 1_200_000, 3_300_000]),
