@@ -152,8 +152,8 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     }
   });
 
-  it('refuses bad input with 400/404 and clear reasons', async () => {
-    const cases: [string, number, 'E_BAD_REQUEST' | 'E_NOT_FOUND', RegExp][] = [
+  it('refuses bad input with 400/404/410 and clear reasons', async () => {
+    const cases: [string, number, 'E_BAD_REQUEST' | 'E_NOT_FOUND' | 'E_GONE', RegExp][] = [
       ['/v1/steer', 400, 'E_BAD_REQUEST', /missing \?title=/],
       ['/v1/steer?title=../../etc', 400, 'E_BAD_REQUEST', /bad title/],
       ['/v1/steer?title=title-0001&region=a%20b', 400, 'E_BAD_REQUEST', /bad region/],
@@ -161,7 +161,9 @@ describe('steering server (heartbeats from the test, no probes)', () => {
       ['/v1/steer?title=title-9999', 404, 'E_NOT_FOUND', /unknown title "title-9999"/],
       ['/v1/play/title-9999/master.m3u8', 404, 'E_NOT_FOUND', /unknown title/],
       ['/v1/play/%E0%A4%A/master.m3u8', 400, 'E_BAD_REQUEST', /malformed percent-encoding/],
-      ['/v1/steering/nope.json', 404, 'E_NOT_FOUND', /unknown or expired steering session/],
+      ['/v1/steering/nope.json', 404, 'E_NOT_FOUND', /not a steering session id/],
+      // Well-formed but unknown (ended, expired, or from before a restart): 410, so players stop reloading.
+      ['/v1/steering/abcdefgh12345678.json', 410, 'E_GONE', /has ended or expired/],
       ['/nothing-here', 404, 'E_NOT_FOUND', /not found: \/nothing-here/],
     ];
     for (const [path, status, code, reason] of cases) {
@@ -221,7 +223,8 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     const serverUri = tags.serverUri!;
     expect(serverUri).toMatch(new RegExp(`^${st.url}/v1/steering/[A-Za-z0-9_-]+\\.json$`));
     const manifest = (await get(serverUri)).json() as SteeringManifest;
-    expect(manifest).toEqual({ VERSION: 1, TTL: 30, 'RELOAD-URI': serverUri, 'PATHWAY-PRIORITY': pathways });
+    // Edges registered a moment ago: the registry is settling, so the short TTL.
+    expect(manifest).toEqual({ VERSION: 1, TTL: 5, 'RELOAD-URI': serverUri, 'PATHWAY-PRIORITY': pathways });
 
     // The player is on the second pathway (same site): it stays there.
     const sticky = (await get(`${serverUri}?_HLS_pathway=${pathways[1]}&_HLS_throughput=5000000`)).json() as SteeringManifest;
