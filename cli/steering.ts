@@ -33,6 +33,7 @@ export const steeringServeSpec = {
   fall: { type: 'int', flag: '--fall', default: 3, min: 1, max: 100 },
   catalogRefresh: { type: 'duration', flag: '--catalog-refresh', default: '30s', min: 100 },
   manifestTtl: { type: 'duration', flag: '--manifest-ttl', default: '30s', min: 1_000 },
+  manifestShortTtl: { type: 'duration', flag: '--manifest-short-ttl', default: '5s', min: 1_000 },
   aggregator: { type: 'url', flag: '--aggregator', env: 'OCDN_AGGREGATOR_URL', ctx: 'aggregatorUrl' },
   logDecisions: { type: 'bool', flag: '--log-decisions', env: 'OCDN_LOG_DECISIONS', default: false },
 } as const;
@@ -76,7 +77,8 @@ export function registerSteering(program: Command): void {
     .option('--rise <n>', 'good probes in a row before an edge is back [default 2]')
     .option('--fall <n>', 'failed probes in a row before an edge is out [default 3]')
     .option('--catalog-refresh <time>', 'how often catalog.json is re-read [default 30s]')
-    .option('--manifest-ttl <time>', 'TTL of Content Steering manifests [default 30s]')
+    .option('--manifest-ttl <time>', 'TTL of Content Steering manifests while the edges are steady [default 30s]')
+    .option('--manifest-short-ttl <time>', 'their TTL while edges come, go or move [default 5s]')
     .option('--aggregator <url>', 'telemetry aggregator URL: edges far above their peers in rebuffering or errors are demoted (reason qoe-demoted)')
     .option('--log-decisions', 'log every decision at info (title, site, policy, ranked edges with reasons); counted in /metrics always');
   addS3Options(addDirOption(serve));
@@ -129,6 +131,7 @@ export function registerSteering(program: Command): void {
       origin,
       catalogRefreshMs: cfg.catalogRefresh,
       manifestTtlSec: Math.max(1, Math.round(cfg.manifestTtl / 1000)),
+      manifestShortTtlSec: Math.max(1, Math.round(cfg.manifestShortTtl / 1000)),
       registry: {
         heartbeatIntervalMs: cfg.heartbeatInterval,
         missedHeartbeats: cfg.missedHeartbeats,

@@ -6,6 +6,7 @@ export const ErrorCodes = {
   CONFIG: 'E_CONFIG',
   USAGE: 'E_USAGE',
   NOT_FOUND: 'E_NOT_FOUND',
+  GONE: 'E_GONE',
   ORIGIN_UNAVAILABLE: 'E_ORIGIN_UNAVAILABLE',
   ORIGIN_TIMEOUT: 'E_ORIGIN_TIMEOUT',
   S3_UNREACHABLE: 'E_S3_UNREACHABLE',
@@ -44,6 +45,9 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   E_UNAUTHORIZED: 401,
   E_FORBIDDEN: 403,
   E_NOT_FOUND: 404,
+  // Existed and will not again (an ended steering session): HLS Content Steering clients stop
+  // reloading on 410 and only on 410 (hls.js content-steering-controller).
+  E_GONE: 410,
   E_METHOD: 405,
   E_PAYLOAD_TOO_LARGE: 413,
   E_RANGE_NOT_SATISFIABLE: 416,

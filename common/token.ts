@@ -2,9 +2,16 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
  * URL tokens shared by steering (signs) and edges (verifies), per DESIGN.md:
- * `?token=<expires>.<sig>` with `sig = hex(HMAC-SHA256(secret, pathPrefix + "|" + expires))`.
+ * `<expires>.<sig>` with `sig = hex(HMAC-SHA256(secret, pathPrefix + "|" + expires))`.
  * The prefix is the title's folder (`/vod/{title}/`), so one token covers the master playlist,
  * every rendition and every segment of that title for the session.
+ *
+ * Steering puts the token in the path, `/t/<token>/vod/{title}/…`, not in the query: playlists
+ * use relative URIs and standard resolution (`new URL(ref, base)`, RFC 3986 §5.2) keeps the
+ * base's path but drops its query, so a path token reaches every media playlist, segment,
+ * EXT-X-MAP and EXT-X-KEY of the title with any client (hls.js, Safari, ffmpeg) and with no
+ * playlist rewriting. Edges strip the prefix before the cache, so every session shares one
+ * entry. `?token=` is still accepted (older clients, hand-made URLs).
  */
 
 export type TokenCheck = { ok: true; expires: number } | { ok: false; reason: 'missing' | 'malformed' | 'expired' | 'invalid-signature' | 'bad-path' };
@@ -27,9 +34,40 @@ export function signPath(secret: string, path: string, expiresSec: number): stri
   return signPrefix(secret, prefix, expiresSec);
 }
 
-/** Appends the token to a URL or path that may already carry a query. */
+/** Appends the token to a URL or path that may already carry a query (the query form: see above). */
 export function withToken(url: string, token: string): string {
   return `${url}${url.includes('?') ? '&' : '?'}token=${token}`;
+}
+
+export const PATH_TOKEN_PREFIX = '/t/';
+
+/** `/vod/{title}/…` → `/t/<token>/vod/{title}/…`; the path itself when there is no token (tokens off). */
+export function tokenPath(path: string, token: string | undefined): string {
+  return token === undefined ? path : `${PATH_TOKEN_PREFIX}${token}${path}`;
+}
+
+/** An edge's base URL (no trailing slash) and an object path → the signed URL players are given. */
+export function withPathToken(baseUrl: string, path: string, token: string | undefined): string {
+  return `${baseUrl}${tokenPath(path, token)}`;
+}
+
+export type PathTokenSplit = { ok: true; token: string | undefined; path: string } | { ok: false; reason: string };
+
+const TOKEN_SEGMENT = /^[A-Za-z0-9._-]{1,128}$/;
+
+/**
+ * A request path → its token and the object path (the cache key). Paths without the `/t/`
+ * prefix come back as they are, token undefined. Only the shape is checked here (one bounded
+ * segment of the path alphabet, then `/…`): the token itself is `verifyToken`'s, and the rest
+ * still goes through the edge's path allow-list. Runs on the hit path: no regex unless prefixed.
+ */
+export function splitPathToken(path: string): PathTokenSplit {
+  if (!path.startsWith(PATH_TOKEN_PREFIX)) return { ok: true, token: undefined, path };
+  const end = path.indexOf('/', PATH_TOKEN_PREFIX.length);
+  if (end === -1) return { ok: false, reason: 'malformed path token: expected /t/<expires>.<signature>/vod/{title}/...' };
+  const token = path.slice(PATH_TOKEN_PREFIX.length, end);
+  if (!TOKEN_SEGMENT.test(token)) return { ok: false, reason: 'malformed path token (expected /t/<expires>.<64 hex>/...)' };
+  return { ok: true, token, path: path.slice(end) };
 }
 
 export function verifyToken(secret: string, path: string, token: string | null | undefined, nowSec = Date.now() / 1000): TokenCheck {

@@ -4,7 +4,7 @@ import { verifyToken } from '../common/token.ts';
 import { titleOf } from './path.ts';
 
 const REASONS = {
-  missing: 'missing token (?token=<expires>.<signature>)',
+  missing: 'missing token (/t/<expires>.<signature>/vod/... or ?token=<expires>.<signature>)',
   malformed: 'malformed token (expected <expires>.<64 hex>)',
   expired: 'token expired',
   'invalid-signature': 'invalid token signature',

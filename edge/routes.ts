@@ -11,6 +11,7 @@ import type { EdgeCache, Lookup } from './cache.ts';
 import { parseCmcd } from './cmcd.ts';
 import { ageSec, cacheStatusOf, hitHeaders } from './entry.ts';
 import type { CacheLabel, EdgeMetrics } from './metrics.ts';
+import { splitPathToken } from '../common/token.ts';
 import { checkPath, queryArg } from './path.ts';
 import { etagMatches, parseRange } from './range.ts';
 import type { Upstream } from './upstream.ts';
@@ -223,8 +224,17 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
   // ---- /vod ------------------------------------------------------------------------------
   function serveVod(req: IncomingMessage, res: ServerResponse, url: string): void {
     const q = url.indexOf('?');
-    const path = q === -1 ? url : url.slice(0, q);
+    let path = q === -1 ? url : url.slice(0, q);
     const query = q === -1 ? '' : url.slice(q + 1);
+    // `/t/<token>/vod/…` (common/token.ts): the token leaves the path here, so the cache key,
+    // the path check and the access log see the object path, whatever token carried it.
+    let pathToken: string | undefined;
+    if (path.charCodeAt(1) === 116 /* t */) {
+      const split = splitPathToken(path);
+      if (!split.ok) return refuse(req, res, '/t/…', query, new OcdnError(ErrorCodes.FORBIDDEN, split.reason));
+      path = split.path;
+      pathToken = split.token;
+    }
     // Only checked paths are ever stored, so a fresh entry vouches for its path: the hit path
     // skips the regex and one map lookup serves as both check and cache probe.
     const entry = edgeCache.fresh(path);
@@ -239,7 +249,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       });
     }
     if (tokens !== null) {
-      const why = tokens.check(path, q === -1 ? undefined : queryArg(query, 'token'));
+      const why = tokens.check(path, pathToken ?? (q === -1 ? undefined : queryArg(query, 'token')));
       if (why !== undefined) return refuse(req, res, path, query, new OcdnError(ErrorCodes.FORBIDDEN, why));
     }
     // Only three request headers matter here; scanning rawHeaders avoids building req.headers.
@@ -335,7 +345,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
   return {
     handle(req, res) {
       const url = req.url ?? '/';
-      if (url.startsWith('/vod')) return serveVod(req, res, url);
+      if (url.startsWith('/vod') || url.startsWith('/t/')) return serveVod(req, res, url);
       if (draining) res.shouldKeepAlive = false;
       serveOther(req, res, url).catch((err: unknown) => {
         if (statusOf(err) >= 500) log.error({ err: describeError(err), url: url.slice(0, 200) }, 'request failed');

@@ -1,7 +1,7 @@
 import { Agent, errors as undiciErrors, request } from 'undici';
 import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
 import { errorMessage } from '../common/http.ts';
-import { signPath, withToken } from '../common/token.ts';
+import { signPath, withPathToken } from '../common/token.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import type { UpstreamKind } from './metrics.ts';
 
@@ -71,8 +71,8 @@ export class ParentUpstream implements Upstream {
   }
 
   async get(path: string): Promise<UpstreamObject> {
-    let url = `${this.parentUrl}${path}`;
-    if (this.opts.tokenSecret) url = withToken(url, signPath(this.opts.tokenSecret, path, Math.floor(Date.now() / 1000) + 300));
+    const token = this.opts.tokenSecret ? signPath(this.opts.tokenSecret, path, Math.floor(Date.now() / 1000) + 300) : undefined;
+    const url = withPathToken(this.parentUrl, path, token);
     try {
       const res = await request(url, { dispatcher: this.agent, headers: { 'x-ocdn-child': this.opts.edgeId } });
       if (res.statusCode === 200) {

@@ -78,9 +78,10 @@ function parseRaw(text: string): HLS.types.MasterPlaylist | HLS.types.MediaPlayl
 }
 
 /**
- * Resolves a playlist URI against the playlist's URL. The edge token (`?token=`) covers the
- * whole title, so a relative URI inherits it from its parent when it has none of its own;
- * absolute URIs (another host) are taken as they are.
+ * Resolves a playlist URI against the playlist's URL exactly as a standard player does
+ * (`new URL(ref, base)`): nothing is carried over from the base by hand. Edge tokens live in
+ * the path (common/token.ts), which relative resolution keeps; a URL that loses its token here
+ * would lose it in hls.js too, and the 403 should show.
  */
 export function resolveUri(uri: string, baseUrl: string): string {
   let u: URL;
@@ -90,12 +91,6 @@ export function resolveUri(uri: string, baseUrl: string): string {
     throw bad(`bad URI "${uri}"`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw bad(`unsupported URI scheme in "${uri}"`);
-  const isRelative = !/^[a-z][a-z0-9+.-]*:/i.test(uri) && !uri.startsWith('//');
-  if (isRelative) {
-    const base = new URL(baseUrl);
-    const token = base.searchParams.get('token');
-    if (token !== null && !u.searchParams.has('token')) u.searchParams.set('token', token);
-  }
   return u.toString();
 }
 

@@ -97,9 +97,12 @@ async function buildMix(o: LoadtestOptions): Promise<Map<string, string[]>> {
     const key = contentKeys.segment(t.id, rendition.name, seg, t.container === 'fmp4' ? 'm4s' : 'ts');
     // Target "cluster" sends each title where steering puts it; "edge" sends all to one edge.
     const chosen = o.target === 'edge' ? (steer.edges.find((e) => e.id === o.edges[0]!.id) ?? steer.edges[0]!) : steer.edges[0]!;
-    const token = new URL(chosen.url).searchParams.get('token');
+    // The segment resolved against the signed master URL, as a player resolves it: the path
+    // token (common/token.ts) comes along; the edge's origin is the target's, not part of the mix.
     const edgeId = o.target === 'edge' ? o.edges[0]!.id : chosen.id;
-    mix.get(edgeId)?.push(`/${key}${token ? `?token=${token}` : ''}`);
+    const master = new URL(chosen.url);
+    const signed = new URL(key.slice(`vod/${t.id}/`.length), master);
+    mix.get(edgeId)?.push(signed.pathname + signed.search);
   }
   return mix;
 }

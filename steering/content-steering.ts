@@ -3,7 +3,7 @@ import * as HLS from 'hls-parser';
 import { LRUCache } from 'lru-cache';
 import { contentKeys, type CatalogTitle } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
-import { withToken } from '../common/token.ts';
+import { withPathToken } from '../common/token.ts';
 import { buildMasterPlaylist, parsePlaylist } from '../origin/playlists.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import type { RankedEdge } from './policies.ts';
@@ -148,19 +148,20 @@ export function buildSessionMaster(opts: {
   if (pathways.length === 0) throw new OcdnError(ErrorCodes.NO_EDGE, 'no pathway for the session master');
   const variants: HLS.types.Variant[] = [];
   for (const p of pathways) {
-    const base = `${p.url}/vod/${encodeURIComponent(title)}/master.m3u8`;
-    const abs = (uri: string) => {
-      const u = new URL(uri, base).toString();
-      return token === undefined ? u : withToken(u, token);
-    };
+    // Resolved against the signed master URL, so every URI keeps the path token as a player's
+    // own resolution of a relative URI would.
+    const base = withPathToken(p.url, `/vod/${encodeURIComponent(title)}/master.m3u8`, token);
+    const abs = (uri: string) => new URL(uri, base).toString();
     const renditions = <T extends HLS.types.Rendition>(list: T[]): T[] =>
       list.map((r) => new HLS.types.Rendition({ ...r, groupId: `${r.groupId}.${p.id}`, ...(r.uri ? { uri: abs(r.uri) } : {}) }) as T);
-    for (const v of master.variants) {
+    for (const [i, v] of master.variants.entries()) {
       variants.push(
         new HLS.types.Variant({
           ...v,
           uri: abs(v.uri),
           pathwayId: p.id,
+          // The same id on every pathway: what PATHWAY-CLONES' PER-VARIANT-URIS are keyed by.
+          stableVariantId: stableVariantId(v, i),
           audio: renditions(v.audio),
           video: renditions(v.video),
           subtitles: renditions(v.subtitles),
@@ -180,6 +181,41 @@ export function buildSessionMaster(opts: {
     contentSteering: new HLS.types.ContentSteering({ serverUri: opts.serverUri, pathwayId: pathways[0]!.id }),
   });
   return `${HLS.stringify(out)}\n`;
+}
+
+/** The variant's STABLE-VARIANT-ID: the packager's when it set one, else its place in the title master. */
+export function stableVariantId(v: HLS.types.Variant, index: number): string {
+  return v.stableVariantId || `v${index}`;
+}
+
+/**
+ * A PATHWAY-CLONES entry (RFC 8216bis §7.2) that adds `edge` to a session as a copy of pathway
+ * `baseId`. Two replacement rules, applied by clients in this order (hls.js
+ * content-steering-controller performUriReplacement):
+ * - PER-VARIANT-URIS: the absolute URI of every variant on the new edge, keyed by the
+ *   STABLE-VARIANT-ID buildSessionMaster put on it. This is what makes a clone exact: HOST is
+ *   the URI's host component only (RFC 3986 §3.2.2; hls.js sets `url.hostname`, which ignores a
+ *   ":port"), so HOST alone cannot move a player to an edge on another port.
+ * - HOST: the new edge's hostname, for URIs without a per-variant entry (EXT-X-MEDIA renditions:
+ *   hls-parser writes no STABLE-RENDITION-ID). Exact when edges share a port, as edges on
+ *   their own hosts do.
+ * Tokens are in the path and cover the title on any host, so the replaced URIs need no new token.
+ */
+export function pathwayClone(opts: {
+  master: HLS.types.MasterPlaylist;
+  title: string;
+  baseId: string;
+  edge: Pathway;
+  token: string | undefined;
+}): PathwayClone {
+  const base = withPathToken(opts.edge.url, `/vod/${encodeURIComponent(opts.title)}/master.m3u8`, opts.token);
+  const perVariant: Record<string, string> = {};
+  for (const [i, v] of opts.master.variants.entries()) perVariant[stableVariantId(v, i)] = new URL(v.uri, base).toString();
+  return {
+    'BASE-ID': opts.baseId,
+    ID: opts.edge.id,
+    'URI-REPLACEMENT': { HOST: new URL(opts.edge.url).hostname, 'PER-VARIANT-URIS': perVariant },
+  };
 }
 
 /** EXT-X-CONTENT-STEERING and the PATHWAY-ID of every EXT-X-STREAM-INF, in order. */
@@ -203,11 +239,39 @@ function attributes(list: string): Record<string, string> {
   return out;
 }
 
+export interface UriReplacement {
+  HOST?: string;
+  PARAMS?: Record<string, string>;
+  'PER-VARIANT-URIS'?: Record<string, string>;
+  'PER-RENDITION-URIS'?: Record<string, string>;
+}
+
+export interface PathwayClone {
+  'BASE-ID': string;
+  ID: string;
+  'URI-REPLACEMENT': UriReplacement;
+}
+
 export interface SteeringManifest {
   VERSION: 1;
   TTL: number;
   'RELOAD-URI': string;
   'PATHWAY-PRIORITY': string[];
+  'PATHWAY-CLONES'?: PathwayClone[];
+}
+
+/**
+ * The manifest's TTL, i.e. how soon players ask again. Short while the registry is settling
+ * (an edge came, went or moved within the last `stableSec`) or while the player reports a
+ * pathway that is out, so it follows the next change within seconds, as a rolling restart or a
+ * flapping edge makes several in a row; long once steady, so that steering's load per player is
+ * one small request every `stableSec`. A player that reloads at the long TTL learns of a change
+ * late by at most that TTL, but it does not depend on the manifest to survive an edge failure:
+ * it fails over down PATHWAY-PRIORITY on its own errors.
+ */
+export function manifestTtl(opts: { nowMs: number; lastChangeAtMs: number; currentOut: boolean; stableSec: number; shortSec: number }): number {
+  const settling = opts.nowMs - opts.lastChangeAtMs < opts.stableSec * 1000;
+  return settling || opts.currentOut ? Math.min(opts.shortSec, opts.stableSec) : opts.stableSec;
 }
 
 /**

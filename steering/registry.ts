@@ -109,6 +109,7 @@ export class EdgeRegistry {
   private checkTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private changedAt: number;
   /** Called on every up/down transition (metrics, logs, QoE hooks). */
   onChange: ((id: string, state: EdgeState, reason: string) => void) | undefined;
 
@@ -127,6 +128,18 @@ export class EdgeRegistry {
     this.now = opts.now ?? Date.now;
     this.log = opts.log;
     this.probeFn = opts.probe ?? ((edge, timeoutMs) => this.httpProbe(edge.url, timeoutMs));
+    this.changedAt = this.now();
+  }
+
+  /** When the set of healthy edges (or a healthy edge's URL) last changed, ms. */
+  get lastChangeAt(): number {
+    return this.changedAt;
+  }
+
+  /** When a healthy edge came up (ms); undefined for an edge that is out or unknown. */
+  upSince(id: string): number | undefined {
+    const rec = this.edges.get(id);
+    return rec?.up ? rec.since : undefined;
   }
 
   /** Starts the staleness check and the probes (timers are unref'd). */
@@ -190,7 +203,7 @@ export class EdgeRegistry {
       const moved = rec.view.url !== hb.url;
       rec.view.url = hb.url;
       rec.view.region = hb.region;
-      this.healthyCache = undefined;
+      this.healthyChanged();
       if (moved) {
         // The old URL's probes say nothing about the new one: out until it earns its rise.
         this.log?.info({ edge: hb.id, url: hb.url }, 'edge moved to a new URL');
@@ -278,7 +291,7 @@ export class EdgeRegistry {
       const silent = now - rec.lastBeatAt;
       if (silent > this.forgetAfterMs) {
         this.edges.delete(rec.hb.id);
-        this.healthyCache = undefined;
+        this.healthyChanged();
         this.log?.info({ edge: rec.hb.id, silentMs: silent }, 'edge forgotten');
         continue;
       }
@@ -322,6 +335,11 @@ export class EdgeRegistry {
     }
   }
 
+  private healthyChanged(): void {
+    this.healthyCache = undefined;
+    this.changedAt = this.now();
+  }
+
   private good(rec: EdgeRecord, why: string): void {
     if (rec.up) return;
     // Never back while silent or self-reported unhealthy, however well probes go.
@@ -338,7 +356,7 @@ export class EdgeRegistry {
     rec.since = this.now();
     rec.goodStreak = 0;
     rec.badProbes = 0;
-    this.healthyCache = undefined;
+    this.healthyChanged();
     this.log?.info({ edge: rec.hb.id, url: rec.view.url, region: rec.view.region, state: up ? 'up' : 'down', reason }, up ? 'edge in' : 'edge out');
     this.onChange?.(rec.hb.id, up ? 'up' : 'down', reason);
   }

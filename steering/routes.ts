@@ -8,14 +8,16 @@ import type { HeartbeatVerifier } from '../common/edge-key.ts';
 import { parseJsonBody, readRawBody, sendError, sendJson, sendMethodNotAllowed } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import { sendMetrics } from '../common/metrics.ts';
-import { signPrefix } from '../common/token.ts';
+import { signPrefix, tokenPath } from '../common/token.ts';
 import type { TitleCatalog } from './catalog.ts';
 import {
   buildSessionMaster,
   hlsPathwayParam,
   hlsThroughputParam,
+  manifestTtl,
   type MasterSource,
   newSessionId,
+  pathwayClone,
   pathwayPriority,
   SESSION_ID_PATTERN,
   type SessionStore,
@@ -37,6 +39,8 @@ export interface SteeringContext {
   tokenTtlSec: number;
   maxEdges: number;
   manifestTtlSec: number;
+  /** The manifest TTL while the registry is settling (content-steering.ts manifestTtl). */
+  manifestShortTtlSec: number;
   /** HMAC secret shared with the edges; `null` hands out unsigned URLs. */
   secret: string | null;
   /** Base URL players reach steering at (configured, else the URL it listens on), no trailing slash. */
@@ -60,6 +64,12 @@ const LABEL_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const NOT_FOUND_HINT = 'try /v1/steer, /v1/edges, /v1/play/{title}/master.m3u8, /healthz, /metrics';
 
 const bad = (msg: string) => new OcdnError(ErrorCodes.BAD_REQUEST, msg);
+
+function sameSchemeAndPort(a: string, b: string): boolean {
+  const x = new URL(a);
+  const y = new URL(b);
+  return x.protocol === y.protocol && x.port === y.port;
+}
 
 function safeDecode(s: string): string {
   try {
@@ -87,6 +97,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     tokenTtlSec,
     maxEdges,
     manifestTtlSec,
+    manifestShortTtlSec,
     secret,
     registry,
     admission,
@@ -168,7 +179,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
   function fragmentOf(e: EdgeView) {
     let f = fragments.get(e);
     if (f === undefined || f.url !== e.url || f.region !== e.region) {
-      const url = JSON.stringify(`${e.url}/vod/`);
+      const url = JSON.stringify(e.url);
       f = {
         url: e.url,
         region: e.region,
@@ -194,12 +205,13 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     const sessionId = session !== null && LABEL_PATTERN.test(session) ? session : randomUUID();
     const expiresSec = Math.floor(Date.now() / 1000) + tokenTtlSec;
     const token = tokenFor(d.title, expiresSec);
-    const tail = token === undefined ? `/master.m3u8` : `/master.m3u8?token=${token}`;
+    // The same path on every edge: the token in it (common/token.ts tokenPath) so relative URIs keep it.
+    const tail = tokenPath(`/vod/${d.title}/master.m3u8`, token);
     let body = `{"sessionId":"${sessionId}","title":"${d.title}","policy":"${d.policy}","site":"${d.site}","expiresAt":${expiresSec * 1000},"edges":[`;
     for (let i = 0; i < d.ranked.length; i++) {
       const r = d.ranked[i]!;
       const f = fragmentOf(r.edge);
-      body += `${i === 0 ? '' : ','}${f.head}${d.title}${tail}${f.mid}${r.reason}","score":${Number.isFinite(r.score) ? r.score : 0}}`;
+      body += `${i === 0 ? '' : ','}${f.head}${tail}${f.mid}${r.reason}","score":${Number.isFinite(r.score) ? r.score : 0}}`;
     }
     body += ']}';
     registry.noteSteered(d.ranked[0]!.edge.id);
@@ -243,11 +255,19 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     logDecision?.({ sessionId: id, title: d.title, site: d.site, policy: d.policy, pathways: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) }, 'play master');
   }
 
-  /** GET /v1/steering/{sessionId}.json: the HLS Content Steering manifest, re-ranked now. */
-  function steeringManifest(_req: IncomingMessage, res: ServerResponse, q: URLSearchParams, id: string): void {
-    const s = SESSION_ID_PATTERN.test(id) ? sessions.get(id) : undefined;
-    if (!s)
-      throw new OcdnError(ErrorCodes.NOT_FOUND, `unknown or expired steering session "${id.slice(0, 64)}" (start one with GET /v1/play/{title}/master.m3u8)`);
+  /**
+   * GET /v1/steering/{sessionId}.json: the HLS Content Steering manifest, re-ranked now, with a
+   * PATHWAY-CLONES entry for every edge that came up after the session began (so players can
+   * use edges added since their master was made) and a TTL that follows the registry's
+   * stability (content-steering.ts manifestTtl). The session is in the path of RELOAD-URI, so
+   * the query players add (`_HLS_pathway`, `_HLS_throughput`) never clashes with it.
+   */
+  async function steeringManifest(_req: IncomingMessage, res: ServerResponse, q: URLSearchParams, id: string): Promise<void> {
+    if (!SESSION_ID_PATTERN.test(id)) throw new OcdnError(ErrorCodes.NOT_FOUND, `not a steering session id: "${id.slice(0, 64)}"`);
+    const s = sessions.get(id);
+    // 410, not 404: the spec's (and hls.js's) signal to stop reloading this manifest for good.
+    if (!s || s.expiresAtSec * 1000 <= Date.now())
+      throw new OcdnError(ErrorCodes.GONE, `steering session "${id}" has ended or expired (start a new one with GET /v1/play/{title}/master.m3u8)`);
     const current = hlsPathwayParam(q.get('_HLS_pathway'));
     const throughput = hlsThroughputParam(q.get('_HLS_throughput'));
     s.reloads++;
@@ -266,7 +286,15 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
             random: Math.random,
             seq: seq++,
           });
-    const { priority, note } = pathwayPriority({ ranked, sessionPathways: s.pathways, current, throughputBps: throughput, lowestBandwidth: s.lowestBandwidth });
+    const known = new Set(s.pathways);
+    const late = ranked.filter((r) => !known.has(r.edge.id) && (registry.upSince(r.edge.id) ?? 0) > s.createdAt).slice(0, maxEdges);
+    const { priority, note } = pathwayPriority({
+      ranked,
+      sessionPathways: late.length === 0 ? s.pathways : [...s.pathways, ...late.map((r) => r.edge.id)],
+      current,
+      throughputBps: throughput,
+      lowestBandwidth: s.lowestBandwidth,
+    });
     if (priority.length === 0) {
       metrics.countDecision(s.policy, 'no-edge');
       throw new OcdnError(ErrorCodes.NO_EDGE, `no pathway of session ${id} is healthy (${s.pathways.join(', ')})`);
@@ -274,12 +302,29 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     metrics.countDecision(s.policy, `manifest+${note}`);
     const manifest: SteeringManifest = {
       VERSION: 1,
-      TTL: manifestTtlSec,
+      TTL: manifestTtl({
+        nowMs: Date.now(),
+        lastChangeAtMs: registry.lastChangeAt,
+        currentOut: current !== undefined && !priority.includes(current),
+        stableSec: manifestTtlSec,
+        shortSec: manifestShortTtlSec,
+      }),
       'RELOAD-URI': `${baseUrl()}/v1/steering/${id}.json`,
       'PATHWAY-PRIORITY': priority,
     };
+    if (late.length > 0) {
+      const master = await masters.get(catalog.require(s.title));
+      const token = secret === null ? undefined : signPrefix(secret, `/vod/${s.title}/`, s.expiresAtSec);
+      // A base on the new edge's scheme and port when the session has one: then HOST alone (all
+      // that a client without PER-VARIANT-URIS applies) lands on the new edge too.
+      const sessionEdges = ranked.filter((r) => known.has(r.edge.id)).map((r) => r.edge);
+      const baseFor = (url: string) => sessionEdges.find((e) => sameSchemeAndPort(e.url, url))?.id ?? s.pathways[0]!;
+      manifest['PATHWAY-CLONES'] = late.map((r) =>
+        pathwayClone({ master, title: s.title, baseId: baseFor(r.edge.url), edge: { id: r.edge.id, url: r.edge.url }, token }),
+      );
+    }
     sendJson(res, 200, manifest);
-    logDecision?.({ sessionId: id, title: s.title, current, throughput, note, priority }, 'steering manifest');
+    logDecision?.({ sessionId: id, title: s.title, current, throughput, note, priority, clones: late.map((r) => r.edge.id) }, 'steering manifest');
   }
 
   /**

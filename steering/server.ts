@@ -43,8 +43,10 @@ export interface SteeringOptions {
   /** …or from a fixed catalog (benchmarks); masters are then made from its renditions. */
   catalog?: Catalog;
   catalogRefreshMs?: number;
-  /** TTL of the Content Steering manifest, seconds. */
+  /** TTL of the Content Steering manifest once the registry is steady, seconds (default 30). */
   manifestTtlSec?: number;
+  /** Its TTL while edges come, go or move (default 5, at most manifestTtlSec): see content-steering.ts manifestTtl. */
+  manifestShortTtlSec?: number;
   registry?: RegistryOptions;
   log?: Logger;
   /** One info line per decision (steer, play master, manifest); otherwise at debug level only. */
@@ -72,6 +74,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   const tokenTtlSec = opts.tokenTtlSec ?? 3_600;
   const maxEdges = opts.maxEdges ?? 5;
   const manifestTtlSec = opts.manifestTtlSec ?? 30;
+  const manifestShortTtlSec = Math.min(opts.manifestShortTtlSec ?? 5, manifestTtlSec);
   if (!isPolicyName(defaultPolicy)) throw new OcdnError(ErrorCodes.CONFIG, `unknown policy "${String(defaultPolicy)}" (use ${POLICY_NAMES.join(', ')})`);
   if (!(epsilon >= 0)) throw new OcdnError(ErrorCodes.CONFIG, `epsilon must be ≥ 0 (got ${epsilon})`);
   if (!(tokenTtlSec >= 1)) throw new OcdnError(ErrorCodes.CONFIG, `token TTL must be at least 1 s (got ${tokenTtlSec})`);
@@ -107,6 +110,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     tokenTtlSec,
     maxEdges,
     manifestTtlSec,
+    manifestShortTtlSec,
     secret: opts.tokenSecret,
     publicUrl: () => publicUrl,
     registry,

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { closeServer, listen, waitFor } from '../../common/http.ts';
 import { createLogger } from '../../common/log.ts';
-import { signPath, withToken } from '../../common/token.ts';
+import { signPath, withPathToken } from '../../common/token.ts';
 import { OriginReader } from '../../origin/reader.ts';
 import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
 import { startEmbeddedS3 } from '../../origin/s3-server.ts';
@@ -185,7 +185,8 @@ async function main(): Promise<void> {
     });
     cleanups.push(() => edge.close());
     const edgeUrl = (path: string) =>
-      a.tokens ? withToken(`${edge.url}${path}`, signPath(secret, path, Math.floor(Date.now() / 1000) + 3600)) : `${edge.url}${path}`;
+      // Path tokens, as steering issues them (common/token.ts).
+      withPathToken(edge.url, path, a.tokens ? signPath(secret, path, Math.floor(Date.now() / 1000) + 3600) : undefined);
     for (const s of sizes) {
       const r = await fetch(edgeUrl(`/${s.key}`));
       const got = Buffer.from(await r.arrayBuffer());

@@ -14,6 +14,7 @@ describe('error code → HTTP status', () => {
       E_UNAUTHORIZED: 401,
       E_FORBIDDEN: 403,
       E_NOT_FOUND: 404,
+      E_GONE: 410,
       E_METHOD: 405,
       E_PAYLOAD_TOO_LARGE: 413,
       E_RANGE_NOT_SATISFIABLE: 416,

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, ROOT, cliEnv as sharedCliEnv, runCli as runCliChild } from '../cli-run.ts';
-import { signPath, withToken } from '../../common/token.ts';
+import { signPath, withPathToken } from '../../common/token.ts';
 import { bytes, get, startOrigin, type TestOrigin } from './helpers.ts';
 
 const cliEnv = () =>
@@ -80,7 +80,7 @@ describe('ocdn edge serve', () => {
         child.on('close', (code) => reject(new Error(`edge exited ${code} before listening: ${stderr}`)));
       });
       const path = '/vod/cli/r/seg-00000.ts';
-      const r = await get(withToken(`${url}${path}`, signPath(secret, path, Math.floor(Date.now() / 1000) + 60)));
+      const r = await get(withPathToken(url, path, signPath(secret, path, Math.floor(Date.now() / 1000) + 60)));
       expect(r.status).toBe(200);
       expect(r.body.equals(bytes(20_000, 5))).toBe(true);
       expect((await get(`${url}${path}`)).status).toBe(403);

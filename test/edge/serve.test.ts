@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signPath, withToken } from '../../common/token.ts';
+import { signPath, withPathToken, withToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { bytes, get, metric, rawGet, sha256, startOrigin, type TestOrigin } from './helpers.ts';
 import { expectErrorBody } from '../error-body.ts';
@@ -18,7 +18,7 @@ describe('edge serving from the embedded S3', () => {
   const seg = bytes(150_000, 7);
   const seg2 = bytes(70_000, 8);
   const playlist = '#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXTINF:4.0,\nseg-00000.ts\n#EXT-X-ENDLIST\n';
-  const signed = (path: string) => withToken(`${edge.url}${path}`, signPath(SECRET, path, future()));
+  const signed = (path: string) => withPathToken(edge.url, path, signPath(SECRET, path, future()));
 
   beforeAll(async () => {
     origin = await startOrigin();
@@ -168,8 +168,18 @@ describe('edge serving from the embedded S3', () => {
     const path = '/vod/t2/730k/seg-00000.ts';
 
     it('refuses missing, malformed, expired, forged and other-title tokens with a reason', async () => {
+      const inPath = (token: string) => withPathToken(edge.url, path, token);
       const cases: [string, RegExp][] = [
         [`${edge.url}${path}`, /missing token/],
+        // Path tokens (what steering issues), then the query form kept for compatibility.
+        [inPath('abc'), /malformed token/],
+        [inPath(signPath(SECRET, path, Math.floor(Date.now() / 1000) - 10)), /token expired/],
+        [inPath(signPath('another-secret', path, future())), /invalid token signature/],
+        [inPath(signPath(SECRET, '/vod/t1/x.ts', future())), /invalid token signature/],
+        [`${edge.url}/t/`, /malformed path token/],
+        [`${edge.url}/t/${future()}.${'0'.repeat(64)}`, /malformed path token/],
+        [`${edge.url}/t/a%2Fb/vod/t2/730k/seg-00000.ts`, /malformed path token/],
+        [`${edge.url}/t/${'9'.repeat(200)}${path}`, /malformed path token/],
         [`${edge.url}${path}?token=abc`, /malformed token/],
         [withToken(`${edge.url}${path}`, signPath(SECRET, path, Math.floor(Date.now() / 1000) - 10)), /token expired/],
         [withToken(`${edge.url}${path}`, signPath('another-secret', path, future())), /invalid token signature/],
@@ -187,12 +197,27 @@ describe('edge serving from the embedded S3', () => {
       expect(await metric(edge, 'ocdn_edge_requests_total', { cache: 'NONE', status: '403' })).toBeGreaterThanOrEqual(cases.length);
     });
 
-    it('keeps the token out of the cache key: another valid token hits', async () => {
-      const a = await get(withToken(`${edge.url}${path}`, signPath(SECRET, path, future())));
+    it('keeps the token out of the cache key: another valid token hits, in the path or the query', async () => {
+      const a = await get(withPathToken(edge.url, path, signPath(SECRET, path, future())));
       expect(a.status).toBe(200);
-      const b = await get(withToken(`${edge.url}${path}`, signPath(SECRET, path, future() + 100)));
+      const b = await get(withPathToken(edge.url, path, signPath(SECRET, path, future() + 100)));
       expect(b.status).toBe(200);
       expect(b.headers['x-cache']).toBe('HIT');
+      const c = await get(withToken(`${edge.url}${path}`, signPath(SECRET, path, future() + 200)));
+      expect(c.status).toBe(200);
+      expect(c.headers['x-cache']).toBe('HIT');
+      expect(c.body.equals(a.body)).toBe(true);
+    });
+
+    it('strips the path token first, then applies the path allow-list to the rest (400)', async () => {
+      const token = signPath(SECRET, path, future());
+      const before = await metric(edge, 'ocdn_edge_origin_fetches_total');
+      for (const rest of ['/vod/t2/../t1/730k/seg-00000.ts', '/vod/t2/730k/%2e%2e/x.ts', '/etc/passwd', '/vod/t2']) {
+        const r = await rawGet(edge.url, `/t/${token}${rest}`);
+        expect(r.status, rest).toBe(400);
+        expectErrorBody(r.body, 'E_BAD_REQUEST');
+      }
+      expect(await metric(edge, 'ocdn_edge_origin_fetches_total')).toBe(before);
     });
   });
 
@@ -228,7 +253,7 @@ describe('edge serving from the embedded S3', () => {
   it('puts parsed CMCD in the access log and never refuses a request for bad CMCD', async () => {
     const path = '/vod/t1/730k/index.m3u8';
     const cmcd = encodeURIComponent('br=3200,bl=21300,ot=m,sid="sess-42",su');
-    const r = await get(`${signed(path)}&CMCD=${cmcd}`);
+    const r = await get(`${signed(path)}?CMCD=${cmcd}`);
     expect(r.status).toBe(200);
     const line = logLines.find((l) => l.path === path && l.msg === 'request');
     expect(line).toBeDefined();
@@ -238,7 +263,7 @@ describe('edge serving from the embedded S3', () => {
     expect(JSON.stringify(line)).not.toContain('token');
 
     const p2 = '/vod/t1/730k/init.mp4';
-    expect((await get(`${signed(p2)}&CMCD=%ZZ%ZZ`)).status).toBe(200);
+    expect((await get(`${signed(p2)}?CMCD=%ZZ%ZZ`)).status).toBe(200);
     expect((await get(signed(p2), { 'cmcd-request': 'bl="x,,,', 'cmcd-session': 'sid=' })).status).toBe(200);
     const hdr = await get(signed('/vod/t1/730k/seg-00002.m4s'), { 'cmcd-object': 'br=730,ot=v', 'cmcd-session': 'sid="h1"' });
     expect(hdr.status).toBe(200);

@@ -15,7 +15,7 @@ import {
   type SteerResponse,
 } from '../../common/contracts.ts';
 import { listen, waitFor } from '../../common/http.ts';
-import { signPath, withToken } from '../../common/token.ts';
+import { signPath, withPathToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { BUCKET, GatedReader, bytes, get, metric, post, sha256, startOrigin, type TestOrigin } from './helpers.ts';
 import { startSteering } from '../../steering/server.ts';
@@ -62,7 +62,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
       await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'child2', region: 'r', capacityBytes: 5_000_000, parentUrl: parent.url, tokenSecret: SECRET }),
     );
     const path = '/vod/film/730k/seg-00000.ts';
-    const url = (e: Edge) => withToken(`${e.url}${path}`, signPath(SECRET, path, future()));
+    const url = (e: Edge) => withPathToken(e.url, path, signPath(SECRET, path, future()));
 
     const r1 = await get(url(child));
     expect(r1.status).toBe(200);
@@ -82,7 +82,7 @@ describe('shield tier, admin, heartbeat, shutdown', () => {
     expect(await metric(parent, 'ocdn_edge_origin_fetches_total', { upstream: 's3' })).toBe(1);
     expect(await metric(parent, 'ocdn_edge_requests_total', { cache: 'HIT' })).toBe(1);
 
-    const missing = await get(withToken(`${child.url}/vod/film/730k/seg-09999.ts`, signPath(SECRET, '/vod/film/x', future())));
+    const missing = await get(withPathToken(child.url, '/vod/film/730k/seg-09999.ts', signPath(SECRET, '/vod/film/x', future())));
     expect(missing.status).toBe(404);
     expect(JSON.parse((await get(`${child.url}/readyz`)).body.toString())).toMatchObject({ ready: true, upstream: 'parent' });
   });

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,6 +22,7 @@ import { startSteering, type Steering } from '../../steering/server.ts';
 import type { QoeEvent } from '../../telemetry/events.ts';
 import { cliEnv, runCli } from '../cli-run.ts';
 import { TEST_EDGE_KEY } from '../steering/helpers.ts';
+import { packageClip } from './clips.ts';
 
 /**
  * `ocdn content import` against the embedded S3 with packages ffmpeg really makes (fMP4 with
@@ -32,31 +32,6 @@ import { TEST_EDGE_KEY } from '../steering/helpers.ts';
 const BUCKET = 'ocdn-media';
 const SECRET = 'import-test-secret-1';
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function run(bin: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`ffmpeg exit ${code}: ${err.slice(-500)}`))));
-  });
-}
-
-/** A 3 s two-rendition test pattern as an ffmpeg HLS package (master + var_stream_map) in `dir`. */
-async function packageClip(ffmpeg: string, dir: string, kind: 'fmp4' | 'single-file', masterName: string): Promise<void> {
-  const layout = kind === 'fmp4' ? ['-hls_segment_type', 'fmp4', '-hls_fmp4_init_filename', 'init.mp4'] : ['-hls_flags', 'single_file'];
-  const segName = kind === 'fmp4' ? 'seg%03d.m4s' : 'data.ts';
-  await run(ffmpeg, [
-    ...['-hide_banner', '-loglevel', 'error', '-y'],
-    ...['-f', 'lavfi', '-i', 'testsrc2=size=160x90:rate=24:duration=3', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=3'],
-    ...['-filter_complex', '[0:v]split=2[v1][v2];[v2]scale=96:54[v2o]', '-map', '[v1]', '-map', '[v2o]', '-map', '1:a', '-map', '1:a'],
-    ...['-c:v', 'libx264', '-preset', 'ultrafast', '-g', '24', '-keyint_min', '24', '-sc_threshold', '0', '-b:v:0', '200k', '-b:v:1', '100k'],
-    ...['-c:a', 'aac', '-b:a', '32k', '-ac', '1'],
-    ...['-f', 'hls', '-hls_time', '1', '-hls_playlist_type', 'vod', ...layout, '-master_pl_name', masterName],
-    ...['-var_stream_map', 'v:0,a:0 v:1,a:1', '-hls_segment_filename', join(dir, `stream_%v/${segName}`), join(dir, 'stream_%v/index.m3u8')],
-  ]);
-}
 
 async function filesOf(dir: string): Promise<string[]> {
   const out = await readdir(dir, { recursive: true, withFileTypes: true });

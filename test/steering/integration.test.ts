@@ -7,7 +7,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SteerResponse } from '../../common/contracts.ts';
 import { waitFor } from '../../common/http.ts';
-import { signPath, withToken } from '../../common/token.ts';
+import { signPath, splitPathToken, withPathToken, withToken } from '../../common/token.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { OriginReader } from '../../origin/reader.ts';
 import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
@@ -102,33 +102,38 @@ describe('steering with real edges', () => {
     expect(master.headers['x-edge-id']).toBe(first.id);
     const parsed = HLS.parse(master.text) as HLS.types.MasterPlaylist;
     expect(parsed.variants.length).toBe(3);
-    // The same token covers the rest of the title on that edge.
-    const token = new URL(first.url).searchParams.get('token')!;
-    const media = await get(withToken(new URL(parsed.variants[0]!.uri, first.url.split('?')[0]).toString(), token));
+    // The token is in the path: plain relative resolution carries it to the rest of the title.
+    const mediaUrl = new URL(parsed.variants[0]!.uri, first.url).toString();
+    const media = await get(mediaUrl);
     expect(media.status).toBe(200);
     const seg = (HLS.parse(media.text) as HLS.types.MediaPlaylist).segments[0]!;
-    const mediaUrl = new URL(parsed.variants[0]!.uri, first.url.split('?')[0]).toString();
-    const segment = await get(withToken(new URL(seg.uri, mediaUrl).toString(), token));
+    const segment = await get(new URL(seg.uri, mediaUrl).toString());
     expect(segment.status).toBe(200);
   });
 
   it('a tampered, expired or missing token is refused with 403', async () => {
     const ans = await steer(st, 'title-0002', 'us-east');
     const url = new URL(ans.edges[0]!.url);
-    const token = url.searchParams.get('token')!;
+    const split = splitPathToken(url.pathname);
+    if (!split.ok || split.token === undefined) throw new Error(`steering gave no path token: ${url.pathname}`);
+    const { token, path } = split;
     const flipped = token.slice(0, -1) + (token.endsWith('0') ? '1' : '0');
-    const base = `${url.origin}${url.pathname}`;
-    const tampered = await get(withToken(base, flipped));
+    const tampered = await get(withPathToken(url.origin, path, flipped));
     expect(tampered.status).toBe(403);
     expect(tampered.text).toMatch(/invalid token signature/);
     // A valid token of another title does not open this one.
-    const other = new URL((await steer(st, 'title-0003', 'us-east')).edges[0]!.url).searchParams.get('token')!;
-    expect((await get(withToken(base, other))).status).toBe(403);
-    const expired = signPath(SECRET, url.pathname, Math.floor(Date.now() / 1000) - 5);
-    const r = await get(withToken(base, expired));
+    const otherUrl = new URL((await steer(st, 'title-0003', 'us-east')).edges[0]!.url);
+    const other = splitPathToken(otherUrl.pathname);
+    expect(other.ok && other.token).toBeTruthy();
+    expect((await get(withPathToken(url.origin, path, other.ok ? other.token : undefined))).status).toBe(403);
+    const expired = signPath(SECRET, path, Math.floor(Date.now() / 1000) - 5);
+    const r = await get(withPathToken(url.origin, path, expired));
     expect(r.status).toBe(403);
     expect(r.text).toMatch(/expired/);
-    expect((await get(base)).status).toBe(403);
+    expect((await get(`${url.origin}${path}`)).status).toBe(403);
+    // The query form is still accepted, and refused the same way.
+    expect((await get(withToken(`${url.origin}${path}`, token))).status).toBe(200);
+    expect((await get(withToken(`${url.origin}${path}`, flipped))).status).toBe(403);
   });
 
   it('an edge that stops leaves the answers within the health window and returns after restart', async () => {
@@ -190,7 +195,7 @@ describe('steering with real edges', () => {
     // Every variant URI is absolute, on its pathway's edge, and plays as is.
     for (const [i, v] of master.variants.entries()) {
       const edge = edges.get(tags.variantPathways[i]!)!;
-      expect(v.uri.startsWith(`${edge.url}/vod/title-0001/`)).toBe(true);
+      expect(v.uri).toMatch(new RegExp(`^${edge.url}/t/\\d+\\.[0-9a-f]{64}/vod/title-0001/`));
     }
     expect((await get(master.variants[0]!.uri)).status).toBe(200);
 

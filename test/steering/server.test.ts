@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Value } from '@sinclair/typebox/value';
 import { type EdgeList, EdgeListSchema, type HeartbeatAck, type SteerResponse, SteerResponseSchema } from '../../common/contracts.ts';
 import { readMetric } from '../../common/metrics.ts';
-import { verifyToken } from '../../common/token.ts';
+import { splitPathToken, verifyToken } from '../../common/token.ts';
 import { pathwayPriority, readSteeringTags, type SteeringManifest } from '../../steering/content-steering.ts';
 import type { EdgeView, RankedEdge } from '../../steering/policies.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
@@ -13,6 +13,13 @@ import { expectErrorBody } from '../error-body.ts';
 import { heartbeat, signedHeaders, testCatalog, TEST_EDGE_KEY } from './helpers.ts';
 
 const SECRET = 'steering-test-secret';
+
+/** The path token steering put in a URL path, and the object path under it. */
+function pathToken(path: string): { token: string; path: string } {
+  const s = splitPathToken(path);
+  if (!s.ok || s.token === undefined) throw new Error(`no path token in ${path}`);
+  return { token: s.token, path: s.path };
+}
 
 async function get(
   url: string,
@@ -113,11 +120,13 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     expect(body.expiresAt).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + 600_000);
     for (const e of body.edges) {
       const u = new URL(e.url);
-      expect(u.pathname).toBe('/vod/title-0003/master.m3u8');
-      expect(verifyToken(SECRET, u.pathname, u.searchParams.get('token'))).toEqual({ ok: true, expires: body.expiresAt / 1000 });
+      const { path, token } = pathToken(u.pathname);
+      expect(u.search).toBe('');
+      expect(path).toBe('/vod/title-0003/master.m3u8');
+      expect(verifyToken(SECRET, path, token)).toEqual({ ok: true, expires: body.expiresAt / 1000 });
       // The token covers the whole title, and only it.
-      expect(verifyToken(SECRET, '/vod/title-0003/1100k/seg-00001.ts', u.searchParams.get('token')).ok).toBe(true);
-      expect(verifyToken(SECRET, '/vod/title-0004/master.m3u8', u.searchParams.get('token')).ok).toBe(false);
+      expect(verifyToken(SECRET, '/vod/title-0003/1100k/seg-00001.ts', token).ok).toBe(true);
+      expect(verifyToken(SECRET, '/vod/title-0004/master.m3u8', token).ok).toBe(false);
     }
     // Same title, same answer order (rendezvous), new session id when none is given.
     const again = (await get(`${st.url}/v1/steer?title=title-0003&region=us-west`)).json() as SteerResponse;
@@ -143,8 +152,8 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     }
   });
 
-  it('refuses bad input with 400/404 and clear reasons', async () => {
-    const cases: [string, number, 'E_BAD_REQUEST' | 'E_NOT_FOUND', RegExp][] = [
+  it('refuses bad input with 400/404/410 and clear reasons', async () => {
+    const cases: [string, number, 'E_BAD_REQUEST' | 'E_NOT_FOUND' | 'E_GONE', RegExp][] = [
       ['/v1/steer', 400, 'E_BAD_REQUEST', /missing \?title=/],
       ['/v1/steer?title=../../etc', 400, 'E_BAD_REQUEST', /bad title/],
       ['/v1/steer?title=title-0001&region=a%20b', 400, 'E_BAD_REQUEST', /bad region/],
@@ -152,7 +161,9 @@ describe('steering server (heartbeats from the test, no probes)', () => {
       ['/v1/steer?title=title-9999', 404, 'E_NOT_FOUND', /unknown title "title-9999"/],
       ['/v1/play/title-9999/master.m3u8', 404, 'E_NOT_FOUND', /unknown title/],
       ['/v1/play/%E0%A4%A/master.m3u8', 400, 'E_BAD_REQUEST', /malformed percent-encoding/],
-      ['/v1/steering/nope.json', 404, 'E_NOT_FOUND', /unknown or expired steering session/],
+      ['/v1/steering/nope.json', 404, 'E_NOT_FOUND', /not a steering session id/],
+      // Well-formed but unknown (ended, expired, or from before a restart): 410, so players stop reloading.
+      ['/v1/steering/abcdefgh12345678.json', 410, 'E_GONE', /has ended or expired/],
       ['/nothing-here', 404, 'E_NOT_FOUND', /not found: \/nothing-here/],
     ];
     for (const [path, status, code, reason] of cases) {
@@ -201,8 +212,9 @@ describe('steering server (heartbeats from the test, no probes)', () => {
       const pathway = tags.variantPathways[i]!;
       const u = new URL(v.uri);
       expect(`${u.protocol}//${u.host}`).toBe(edges.get(pathway));
-      expect(u.pathname).toMatch(/^\/vod\/title-0002\/(365k|1100k|3000k)\/index\.m3u8$/);
-      expect(verifyToken(SECRET, u.pathname, u.searchParams.get('token')).ok).toBe(true);
+      const { path, token } = pathToken(u.pathname);
+      expect(path).toMatch(/^\/vod\/title-0002\/(365k|1100k|3000k)\/index\.m3u8$/);
+      expect(verifyToken(SECRET, path, token).ok).toBe(true);
     });
     expect(pathways.map((p) => master.variants.filter((_, i) => tags.variantPathways[i] === p).map((v) => v.bandwidth))).toEqual(
       pathways.map(() => [400_000, 1_200_000, 3_300_000]),
@@ -211,7 +223,8 @@ describe('steering server (heartbeats from the test, no probes)', () => {
     const serverUri = tags.serverUri!;
     expect(serverUri).toMatch(new RegExp(`^${st.url}/v1/steering/[A-Za-z0-9_-]+\\.json$`));
     const manifest = (await get(serverUri)).json() as SteeringManifest;
-    expect(manifest).toEqual({ VERSION: 1, TTL: 30, 'RELOAD-URI': serverUri, 'PATHWAY-PRIORITY': pathways });
+    // Edges registered a moment ago: the registry is settling, so the short TTL.
+    expect(manifest).toEqual({ VERSION: 1, TTL: 5, 'RELOAD-URI': serverUri, 'PATHWAY-PRIORITY': pathways });
 
     // The player is on the second pathway (same site): it stays there.
     const sticky = (await get(`${serverUri}?_HLS_pathway=${pathways[1]}&_HLS_throughput=5000000`)).json() as SteeringManifest;
