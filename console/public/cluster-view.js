@@ -45,10 +45,10 @@ export function startClusterView({ table, note, chaosLog, originDown, originUp }
         cell(e.id, 'text'),
         cell(e.region, 'text'),
         cell(health, `text ${e.healthy ? 'up' : 'down'}`),
-        cell(e.load.toFixed(2)),
+        // Steering's load figure is the edge's egress (what hrw-bounded balances).
+        cell(bits(e.load)),
         cell(e.rps.toFixed(0)),
         cell(e.inFlight),
-        cell(bits(e.egressBps)),
         cell(`${bytes(e.usedBytes)} / ${bytes(e.capacityBytes)}`),
         cell(e.metricsError ? `- (${e.metricsError})` : pct(e.hitRatio)),
         cell(bytes(e.bytesServed)),

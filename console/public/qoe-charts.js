@@ -14,6 +14,9 @@ const METRICS = [
 const COLORS = ['#2e6fd8', '#e67e22', '#27ae60', '#8e44ad', '#c0392b', '#16a085', '#7f8c8d', '#d35400'];
 const MAX_SERIES = 8;
 
+/** A chart fills its grid cell (style.css .charts). */
+const widthOf = (box) => Math.max(280, Math.floor(box.getBoundingClientRect().width) || 420);
+
 export function startQoeCharts({ container, note, tabs }) {
   const charts = new Map();
   let es;
@@ -35,10 +38,9 @@ export function startQoeCharts({ container, note, tabs }) {
       box.append(h);
       container.append(box);
     }
-    const width = Math.max(320, Math.min(560, container.clientWidth / 2 - 16));
     const plot = new window.uPlot(
       {
-        width,
+        width: widthOf(box),
         height: 180,
         series: [{}, ...values.map((v, i) => ({ label: v === '' ? '(none)' : v, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true }))],
         axes: [{}, { size: 50 }],
@@ -107,6 +109,10 @@ export function startQoeCharts({ container, note, tabs }) {
       note.classList.add('error');
     });
   }
+
+  window.addEventListener('resize', () => {
+    for (const c of charts.values()) c.plot.setSize({ width: widthOf(c.box), height: 180 });
+  });
 
   for (const b of tabs.querySelectorAll('button[data-dim]')) {
     b.addEventListener('click', () => {

@@ -2,6 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inject } from 'vitest';
+import type { Catalog } from '../../common/contracts.ts';
+import { waitFor } from '../../common/http.ts';
 import { freePortBlock } from '../../common/ports.ts';
 import { mintLoginUrl } from '../../console/login-client.ts';
 import { clusterDown, clusterUp } from '../../scripts/cluster/cluster.ts';
@@ -28,6 +30,16 @@ export async function startConsoleCluster(label: string, edges = 2): Promise<Con
   try {
     state = await clusterUp({ dir, edges, basePort: await freePortBlock(offsets), kafka: brokers, capacity: '64MB', console: true, readyTimeoutMs: 90_000 });
     await seedIfEmpty(state, { titles: 2, titleDurationSec: 16, ladder: 'small' }, () => undefined);
+    // Steering re-reads the catalog on its own clock; a steer for an unknown title makes it look now.
+    const st = state;
+    await waitFor(
+      async () => {
+        await (await fetch(`${st.steeringUrl}/v1/steer?title=title-0001`)).arrayBuffer();
+        const res = await fetch(`${st.steeringUrl}/v1/catalog`);
+        return res.ok && ((await res.json()) as Catalog).titles.length === 2;
+      },
+      { timeoutMs: 30_000, intervalMs: 250, what: 'steering to serve the seeded catalog' },
+    );
   } catch (err) {
     await clusterDown(dir).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
