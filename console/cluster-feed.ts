@@ -28,7 +28,11 @@ async function getText(url: string, timeoutMs: number): Promise<string> {
   return text;
 }
 
-const why = (err: unknown) => ((err as Error).cause as { code?: string } | undefined)?.code ?? describeError(err);
+/** undici says "fetch failed" and puts the reason (ECONNREFUSED, a timeout) in the cause. */
+const why = (err: unknown) => {
+  const cause = (err as Error).cause as { code?: string; message?: string } | undefined;
+  return cause?.code ?? cause?.message ?? describeError(err);
+};
 
 /** One snapshot of the cluster (also GET /api/cluster). */
 export async function clusterSnapshot(steeringUrl: string, timeoutMs = 1_500): Promise<ConsoleCluster> {
