@@ -52,6 +52,11 @@ export class ConsoleAuth {
     this.sessions = new LRUCache({ max: o.maxSessions ?? 1_000 });
   }
 
+  /** Sessions held (bounded by maxSessions; expired ones go when next seen or pushed out). */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
   /** True when `req` carries `Authorization: Bearer <admin token>`. */
   isAdmin(req: IncomingMessage): boolean {
     const m = /^Bearer\s+(\S+)$/i.exec(String(req.headers.authorization ?? ''));

@@ -124,6 +124,14 @@ export async function startConsole(o: ConsoleOptions): Promise<ConsoleServer> {
     },
   });
   new Gauge({
+    name: 'ocdn_console_sessions',
+    help: 'Logged-in console sessions held',
+    registers,
+    collect() {
+      this.set(auth.sessionCount);
+    },
+  });
+  new Gauge({
     name: 'ocdn_console_qoe_upstreams',
     help: "Open upstream streams to the aggregator's GET /v1/qoe/stream (one per distinct query)",
     registers,

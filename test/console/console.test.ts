@@ -57,6 +57,7 @@ describe('web console', () => {
     const m = await (await get('/metrics')).text();
     expect(m).toMatch(/^# TYPE ocdn_console_requests_total counter$/m);
     expect(m).toMatch(/^ocdn_console_logins_total\{result="ok"\} [1-9]/m);
+    expect(readMetric(m, 'ocdn_console_sessions')).toBeGreaterThanOrEqual(1);
     expect(m).toMatch(/^process_cpu_seconds_total /m);
   });
 
