@@ -62,10 +62,11 @@ export function registerCluster(program: Command): void {
     .option('--bucket <name>', 'bucket', 'ocdn-media')
     .option('--kafka <local|BROKERS>', "the project's broker or existing brokers host:port,…", 'local')
     .option('--dir <dir>', UP_DIR_HELP)
-    .option('--base-port <port>', 'steering port; edges take the next ones, aggregator +100, S3 +169', String(defaultClusterOptions.basePort))
+    .option('--base-port <port>', 'steering port; edges take the next ones, aggregator +100, S3 +169, console +200', String(defaultClusterOptions.basePort))
     .option('--kafka-port <port>', 'Kafka broker port (controller = +1)', String(defaultClusterOptions.kafkaPort))
     .option('--policy <name>', 'steering policy', 'hrw-bounded')
     .option('--shield', 'add a shield edge (base port + 90) between the edges and S3: one origin GET per object for the cluster')
+    .option('--no-console', 'do not start the web console (base port + 200)')
     .option('--detach', 'return once everything is ready, leaving the cluster running')
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig(upSpec, flags);
@@ -76,6 +77,7 @@ export function registerCluster(program: Command): void {
         capacity: String(cfg.capacity),
         shield: flags.shield === true,
         supervise: true,
+        console: flags.console !== false,
         onProgress: say,
       });
       printClusterTable(state);
@@ -119,7 +121,7 @@ export function registerCluster(program: Command): void {
           c.healthy ? 'ok' : 'DOWN',
           c.kind === 'supervisor' || c.external ? '-' : String(c.restarts),
           c.held ? `chaos${c.held.until ? ` until ${c.held.until}` : ' (restore)'}` : '',
-          c.url,
+          c.loginUrl ?? c.url,
         ]);
         process.stdout.write(`${renderTable(['component', 'pid', 'alive', 'health', 'restarts', 'held', 'url'], rows)}\n`);
       }
@@ -171,7 +173,7 @@ export function registerCluster(program: Command): void {
         } as const,
         flags,
       );
-      await startAll({ ...cfg, dir: contextDir(flags.dir), titleDurationSec: cfg.titleDuration, watch: flags.watch !== false }, say);
+      await startAll({ ...cfg, console: true, dir: contextDir(flags.dir), titleDurationSec: cfg.titleDuration, watch: flags.watch !== false }, say);
     });
 
   program

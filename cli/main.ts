@@ -7,6 +7,7 @@ import { registerSteering } from './steering.ts';
 import { registerTelemetry } from './telemetry.ts';
 import { registerPlay } from './play.ts';
 import { registerCluster } from './cluster.ts';
+import { registerConsole } from './console.ts';
 
 export function buildProgram(): Command {
   const program = new Command('ocdn')
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerSteering(program);
   registerTelemetry(program);
   registerPlay(program);
+  registerConsole(program);
   return program;
 }
 

@@ -9,7 +9,7 @@ import { ErrorCodes, OcdnError } from './errors.ts';
  */
 export interface ComponentState {
   name: string; // e.g. "s3", "kafka", "steering", "edge-1", "aggregator"
-  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'shield' | 'aggregator' | 'players' | 'supervisor';
+  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'shield' | 'aggregator' | 'console' | 'players' | 'supervisor';
   pid: number;
   port: number;
   url: string;
@@ -27,6 +27,8 @@ export interface ComponentState {
    * without one, until `ocdn chaos restore`.
    */
   held?: { by: string; since: string; until?: string };
+  /** Only for the console, and never in cluster.json: a freshly minted one-time login URL, for printing. */
+  loginUrl?: string;
 }
 
 export interface ClusterState {
@@ -55,6 +57,7 @@ export function clusterPorts(base = DEFAULT_BASE_PORT) {
     shield: base + 90,
     aggregator: base + 100,
     s3: base + 169,
+    console: base + 200,
   };
 }
 export const DEFAULT_PORTS = clusterPorts();
@@ -98,6 +101,8 @@ export interface ContextValues {
   /** Steered edges' base URLs, comma-separated. */
   edgeUrls: string;
   kafkaDir: string;
+  /** The web console's base URL (absent when the cluster runs none). */
+  consoleUrl: string;
 }
 export type ContextKey = keyof ContextValues;
 
@@ -109,6 +114,7 @@ export interface ClusterContext {
 }
 
 export function contextValues(state: ClusterState): Partial<ContextValues> {
+  const webConsole = state.components.find((c) => c.kind === 'console');
   return {
     ...(state.edgeKey ? { edgeKey: state.edgeKey } : {}),
     s3Endpoint: state.s3Endpoint,
@@ -123,6 +129,7 @@ export function contextValues(state: ClusterState): Partial<ContextValues> {
       .map((c) => c.url)
       .join(','),
     kafkaDir: join(state.dir, 'kafka'),
+    ...(webConsole ? { consoleUrl: webConsole.url } : {}),
   };
 }
 

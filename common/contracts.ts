@@ -438,6 +438,63 @@ export type PurgeRequest = Static<typeof PurgeRequestSchema>;
 export const PurgeResponseSchema = Type.Object({ prefix: Type.String(), soft: Type.Boolean(), purged: Type.Integer({ minimum: 0 }) });
 export type PurgeResponse = Static<typeof PurgeResponseSchema>;
 
+// ---- web console (console/server.ts): what its page reads and sends --------------------------
+
+/** POST /api/login-tokens (admin bearer): a one-time login token; `url` = the console's `/?login=<token>`. */
+export const ConsoleLoginTokenSchema = Type.Object({ token: Type.String(), url: Type.String(), expiresAt: Type.Number() });
+export type ConsoleLoginToken = Static<typeof ConsoleLoginTokenSchema>;
+
+/** GET /api/session (session cookie): the CSRF token for chaos calls and where the player finds steering. */
+export const ConsoleSessionSchema = Type.Object({
+  csrfToken: Type.String(),
+  steeringUrl: Type.String(),
+  expiresAt: Type.Number(),
+});
+export type ConsoleSession = Static<typeof ConsoleSessionSchema>;
+
+/** One edge in the console's cluster view: steering's row plus what the edge's own /metrics say. */
+export const ConsoleEdgeSchema = Type.Composite([
+  EdgeStatusSchema,
+  Type.Object({
+    /** HIT / (HIT + MISS + STALE + COALESCED) requests since the edge started; null before any. */
+    hitRatio: NumberOrNull,
+    requests: Type.Number(),
+    bytesServed: Type.Number(),
+    originBytes: Type.Number(),
+    /** Why /metrics could not be read (absent when it was). */
+    metricsError: Type.Optional(Type.String()),
+  }),
+]);
+export type ConsoleEdge = Static<typeof ConsoleEdgeSchema>;
+
+/** `event: cluster` of GET /api/cluster/stream (and GET /api/cluster). */
+export const ConsoleClusterSchema = Type.Object({
+  generatedAt: Type.Number(),
+  steeringUrl: Type.String(),
+  /** Why steering's GET /v1/edges failed (absent when it answered). */
+  steeringError: Type.Optional(Type.String()),
+  edges: Type.Array(ConsoleEdgeSchema),
+});
+export type ConsoleCluster = Static<typeof ConsoleClusterSchema>;
+
+/** POST /api/chaos/{kill-edge,restore} body. */
+export const ConsoleChaosTargetSchema = Type.Object(
+  { id: Type.String({ pattern: LABEL_PATTERN, description: 'must be a component name such as edge-1' }) },
+  { additionalProperties: false, description: 'must be a JSON object {"id": "edge-1"}' },
+);
+export type ConsoleChaosTarget = Static<typeof ConsoleChaosTargetSchema>;
+
+/** POST /api/chaos/origin-outage body: on = take the origin down until off. */
+export const ConsoleOriginOutageSchema = Type.Object(
+  { on: Type.Boolean({ description: 'must be true (origin down) or false (origin back)' }) },
+  { additionalProperties: false, description: 'must be a JSON object {"on": true|false}' },
+);
+export type ConsoleOriginOutage = Static<typeof ConsoleOriginOutageSchema>;
+
+/** The answer of every chaos call: what `ocdn chaos` would have printed. */
+export const ConsoleChaosResultSchema = Type.Object({ ok: Type.Literal(true), action: Type.String(), target: Type.String(), log: Type.Array(Type.String()) });
+export type ConsoleChaosResult = Static<typeof ConsoleChaosResultSchema>;
+
 /** Every contract, by the API that carries it (docs, other-language clients, the contract tests). */
 export const CONTRACTS = {
   'POST /v1/edges/heartbeat': { request: EdgeHeartbeatSchema, response: HeartbeatAckSchema },
@@ -451,5 +508,11 @@ export const CONTRACTS = {
   'GET /admin/fill': { response: FillJobListSchema },
   'GET /admin/fill/{id}': { response: FillJobSchema },
   'POST /admin/purge': { request: PurgeRequestSchema, response: PurgeResponseSchema },
+  'POST /api/login-tokens (console)': { response: ConsoleLoginTokenSchema },
+  'GET /api/session (console)': { response: ConsoleSessionSchema },
+  'GET /api/cluster/stream (console)': { response: ConsoleClusterSchema },
+  'POST /api/chaos/kill-edge (console)': { request: ConsoleChaosTargetSchema, response: ConsoleChaosResultSchema },
+  'POST /api/chaos/restore (console)': { request: ConsoleChaosTargetSchema, response: ConsoleChaosResultSchema },
+  'POST /api/chaos/origin-outage (console)': { request: ConsoleOriginOutageSchema, response: ConsoleChaosResultSchema },
   '* (any 4xx/5xx)': { response: ErrorBodySchema },
 } satisfies Record<string, { request?: TSchema; response: TSchema }>;

@@ -156,15 +156,28 @@ export async function kafkaRestart(dir: string, log: ChaosLog): Promise<void> {
   log(`Kafka back (pid ${c.pid}) after ${Date.now() - t0} ms; producers replay their spill`);
 }
 
-export async function originOutage(dir: string, forMs: number, log: ChaosLog): Promise<void> {
+/** The embedded origin, which chaos may take down. */
+async function embeddedOrigin(dir: string): Promise<ComponentState> {
   const state = await loadRunning(dir);
   const s3 = state.components.find((c) => c.kind === 's3');
   if (!s3 || s3.external) throw new OcdnError(ErrorCodes.USAGE, 'the origin is external to this cluster; use --s3 embedded to inject an outage');
-  const t0 = Date.now();
+  return s3;
+}
+
+/** Takes the embedded origin down and holds it down (for `forMs` from its death, else until `restore(dir, "s3")`). */
+export async function originDown(dir: string, log: ChaosLog, forMs?: number): Promise<ComponentState> {
+  const s3 = await embeddedOrigin(dir);
   await hold(dir, s3.name);
   killNow(s3);
   await waitFor(() => !isAlive(s3.pid), { timeoutMs: 5_000, what: 'S3 to stop' });
-  await hold(dir, s3.name, Date.now() + forMs);
+  if (forMs !== undefined) await hold(dir, s3.name, Date.now() + forMs);
+  log(`origin down (killed pid ${s3.pid})${forMs === undefined ? ` until "ocdn chaos restore ${s3.name}"` : ''}; edges serve what they hold, stale if expired`);
+  return s3;
+}
+
+export async function originOutage(dir: string, forMs: number, log: ChaosLog): Promise<void> {
+  const t0 = Date.now();
+  const s3 = await originDown(dir, () => undefined, forMs);
   log(`origin down (killed pid ${s3.pid}) for ${forMs / 1000} s; edges serve what they hold, stale if expired`);
   const c = await bringBack(dir, s3.name);
   log(`origin back (pid ${c.pid}) after ${Date.now() - t0} ms`);

@@ -5,7 +5,23 @@
 import { describe, expect, it } from 'vitest';
 import { cliEnv, runCli } from './cli-run.ts';
 
-const GROUPS = ['cluster', 'start', 'loadtest', 'chaos', 'fill', 'origin', 'content', 'edge', 'steering', 'steer', 'kafka', 'telemetry', 'qoe', 'play'];
+const GROUPS = [
+  'cluster',
+  'start',
+  'loadtest',
+  'chaos',
+  'fill',
+  'origin',
+  'content',
+  'edge',
+  'steering',
+  'steer',
+  'kafka',
+  'telemetry',
+  'qoe',
+  'play',
+  'console',
+];
 
 describe('ocdn', () => {
   it('--help lists every command group and exits 0', async () => {

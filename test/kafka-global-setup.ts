@@ -23,7 +23,7 @@ function wantsKafka(argv: string[]): boolean {
   if (argv.some((a) => a === '-t' || a.startsWith('--testNamePattern'))) return true;
   const filters = argv.slice(2).filter((a) => !a.startsWith('-') && !RUNNER_WORDS.has(a) && !/vitest(\.m?js)?$/.test(a));
   if (filters.length === 0) return true;
-  return filters.some((f) => /telemetry|kafka|cluster|security/.test(f) || 'test/telemetry/'.includes(f.replace(/^\.\//, '')));
+  return filters.some((f) => /telemetry|kafka|cluster|security|console|browser/.test(f) || 'test/telemetry/'.includes(f.replace(/^\.\//, '')));
 }
 
 export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {

@@ -6,6 +6,7 @@ import { waitFor } from '../../common/http.ts';
 import type { Logger } from '../../common/log.ts';
 import { parseBytes } from '../../common/units.ts';
 import { isAlive, portInUse } from '../../common/ports.ts';
+import { mintLoginUrl } from '../../console/login-client.ts';
 import { componentEnv, spawnOcdn, stopProcess } from './processes.ts';
 import { readState, removeState, writeState, type ClusterState, type ComponentState } from './state.ts';
 
@@ -27,6 +28,8 @@ export interface ClusterOptions {
   readyTimeoutMs: number;
   /** Start the supervisor process that restarts crashed components (the CLI and `npm start` do). */
   supervise: boolean;
+  /** Start the web console (base port + 200; the CLI and `npm start` do). */
+  console: boolean;
   log?: Logger;
   onProgress?: (line: string) => void;
 }
@@ -45,6 +48,7 @@ export const defaultClusterOptions: ClusterOptions = {
   policy: 'hrw-bounded',
   readyTimeoutMs: 120_000,
   supervise: false,
+  console: false,
 };
 
 export async function healthy(url: string): Promise<boolean> {
@@ -98,6 +102,7 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
   const wanted = [ports.steering, ports.aggregator, ...Array.from({ length: o.edges }, (_, i) => ports.edge(i))];
   if (o.shield) wanted.push(ports.shield);
   if (embeddedS3) wanted.push(ports.s3);
+  if (o.console) wanted.push(ports.console);
   if (localKafka) wanted.push(o.kafkaPort, o.kafkaPort + 1);
   const busy: number[] = [];
   for (const p of wanted) if (await portInUse(p)) busy.push(p);
@@ -226,15 +231,47 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
       },
       { timeoutMs: o.readyTimeoutMs, what: `all ${o.edges} edges registered with steering` },
     );
-    if (!o.supervise) return state;
-    say('starting the supervisor (restarts what crashes)');
-    await startSupervisor(state, logs, add, o.readyTimeoutMs);
-    // From here the supervisor writes cluster.json too: hand back what is on disk.
-    return (await readState(dir)) ?? state;
+    if (o.console) {
+      const url = `http://127.0.0.1:${ports.console}`;
+      say(`starting the console on ${url}`);
+      const args = ['console', 'serve', '--port', String(ports.console), '--dir', dir, '--steering', state.steeringUrl, '--aggregator', state.aggregatorUrl];
+      const p = await spawnOcdn(args, join(logs, 'console.log'), componentEnv(state, 'console'));
+      await add({ name: 'console', kind: 'console', pid: p.pid, port: ports.console, url, log: p.log, args });
+      await waitFor(
+        () => {
+          if (!isAlive(p.pid)) throw new OcdnError(ErrorCodes.INTERNAL, `the console exited during start-up (log: ${p.log})`);
+          return healthy(url);
+        },
+        { timeoutMs: o.readyTimeoutMs, what: `console /healthz (log: ${p.log})`, fatal: (err) => err instanceof OcdnError },
+      );
+    }
+    let up = state;
+    if (o.supervise) {
+      say('starting the supervisor (restarts what crashes)');
+      await startSupervisor(state, logs, add, o.readyTimeoutMs);
+      // From here the supervisor writes cluster.json too: hand back what is on disk.
+      up = (await readState(dir)) ?? state;
+    }
+    await withLoginUrl(up);
+    return up;
   } catch (err) {
     say(`start-up failed, stopping what was started: ${(err as Error).message}`);
     await clusterDown(dir).catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * A fresh one-time login URL on the console's entry, for printing (never written to cluster.json:
+ * it works once, and the file outlives that).
+ */
+async function withLoginUrl(state: ClusterState): Promise<void> {
+  const c = state.components.find((x) => x.kind === 'console');
+  if (!c) return;
+  try {
+    c.loginUrl = (await mintLoginUrl(c.url, state.adminToken)).url;
+  } catch {
+    // A console that does not answer shows its plain URL; "cluster status" says it is down.
   }
 }
 
@@ -306,7 +343,9 @@ export async function clusterStatus(dirArg: string): Promise<{ state: ClusterSta
       if (c.kind === 's3') ok = await s3Answers(c.url);
       else if (c.kind === 'kafka') ok = await kafkaReady(c.url);
       else ok = alive && (await healthy(c.url));
-      return { ...c, restarts: c.restarts ?? 0, alive, healthy: ok };
+      const status: ComponentStatus = { ...c, restarts: c.restarts ?? 0, alive, healthy: ok };
+      if (c.kind === 'console' && ok) await withLoginUrl({ ...state, components: [status] });
+      return status;
     }),
   );
   return { state, components };
@@ -329,7 +368,7 @@ export async function clusterDown(dirArg: string, onProgress: (line: string) => 
   const now = (await readState(dir)) ?? state;
   // Players and edges first so nothing new reaches steering/telemetry, Kafka after the aggregator
   // so it can commit its offsets, S3 last.
-  const order: ComponentState['kind'][] = ['players', 'edge', 'shield', 'steering', 'aggregator', 'kafka', 's3'];
+  const order: ComponentState['kind'][] = ['players', 'console', 'edge', 'shield', 'steering', 'aggregator', 'kafka', 's3'];
   for (const kind of order) {
     const group = now.components.filter((c) => c.kind === kind && !c.external && c.pid > 0);
     await Promise.all(

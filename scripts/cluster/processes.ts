@@ -38,9 +38,11 @@ export async function spawnOcdn(args: string[], log: string, env: NodeJS.Process
 /**
  * The secrets a component gets, by environment only: argv is world-readable (`ps`, /proc/PID/cmdline)
  * while /proc/PID/environ is the owner's. Only the servers that check tokens, sign or verify
- * heartbeats, or guard /admin get them.
+ * heartbeats, or guard /admin get them, and the console.
  */
 export function componentEnv(state: ClusterState, kind: ComponentState['kind']): NodeJS.ProcessEnv {
+  // The console mints login URLs and runs chaos with the admin token; it checks no URL token and signs no heartbeat.
+  if (kind === 'console') return { OCDN_ADMIN_TOKEN: state.adminToken };
   if (kind !== 'steering' && kind !== 'edge' && kind !== 'shield') return {};
   return {
     OCDN_TOKEN_SECRET: state.tokenSecret,

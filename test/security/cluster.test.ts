@@ -44,7 +44,7 @@ describe('cluster trust boundaries (secrets, supervisor, chaos holds)', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-sec-cluster-'));
-    const base = await freePortBlock([0, 1, 2, 100, 169]);
+    const base = await freePortBlock([0, 1, 2, 100, 169, 200]);
     const up = await cli('cluster', 'up', '--detach', '--edges', '2', '--regions', 'us-east', '--base-port', String(base), '--kafka', inject('kafkaBrokers'));
     expect(up.code, up.stderr).toBe(0);
     state = (await readState(dir))!;
