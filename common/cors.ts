@@ -66,7 +66,8 @@ export interface CorsPolicy {
 }
 
 export function corsPolicy(opts: { origins?: CorsOrigins; methods?: readonly string[] } = {}): CorsPolicy {
-  const origins = opts.origins ?? '*';
+  // Checked here too, so a library caller's typo fails at start-up as the flag's would.
+  const origins = opts.origins === undefined ? '*' : parseCorsOrigins(opts.origins === '*' ? '*' : opts.origins);
   const methods = (opts.methods ?? ['GET', 'HEAD', 'POST']).join(', ');
   if (origins === '*') {
     const all = Object.freeze({ 'access-control-allow-origin': '*', 'access-control-expose-headers': CORS_EXPOSE_HEADERS });
@@ -134,4 +135,24 @@ export function withCors(headers: HeadersArg, fields: Readonly<Record<string, st
     else if (k === 'vary' && !/(^|,)\s*(origin|\*)\s*(,|$)/i.test(String(have))) (out ??= { ...headers })[k] = `${String(have)}, ${fields[k]}`;
   }
   return out ?? headers;
+}
+
+// ---- the CLI option ---------------------------------------------------------------------------
+
+/** `--cors-origins` of `edge serve`, `steering serve` and `telemetry aggregate`: one spelling, one env. */
+export const CORS_ORIGINS_FIELD = { type: 'string', flag: '--cors-origins', env: 'OCDN_CORS_ORIGINS', default: '*' } as const;
+
+export const CORS_ORIGINS_HELP =
+  "web pages allowed to read this server's answers (CORS): '*' for any, or comma-separated origins such as " +
+  'https://player.example.com,http://localhost:8080, whose Origin is echoed with Vary: Origin (a preflight from any other gets 403) ' +
+  '(env OCDN_CORS_ORIGINS) [default *]';
+
+/** The option's value checked, or its problem added to `problems` (reported with the command's others). */
+export function corsOriginsOption(value: string, problems: string[]): CorsOrigins | undefined {
+  try {
+    return parseCorsOrigins(value);
+  } catch (err) {
+    problems.push(`${CORS_ORIGINS_FIELD.flag} (or ${CORS_ORIGINS_FIELD.env}): ${(err as Error).message.replace(/^CORS origins: /, '')}`);
+    return undefined;
+  }
 }
