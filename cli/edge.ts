@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_PORTS, readContext } from '../common/cluster-context.ts';
 import { addDirOption } from '../common/command-config.ts';
+import { CORS_ORIGINS_FIELD, CORS_ORIGINS_HELP, corsOriginsOption } from '../common/cors.ts';
 import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
 import { createLogger } from '../common/log.ts';
 import { ADMIN_TOKEN, EDGE_KEY, requireSecret, resolveSecret, TOKEN_SECRET } from '../common/secrets.ts';
@@ -25,6 +26,7 @@ export const edgeServeSpec = {
   originTimeout: { type: 'duration', flag: '--origin-timeout', default: '5s', min: 10 },
   heartbeatInterval: { type: 'duration', flag: '--heartbeat-interval', default: '1s', min: 50 },
   drainTimeout: { type: 'duration', flag: '--drain-timeout', default: '10s' },
+  corsOrigins: CORS_ORIGINS_FIELD,
 } as const;
 
 export function registerEdge(program: Command): void {
@@ -56,7 +58,8 @@ export function registerEdge(program: Command): void {
     .option('--stale-if-error <time>', 'how long past expiry a copy may be served when upstream fails [default 24h]')
     .option('--origin-timeout <time>', 'per-attempt upstream timeout [default 5s]')
     .option('--heartbeat-interval <time>', 'heartbeat period [default 1s]')
-    .option('--drain-timeout <time>', 'on SIGTERM, how long in-flight responses may take [default 10s]');
+    .option('--drain-timeout <time>', 'on SIGTERM, how long in-flight responses may take [default 10s]')
+    .option('--cors-origins <list>', CORS_ORIGINS_HELP);
   addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
     const { tokens, edgeAuth, tokenSecretFile, adminTokenFile, edgeKeyFile, ...rest } = flags;
@@ -64,6 +67,7 @@ export function registerEdge(program: Command): void {
     const ctx = readContext(flags.dir);
     const cfg = collectProblems(problems, () => loadConfig(edgeServeSpec, rest, process.env, ctx.values));
     const s3 = collectProblems(problems, () => loadS3Config(rest, process.env, ctx.values));
+    const corsOrigins = cfg ? corsOriginsOption(cfg.corsOrigins, problems) : undefined;
     // Tokens are on unless turned off explicitly: a forgotten secret must not open the edge.
     if (tokens === false && tokenSecretFile !== undefined) problems.push('--token-secret-file and --no-tokens contradict each other: pick one');
     const tokenSecret =
@@ -105,6 +109,7 @@ export function registerEdge(program: Command): void {
       upstreamTimeoutMs: cfg.originTimeout,
       heartbeatIntervalMs: cfg.heartbeatInterval,
       drainTimeoutMs: cfg.drainTimeout,
+      corsOrigins,
       log,
       defaultMetrics: true,
     });

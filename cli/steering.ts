@@ -4,6 +4,7 @@ import { request } from 'undici';
 import { DEFAULT_PORTS, readContext } from '../common/cluster-context.ts';
 import { addDirOption, loadCommandConfig, unreachable } from '../common/command-config.ts';
 import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
+import { CORS_ORIGINS_FIELD, CORS_ORIGINS_HELP, corsOriginsOption } from '../common/cors.ts';
 import type { SteerResponse } from '../common/contracts.ts';
 import { errorMessage } from '../common/http.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
@@ -36,6 +37,7 @@ export const steeringServeSpec = {
   manifestShortTtl: { type: 'duration', flag: '--manifest-short-ttl', default: '5s', min: 1_000 },
   aggregator: { type: 'url', flag: '--aggregator', env: 'OCDN_AGGREGATOR_URL', ctx: 'aggregatorUrl' },
   logDecisions: { type: 'bool', flag: '--log-decisions', env: 'OCDN_LOG_DECISIONS', default: false },
+  corsOrigins: CORS_ORIGINS_FIELD,
 } as const;
 
 const steerSpec = {
@@ -80,7 +82,8 @@ export function registerSteering(program: Command): void {
     .option('--manifest-ttl <time>', 'TTL of Content Steering manifests while the edges are steady [default 30s]')
     .option('--manifest-short-ttl <time>', 'their TTL while edges come, go or move [default 5s]')
     .option('--aggregator <url>', 'telemetry aggregator URL: edges far above their peers in rebuffering or errors are demoted (reason qoe-demoted)')
-    .option('--log-decisions', 'log every decision at info (title, site, policy, ranked edges with reasons); counted in /metrics always');
+    .option('--log-decisions', 'log every decision at info (title, site, policy, ranked edges with reasons); counted in /metrics always')
+    .option('--cors-origins <list>', CORS_ORIGINS_HELP);
   addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
     const { tokens, edgeAuth, tokenSecretFile, edgeKeyFile, ...rest } = flags;
@@ -88,6 +91,7 @@ export function registerSteering(program: Command): void {
     const ctx = readContext(flags.dir);
     const cfg = collectProblems(problems, () => loadConfig(steeringServeSpec, rest, process.env, ctx.values));
     const s3 = collectProblems(problems, () => loadS3Config(rest, process.env, ctx.values));
+    const corsOrigins = cfg ? corsOriginsOption(cfg.corsOrigins, problems) : undefined;
     // Same rule as the edge: signing is on unless turned off explicitly. Checked on the raw
     // values too, so one run reports these alongside any other bad flag.
     if (tokens === false && tokenSecretFile !== undefined) problems.push('--token-secret-file and --no-tokens contradict each other: pick one');
@@ -121,6 +125,7 @@ export function registerSteering(program: Command): void {
       port: cfg.port,
       host: cfg.host,
       publicUrl: cfg.publicUrl,
+      corsOrigins,
       policy: cfg.policy as PolicyName,
       topology,
       tokenSecret: secret?.value ?? null,

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { DEFAULT_PORTS } from '../common/cluster-context.ts';
 import { addDirOption, explain, loadCommandConfig } from '../common/command-config.ts';
-import type { ConfigOf } from '../common/config.ts';
+import { type ConfigOf, ConfigError } from '../common/config.ts';
+import { CORS_ORIGINS_FIELD, CORS_ORIGINS_HELP, corsOriginsOption } from '../common/cors.ts';
 import type { QoeMetrics, QoeResponse, QoeResult, QoeRow } from '../common/contracts.ts';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { errorMessage } from '../common/http.ts';
@@ -36,6 +37,7 @@ const aggSpec = {
   ingestGlobalRate: { type: 'number', min: 0.1, max: 10_000_000, flag: '--ingest-global-rate', default: 2_000 },
   spillDir: { type: 'string', flag: '--spill-dir', env: 'OCDN_SPILL_DIR', default: '.ocdn/spill' },
   spillMaxBytes: { type: 'bytes', flag: '--spill-max-bytes', default: '1GiB', min: 4096 },
+  corsOrigins: CORS_ORIGINS_FIELD,
 } as const;
 
 /** The flags both the aggregator and `qoe verify` need so that they refuse the same events. */
@@ -214,11 +216,15 @@ export function registerTelemetry(program: Command): void {
     .option('--ingest-rate <n>', 'POST /v1/events requests per second one client address may send, bursts twice that; 429 past it [default 50]')
     .option('--ingest-global-rate <n>', 'POST /v1/events requests per second over all clients [default 2000]')
     .option('--spill-dir <dir>', 'where beacon events wait while the broker is unreachable (env OCDN_SPILL_DIR) [default .ocdn/spill]')
-    .option('--spill-max-bytes <size>', 'cap on that spill file; past it events wait in memory, then the ingest answers 503 [default 1GiB]');
+    .option('--spill-max-bytes <size>', 'cap on that spill file; past it events wait in memory, then the ingest answers 503 [default 1GiB]')
+    .option('--cors-origins <list>', CORS_ORIGINS_HELP);
   gateFlags(telemetry.commands.at(-1)!);
   addDirOption(telemetry.commands.at(-1)!).action(async (flags: Record<string, unknown>) => {
     // Commander sets ingest=true when --no-ingest is absent: only the explicit false is a flag, else env and default decide.
     const { cfg } = loadCommandConfig(aggSpec, { ...flags, ingest: flags.ingest === false ? false : undefined });
+    const problems: string[] = [];
+    const corsOrigins = corsOriginsOption(cfg.corsOrigins, problems);
+    if (problems.length > 0) throw new ConfigError(problems);
     const log = createLogger('aggregator');
     const agg = await startAggregator({
       brokers: cfg.brokers,
@@ -236,6 +242,7 @@ export function registerTelemetry(program: Command): void {
       ingestRate: { perClient: cfg.ingestRate, global: cfg.ingestGlobalRate },
       spillDir: cfg.spillDir,
       spillMaxBytes: cfg.spillMaxBytes,
+      corsOrigins,
       log,
     });
     say(`aggregator on ${agg.url} (try ${agg.url}/v1/qoe?by=edge&window=10s&last=5m)`);

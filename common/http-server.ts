@@ -1,6 +1,15 @@
-import { createServer, type RequestListener, type Server } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type OutgoingHttpHeader,
+  type OutgoingHttpHeaders,
+  type RequestListener,
+  type Server,
+  ServerResponse,
+} from 'node:http';
 import type { Socket } from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { type CorsPolicy, corsPolicy, preflightHeaders, requestOrigin, withCors } from './cors.ts';
 import { ErrorCodes, OcdnError } from './errors.ts';
 import { sendError } from './http.ts';
 import type { Logger } from './log.ts';
@@ -53,11 +62,12 @@ const BURST_QUIET_MS = 5_000;
  * The one node:http server of every service, with the hygiene no handler should have to
  * remember: bounded heads (431 past the header count or size, 400 on a repeated Host, RFC 9112
  * §3.2), a connection cap with a per-client share, refusals logged once per burst and counted
- * in `ocdn_http_*` metrics, and bytes written counted from the sockets themselves.
+ * in `ocdn_http_*` metrics, bytes written counted from the sockets themselves, and CORS on
+ * every answer with OPTIONS preflights answered here (`cors`, default any origin; common/cors.ts).
  */
 export function createHardenedServer(
   handler: RequestListener,
-  opts: { limits?: ServerLimits; log?: Logger; registry?: Registry; headers?: Record<string, string> } = {},
+  opts: { limits?: ServerLimits; log?: Logger; registry?: Registry; headers?: Record<string, string>; cors?: CorsPolicy } = {},
 ): HardenedServer {
   const limits: Required<ServerLimits> = { ...DEFAULT_LIMITS, ...stripUndefined(opts.limits ?? {}) };
   if (!(limits.maxConnections >= 1)) throw new OcdnError(ErrorCodes.CONFIG, `maxConnections must be at least 1 (got ${limits.maxConnections})`);
@@ -67,6 +77,7 @@ export function createHardenedServer(
   const perClient = Math.max(1, Math.floor(limits.maxConnections * limits.perClientShare));
   const maxRaw = limits.maxHeaders * 2;
   const extra = opts.headers ?? {};
+  const cors = opts.cors ?? corsPolicy();
   const log = opts.log;
   const registers = opts.registry ? [opts.registry] : [];
 
@@ -80,6 +91,12 @@ export function createHardenedServer(
     name: 'ocdn_http_connections_refused_total',
     help: 'Connections closed on arrival, by reason (cap: maxConnections reached; per_client: one address past its share).',
     labelNames: ['reason'],
+    registers,
+  });
+  const preflights = new Counter({
+    name: 'ocdn_http_preflights_total',
+    help: 'OPTIONS requests (CORS preflights) answered by the server itself: allowed 204, refused 403 (an Origin not in --cors-origins).',
+    labelNames: ['result'],
     registers,
   });
   const sockets = new Set<Socket>();
@@ -100,6 +117,19 @@ export function createHardenedServer(
     sendError(res, err, { connection: 'close', ...extra });
   }
 
+  // Every OPTIONS, on any path: handlers only ever see the methods they serve.
+  function preflight(req: IncomingMessage, res: ServerResponse): void {
+    const origin = requestOrigin(req);
+    if (origin !== undefined && !cors.allows(origin)) {
+      preflights.inc({ result: 'refused' });
+      sendError(res, new OcdnError(ErrorCodes.FORBIDDEN, `origin ${origin.slice(0, 200)} may not read this server's answers (not in --cors-origins)`), extra);
+      return;
+    }
+    preflights.inc({ result: 'allowed' });
+    res.writeHead(204, { ...preflightHeaders(cors, origin), ...extra });
+    res.end();
+  }
+
   const guarded: RequestListener = (req, res) => {
     const raw = req.rawHeaders;
     // Node keeps at most maxHeaders + 1 (maxHeadersCount below): one more than allowed means
@@ -113,6 +143,7 @@ export function createHardenedServer(
       if (name.length === 4 && (name === 'Host' || name === 'host' || name.toLowerCase() === 'host') && ++hosts > 1)
         return refuse(res, 'duplicate_host', new OcdnError(ErrorCodes.BAD_REQUEST, 'more than one Host header (RFC 9112 §3.2)'));
     }
+    if (req.method === 'OPTIONS') return preflight(req, res);
     handler(req, res);
   };
 
@@ -123,6 +154,7 @@ export function createHardenedServer(
       keepAliveTimeout: limits.keepAliveTimeoutMs,
       maxHeaderSize: limits.maxHeaderSize,
       connectionsCheckingInterval: Math.min(limits.connectionsCheckingIntervalMs, limits.headersTimeoutMs),
+      ServerResponse: corsResponse(cors),
     },
     guarded,
   );
@@ -214,6 +246,38 @@ function trackUnsent(s: Socket): void {
     if (typeof queued === 'number' && queued > 0) unsentAtDestroy.set(s, queued);
     destroy.call(this, err, cb);
   };
+}
+
+type HeadersArg = OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined;
+
+/**
+ * A response whose head always carries the CORS fields, whatever path wrote it (handlers,
+ * sendError, Node's implicit head on a bare end()). Added in writeHead and only when absent:
+ * a head object that already has them (the edge's prebuilt hit headers with '*') goes to Node
+ * untouched, because setHeader, or any progressive header, moves a response onto Node's
+ * header-merge path, which cost the hit path ~10% (commit c293f8b).
+ */
+function corsResponse(cors: CorsPolicy): typeof ServerResponse {
+  const any = cors.origins === '*';
+  class CorsResponse extends ServerResponse {
+    override writeHead(statusCode: number, reason?: string | HeadersArg, headers?: HeadersArg): this {
+      const hasReason = typeof reason === 'string';
+      let h = hasReason ? headers : (reason as HeadersArg);
+      if (h !== undefined && !Array.isArray(h) && h['access-control-allow-origin'] !== undefined)
+        return write(this, statusCode, hasReason ? reason : undefined, h);
+      if (this.hasHeader('access-control-allow-origin')) return write(this, statusCode, hasReason ? reason : undefined, h);
+      const fields = any ? cors.fixed : cors.fields(requestOrigin(this.req));
+      // Headers set one by one count too (Node merges them with these), so a Vary set earlier is kept.
+      if (this.getHeaderNames().length > 0 && !Array.isArray(h)) h = { ...this.getHeaders(), ...h };
+      return write(this, statusCode, hasReason ? reason : undefined, withCors(h, fields));
+    }
+  }
+  return CorsResponse as unknown as typeof ServerResponse;
+}
+
+function write<T extends ServerResponse>(res: T, statusCode: number, reason: string | undefined, headers: HeadersArg): T {
+  const head = ServerResponse.prototype.writeHead as (this: T, s: number, r?: string | HeadersArg, h?: HeadersArg) => T;
+  return reason === undefined ? head.call(res, statusCode, headers) : head.call(res, statusCode, reason, headers);
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -22,6 +22,8 @@ export interface EdgeCacheOptions {
   staleIfErrorMs: number;
   /** Hash every filled body and refuse it when it does not match the declared SHA-256. */
   verifyHash: boolean;
+  /** Fields every hit carries whatever the request (the CORS policy's fixed ones), put in each entry's prebuilt hit headers. */
+  hitHeaders?: Readonly<Record<string, string>>;
 }
 
 export type Outcome = 'HIT' | 'MISS' | 'COALESCED' | 'STALE';
@@ -224,6 +226,7 @@ export class EdgeCache {
         bornAt: Date.now() - obj.ageSec * 1000,
         edgeId: this.opts.edgeId,
         cacheStatusName: this.opts.cacheStatusName,
+        headers: this.opts.hitHeaders,
       });
       freshUntil.set(entry, Date.now() + ttl);
       metrics.originBytes += obj.body.length;

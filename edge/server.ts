@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import type { EdgeHeartbeat } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { closeServer, listen } from '../common/http.ts';
+import { type CorsOrigins, corsPolicy } from '../common/cors.ts';
 import { createHardenedServer, type HardenedServer, type ServerLimits } from '../common/http-server.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import type { OriginReader } from '../origin/reader.ts';
@@ -49,6 +50,8 @@ export interface EdgeOptions {
   upstreamTimeoutMs?: number;
   /** Hash each filled body against its declared SHA-256 (default true). */
   verifyHash?: boolean;
+  /** Pages allowed to read answers (CORS): '*' (default) or exact origins (common/cors.ts). */
+  corsOrigins?: CorsOrigins;
   /** Slowloris and huge-header bounds. */
   headersTimeoutMs?: number;
   requestTimeoutMs?: number;
@@ -95,6 +98,9 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     .map((u) => u.trim().replace(/\/+$/, ''))
     .filter(Boolean);
 
+  // Edges serve only GET and HEAD; with '*' the CORS fields live in each entry's hit headers.
+  const cors = corsPolicy({ origins: opts.corsOrigins ?? '*', methods: ['GET', 'HEAD'] });
+
   // ---- state -----------------------------------------------------------------------------
   const tokens = tokenSecret === null ? null : new TokenGate(tokenSecret);
   const upstream: Upstream = opts.parentUrl
@@ -122,6 +128,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     negativeMaxEntries: opts.negativeMaxEntries,
     staleIfErrorMs: opts.staleIfErrorMs ?? 86_400_000,
     verifyHash: opts.verifyHash ?? true,
+    hitHeaders: cors.fixed,
   });
   sized = cache;
   const admin = new Admin({ cache, adminToken: opts.adminToken, log });
@@ -141,6 +148,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     log,
     registry: metrics.registry,
     headers: { 'x-edge-id': id },
+    cors,
   });
   const { server, sockets } = http;
   // Clients that stop reading a response (slow-read) are cut by a periodic sweep rather than

@@ -4,6 +4,7 @@ import type { Catalog } from '../common/contracts.ts';
 import { HeartbeatVerifier, MIN_EDGE_KEY_LENGTH } from '../common/edge-key.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { closeServer, listen } from '../common/http.ts';
+import { type CorsOrigins, corsPolicy } from '../common/cors.ts';
 import { createHardenedServer, type ServerLimits } from '../common/http-server.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import type { OriginReader } from '../origin/reader.ts';
@@ -23,6 +24,8 @@ export interface SteeringOptions {
   publicUrl?: string;
   /** Header count, connection cap and per-client share (common/http-server.ts; defaults there). */
   limits?: Pick<ServerLimits, 'maxHeaders' | 'maxConnections' | 'perClientShare'>;
+  /** Pages allowed to read answers (CORS): '*' (default) or exact origins (common/cors.ts). */
+  corsOrigins?: CorsOrigins;
   policy?: PolicyName;
   topology?: Topology;
   /** HMAC secret shared with the edges; `null` hands out unsigned URLs (edges with tokens off). */
@@ -122,7 +125,12 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   });
 
   // ---- lifecycle -------------------------------------------------------------------------
-  const { server } = createHardenedServer(handle, { limits: opts.limits, log, registry: metrics.registry });
+  const { server } = createHardenedServer(handle, {
+    limits: opts.limits,
+    log,
+    registry: metrics.registry,
+    cors: corsPolicy({ origins: opts.corsOrigins ?? '*', methods: ['GET', 'HEAD', 'POST'] }),
+  });
   await catalog.start();
   const port = await listen(server, opts.port ?? 0, host);
   const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${port}`;

@@ -13,6 +13,7 @@ import { Partitioners, type Consumer, type EachBatchPayload, type Kafka, type Me
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { closeServer, listen } from '../common/http.ts';
+import { type CorsOrigins, corsPolicy } from '../common/cors.ts';
 import { createHardenedServer } from '../common/http-server.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { createRegistry } from '../common/metrics.ts';
@@ -56,6 +57,8 @@ export interface AggregatorOptions extends Partial<WindowOptions> {
   spillDir?: string;
   /** Cap on that spill file. Default 1 GiB. */
   spillMaxBytes?: number;
+  /** Pages allowed to read answers and post beacons (CORS): '*' (default) or exact origins (common/cors.ts). */
+  corsOrigins?: CorsOrigins;
   /** GET /v1/qoe/stream bounds and cadence (contracts QOE_STREAM). */
   stream?: { maxStreams?: number; intervalMs?: number; heartbeatMs?: number };
   log?: Logger;
@@ -715,7 +718,8 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   }, tickMs);
   timer.unref();
 
-  const server: Server = createHardenedServer(handleHttp, { log, registry }).server;
+  const cors = corsPolicy({ origins: opts.corsOrigins ?? '*', methods: ['GET', 'HEAD', 'POST'] });
+  const server: Server = createHardenedServer(handleHttp, { log, registry, cors }).server;
   const host = opts.host ?? '127.0.0.1';
   let port: number;
   try {
