@@ -94,7 +94,10 @@ export function createPlayer({ video, steeringUrl, eventsUrl = '/api/events', on
       finish('error');
       return changed();
     }
-    hls = new Hls({ enableWorker: true, lowLatencyMode: false });
+    // A short forward buffer (hls.js would otherwise hold up to 60 MB, minutes of a title): the
+    // console is for watching the CDN, so fragments keep loading and a chaos kill shows in the
+    // fragment table and the pathway timeline within seconds, not after the buffer drains.
+    hls = new Hls({ enableWorker: true, lowLatencyMode: false, maxBufferLength: 10, maxMaxBufferLength: 20 });
 
     hls.on(Hls.Events.MANIFEST_LOADED, (_e, data) => {
       const cs = data.contentSteering;

@@ -30,6 +30,11 @@ export interface ClusterOptions {
   supervise: boolean;
   /** Start the web console (base port + 200; the CLI and `npm start` do). */
   console: boolean;
+  /**
+   * Topic prefix and consumer group of this cluster's telemetry, for clusters that share one
+   * broker (the test run's): without it their aggregators would count each other's sessions.
+   */
+  telemetryNamespace?: string;
   log?: Logger;
   onProgress?: (line: string) => void;
 }
@@ -216,6 +221,7 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
 
     say(`starting aggregator on ${state.aggregatorUrl}`);
     const agArgs = ['telemetry', 'aggregate', '--brokers', state.brokers, '--port', String(ports.aggregator)];
+    if (o.telemetryNamespace) agArgs.push('--topic-prefix', `${o.telemetryNamespace}.`, '--group', `${o.telemetryNamespace}-aggregator`);
     const ag = await spawnOcdn(agArgs, join(logs, 'aggregator.log'));
     await add({ name: 'aggregator', kind: 'aggregator', pid: ag.pid, port: ports.aggregator, url: state.aggregatorUrl, log: ag.log, args: agArgs });
 

@@ -18,7 +18,7 @@ export interface StartOptions extends Partial<ClusterOptions> {
 /** Seeds a small catalog when the bucket has none, so a first `npm start` has something to play. */
 export async function seedIfEmpty(
   state: ClusterState,
-  o: Pick<StartOptions, 'titles' | 'titleDurationSec' | 'ladder'>,
+  o: Pick<StartOptions, 'titles' | 'titleDurationSec' | 'ladder'> & { mode?: 'synthetic' | 'ffmpeg' },
   say: (s: string) => void,
 ): Promise<void> {
   const client = clusterS3Client(state.s3Endpoint);
@@ -29,7 +29,15 @@ export async function seedIfEmpty(
       return;
     }
     say(`seeding ${o.titles} titles × ${o.titleDurationSec} s (${o.ladder} ladder)`);
-    const r = await seedContent({ client, bucket: state.bucket, titles: o.titles, durationSec: o.titleDurationSec, segmentSec: 4, ladder: o.ladder });
+    const r = await seedContent({
+      client,
+      bucket: state.bucket,
+      titles: o.titles,
+      durationSec: o.titleDurationSec,
+      segmentSec: 4,
+      ladder: o.ladder,
+      mode: o.mode,
+    });
     say(`seeded ${r.uploaded} objects, ${(r.bytes / 1e6).toFixed(0)} MB in ${(r.elapsedMs / 1000).toFixed(1)} s`);
   } finally {
     client.destroy();

@@ -21,22 +21,36 @@ export interface ConsoleCluster {
  * A real cluster (S3, steering, edges, aggregator as processes, the test run's Kafka broker)
  * with the console, started as `cluster up` starts it, and a small catalog.
  */
-export async function startConsoleCluster(label: string, edges = 2): Promise<ConsoleCluster> {
+export async function startConsoleCluster(
+  label: string,
+  edges = 2,
+  seed: { titles: number; titleDurationSec: number; mode?: 'synthetic' | 'ffmpeg' } = { titles: 2, titleDurationSec: 16 },
+): Promise<ConsoleCluster> {
   const brokers = inject('kafkaBrokers');
   if (!brokers) throw new Error('no Kafka broker for this run: test/kafka-global-setup.ts did not start one');
   const dir = await mkdtemp(join(tmpdir(), `ocdn-${label}-`));
   const offsets = [0, ...Array.from({ length: edges }, (_, i) => i + 1), 100, 169, 200];
   let state: ClusterState | undefined;
   try {
-    state = await clusterUp({ dir, edges, basePort: await freePortBlock(offsets), kafka: brokers, capacity: '64MB', console: true, readyTimeoutMs: 90_000 });
-    await seedIfEmpty(state, { titles: 2, titleDurationSec: 16, ladder: 'small' }, () => undefined);
+    state = await clusterUp({
+      dir,
+      edges,
+      basePort: await freePortBlock(offsets),
+      kafka: brokers,
+      capacity: '64MB',
+      console: true,
+      // Its own topics: the sessions these tests make must not land in another test's cluster.
+      telemetryNamespace: `${label}-${process.pid}-${Date.now().toString(36)}`,
+      readyTimeoutMs: 90_000,
+    });
+    await seedIfEmpty(state, { ...seed, ladder: 'small' }, () => undefined);
     // Steering re-reads the catalog on its own clock; a steer for an unknown title makes it look now.
     const st = state;
     await waitFor(
       async () => {
         await (await fetch(`${st.steeringUrl}/v1/steer?title=title-0001`)).arrayBuffer();
         const res = await fetch(`${st.steeringUrl}/v1/catalog`);
-        return res.ok && ((await res.json()) as Catalog).titles.length === 2;
+        return res.ok && ((await res.json()) as Catalog).titles.length === seed.titles;
       },
       { timeoutMs: 30_000, intervalMs: 250, what: 'steering to serve the seeded catalog' },
     );
