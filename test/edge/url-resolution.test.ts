@@ -34,7 +34,28 @@ interface Fetched {
   kind: Kind;
   status: number;
   range?: string;
+  /** Access-Control-Allow-Origin on the answer to a request from a page's origin. */
+  acao: string | undefined;
+  /** The CMCD header-mode preflight of the same URL: its status and what it allows. */
+  preflight: { status: number; allowHeaders: string; allowOrigin: string | undefined };
 }
+
+/** A page on its own origin, as hls.js runs: every request carries Origin, CMCD headers need a preflight. */
+const PAGE_ORIGIN = 'http://player.example:8080';
+const CMCD_HEADERS = 'cmcd-request,cmcd-object,cmcd-status,cmcd-session,range';
+
+async function preflight(url: string, dispatcher: Agent): Promise<Fetched['preflight']> {
+  const res = await request(url, {
+    dispatcher,
+    method: 'OPTIONS',
+    headers: { origin: PAGE_ORIGIN, 'access-control-request-method': 'GET', 'access-control-request-headers': CMCD_HEADERS },
+  });
+  await res.body.dump();
+  const h = (n: string) => (res.headers[n] === undefined ? undefined : String(res.headers[n]));
+  return { status: res.statusCode, allowHeaders: (h('access-control-allow-headers') ?? '').toLowerCase(), allowOrigin: h('access-control-allow-origin') };
+}
+const acaoOf = (h: Record<string, string | string[] | undefined>) =>
+  h['access-control-allow-origin'] === undefined ? undefined : String(h['access-control-allow-origin']);
 
 const quoted = (line: string, name: string) => new RegExp(`(?:^|[:,])${name}="([^"]*)"`).exec(line)?.[1];
 
@@ -53,9 +74,9 @@ function rangeOf(spec: string, url: string, ends: Map<string, number>): string {
  * asserts on the list, so a failure names the URL).
  */
 async function crawl(url: string, dispatcher: Agent, seen = new Set<string>(), out: Fetched[] = []): Promise<Fetched[]> {
-  const res = await request(url, { dispatcher });
+  const res = await request(url, { dispatcher, headers: { origin: PAGE_ORIGIN } });
   const text = await res.body.text();
-  out.push({ url, kind: 'playlist', status: res.statusCode });
+  out.push({ url, kind: 'playlist', status: res.statusCode, acao: acaoOf(res.headers), preflight: await preflight(url, dispatcher) });
   if (res.statusCode !== 200) return out;
   const refs: { url: string; kind: Kind; range?: string }[] = [];
   const ends = new Map<string, number>();
@@ -92,9 +113,16 @@ async function crawl(url: string, dispatcher: Agent, seen = new Set<string>(), o
       await crawl(r.url, dispatcher, seen, out);
       continue;
     }
-    const got = await request(r.url, { dispatcher, headers: r.range ? { range: r.range } : {} });
+    const got = await request(r.url, { dispatcher, headers: { origin: PAGE_ORIGIN, ...(r.range ? { range: r.range } : {}) } });
     await got.body.dump();
-    out.push({ url: r.url, kind: r.kind, status: got.statusCode, ...(r.range ? { range: r.range } : {}) });
+    out.push({
+      url: r.url,
+      kind: r.kind,
+      status: got.statusCode,
+      ...(r.range ? { range: r.range } : {}),
+      acao: acaoOf(got.headers),
+      preflight: await preflight(r.url, dispatcher),
+    });
   }
   return out;
 }
@@ -102,6 +130,13 @@ async function crawl(url: string, dispatcher: Agent, seen = new Set<string>(), o
 function expectAllServed(list: Fetched[]): void {
   const bad = list.filter((f) => f.status !== (f.range ? 206 : 200));
   expect(bad, JSON.stringify(bad.slice(0, 5))).toEqual([]);
+  // Readable by a page on another origin, and CMCD in header mode passes its preflight.
+  const noCors = list.filter((f) => f.acao !== '*');
+  expect(noCors, JSON.stringify(noCors.slice(0, 5))).toEqual([]);
+  const refused = list.filter(
+    (f) => f.preflight.status !== 204 || f.preflight.allowOrigin !== '*' || !CMCD_HEADERS.split(',').every((h) => f.preflight.allowHeaders.includes(h)),
+  );
+  expect(refused, JSON.stringify(refused.slice(0, 5))).toEqual([]);
 }
 
 describe('standard URL resolution through steering and real edges (tokens on)', () => {
