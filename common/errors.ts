@@ -16,6 +16,7 @@ export const ErrorCodes = {
   METHOD: 'E_METHOD',
   PAYLOAD_TOO_LARGE: 'E_PAYLOAD_TOO_LARGE',
   HEADERS_TOO_LARGE: 'E_HEADERS_TOO_LARGE',
+  REQUEST_TIMEOUT: 'E_REQUEST_TIMEOUT',
   RANGE_NOT_SATISFIABLE: 'E_RANGE_NOT_SATISFIABLE',
   TOO_MANY: 'E_TOO_MANY',
   UNSUPPORTED_MEDIA_TYPE: 'E_UNSUPPORTED_MEDIA_TYPE',
@@ -53,6 +54,8 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   E_RANGE_NOT_SATISFIABLE: 416,
   // More request headers than the server reads (RFC 6585): refused, never cut silently.
   E_HEADERS_TOO_LARGE: 431,
+  // The request head did not arrive in time (slowloris): the server hangs up.
+  E_REQUEST_TIMEOUT: 408,
   E_TOO_MANY: 429,
   // A body in a format the receiver does not read (RFC 9110 §15.5.16).
   E_UNSUPPORTED_MEDIA_TYPE: 415,

@@ -1,5 +1,6 @@
 import {
   createServer,
+  STATUS_CODES,
   type IncomingMessage,
   type OutgoingHttpHeader,
   type OutgoingHttpHeaders,
@@ -11,7 +12,7 @@ import type { Socket } from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { type CorsPolicy, corsPolicy, preflightHeaders, requestOrigin, withCors } from './cors.ts';
 import { ErrorCodes, OcdnError } from './errors.ts';
-import { sendError } from './http.ts';
+import { errorBody, sendError } from './http.ts';
 import type { Logger } from './log.ts';
 
 export interface ServerLimits {
@@ -83,7 +84,7 @@ export function createHardenedServer(
 
   const refusedRequests = new Counter({
     name: 'ocdn_http_requests_refused_total',
-    help: 'Requests refused for their head before any handler ran, by reason (too_many_headers 431, duplicate_host 400).',
+    help: 'Requests refused for their head before any handler ran, by reason (too_many_headers 431, duplicate_host 400; from the parser: head_too_large 431, head_timeout 408, bad_head 400).',
     labelNames: ['reason'],
     registers,
   });
@@ -187,6 +188,26 @@ export function createHardenedServer(
   }
   server.on('drop', (data?: { remoteAddress?: string }) => connectionRefused('cap', data?.remoteAddress));
 
+  // Heads Node refuses before any handler runs (too large, too slow, unparsable): its own reply
+  // is a bare status line, which a page cannot read (no CORS) and a client cannot act on (no
+  // error body). The same answer as every other refusal instead, then the socket is closed.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const refusal = headRefusal(err);
+    refusedRequests.inc({ reason: refusal.reason });
+    const body = JSON.stringify(errorBody(refusal.error));
+    const status = refusal.status;
+    const fields = { ...(cors.origins === '*' ? cors.fixed : {}), ...extra };
+    const lines = Object.entries(fields).map(([k, v]) => `${k}: ${String(v)}\r\n`);
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${lines.join('')}\r\n${body}`,
+    );
+  });
+
   // ---- connections: per-client share and bytes the kernel took ----
   const byClient = new Map<string, number>();
   let closedBytes = 0;
@@ -278,6 +299,19 @@ function corsResponse(cors: CorsPolicy): typeof ServerResponse {
 function write<T extends ServerResponse>(res: T, statusCode: number, reason: string | undefined, headers: HeadersArg): T {
   const head = ServerResponse.prototype.writeHead as (this: T, s: number, r?: string | HeadersArg, h?: HeadersArg) => T;
   return reason === undefined ? head.call(res, statusCode, headers) : head.call(res, statusCode, reason, headers);
+}
+
+/** What Node's parser refused, as the one error body (Node's own mapping: 431, 408, else 400). */
+function headRefusal(err: NodeJS.ErrnoException): { status: number; reason: string; error: OcdnError } {
+  if (err.code === 'HPE_HEADER_OVERFLOW')
+    return { status: 431, reason: 'head_too_large', error: new OcdnError(ErrorCodes.HEADERS_TOO_LARGE, 'request head larger than the server reads') };
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+    return { status: 408, reason: 'head_timeout', error: new OcdnError(ErrorCodes.REQUEST_TIMEOUT, 'request head not received in time') };
+  return {
+    status: 400,
+    reason: 'bad_head',
+    error: new OcdnError(ErrorCodes.BAD_REQUEST, `malformed request (${String(err.code ?? 'parse error').slice(0, 40)})`),
+  };
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

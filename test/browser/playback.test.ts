@@ -33,7 +33,7 @@ interface PlayerState {
   state: string;
   currentTime: number;
   fragments: Fragment[];
-  pathways: { kind: string; pathway: string | null }[];
+  pathways: { kind: string; pathway: string | null; priority?: string[]; ttl?: number }[];
   errors: { details: string; fatal: boolean }[];
   sessionId: string | null;
   events: { sent: number; failed: number };
@@ -106,6 +106,14 @@ describe('hls.js in Chromium through Content Steering', () => {
     expect(after.p.state === 'playing' || after.p.state === 'ended').toBe(true);
     expect(after.moved.every((f) => f.pathway === f.edgeId)).toBe(true);
     expect(new Set(after.moved.map((f) => f.edgeId)).has(serving.edgeId)).toBe(false);
+
+    // hls.js reloads the steering manifest at its TTL (RELOAD-URI); once steering has the kill,
+    // the manifest it gets ranks the dead pathway out.
+    const reloaded = await waitFor(
+      async () => (await player(page))?.pathways.find((m) => m.kind === 'steering-manifest' && m.priority && !m.priority.includes(serving.edgeId!)),
+      { timeoutMs: 45_000, intervalMs: 250, what: `a steering manifest reload without ${serving.edgeId}` },
+    );
+    expect(reloaded.priority!.length).toBe(2);
 
     console.log(
       `killed ${serving.edgeId} at currentTime ${killedAt.toFixed(1)} s; playback went on to ${after.p.currentTime.toFixed(1)} s from ${[...new Set(after.moved.map((f) => f.edgeId))].join(', ')} (fragments ${after.moved.map((f) => f.sn).join(',')})`,

@@ -19,6 +19,7 @@ describe('error code → HTTP status', () => {
       E_PAYLOAD_TOO_LARGE: 413,
       E_RANGE_NOT_SATISFIABLE: 416,
       E_HEADERS_TOO_LARGE: 431,
+      E_REQUEST_TIMEOUT: 408,
       E_TOO_MANY: 429,
       E_UNSUPPORTED_MEDIA_TYPE: 415,
       E_CONFIG: 500,

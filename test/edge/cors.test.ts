@@ -3,6 +3,7 @@
  * another origin read it; OPTIONS is a preflight answered 204 on any path; an allow-list echoes
  * a listed Origin with Vary: Origin and refuses other preflights with the common 403.
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signPath } from '../../common/token.ts';
 import { type Edge, startEdge } from '../../edge/server.ts';
@@ -14,6 +15,21 @@ const SECRET = 'test-secret-cors-0123456789';
 const SEG = '/vod/c1/730k/seg-00000.ts';
 const PLAYLIST = '/vod/c1/730k/index.m3u8';
 const LISTED = ['https://player.example', 'http://localhost:8080'];
+
+/** Writes `bytes` on a fresh connection and reads until the server closes it. */
+function raw(base: string, bytes: string): Promise<{ head: string[]; body: string }> {
+  const u = new URL(base);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => s.write(bytes));
+    let got = '';
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.on('error', reject);
+    s.on('close', () => {
+      const at = got.indexOf('\r\n\r\n');
+      resolve({ head: got.slice(0, at).split('\r\n'), body: got.slice(at + 4) });
+    });
+  });
+}
 
 describe('edge CORS', () => {
   let origin: TestOrigin;
@@ -148,5 +164,17 @@ describe('edge CORS', () => {
     await expect(
       startEdge({ id: 'cors-bad', region: 'x', capacityBytes: 1_000_000, origin: origin.reader, tokenSecret: null, corsOrigins: ['https://player.example/'] }),
     ).rejects.toThrow(/is not an origin/);
+  });
+  it("answers heads Node's parser refuses (too large, malformed) with the common error body and CORS", async () => {
+    const big = await raw(any.url, `GET ${SEG} HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big.head[0]).toBe('HTTP/1.1 431 Request Header Fields Too Large');
+    expect(big.head).toContain('access-control-allow-origin: *');
+    expectErrorBody(Buffer.from(big.body), 'E_HEADERS_TOO_LARGE');
+    const garbage = await raw(any.url, 'NOT HTTP AT ALL\r\n\r\n');
+    expect(garbage.head[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(garbage.head).toContain('access-control-allow-origin: *');
+    expectErrorBody(Buffer.from(garbage.body), 'E_BAD_REQUEST', /malformed request/);
+    expect(await metric(any, 'ocdn_http_requests_refused_total', { reason: 'head_too_large' })).toBe(1);
+    expect(await metric(any, 'ocdn_http_requests_refused_total', { reason: 'bad_head' })).toBe(1);
   });
 });
