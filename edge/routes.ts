@@ -12,6 +12,7 @@ import { parseCmcd } from './cmcd.ts';
 import { ageSec, cacheStatusOf, hitHeaders } from './entry.ts';
 import type { CacheLabel, EdgeMetrics } from './metrics.ts';
 import { splitPathToken } from '../common/token.ts';
+import { writeHeadAsIs } from '../common/http-server.ts';
 import { checkPath, queryArg } from './path.ts';
 import { etagMatches, parseRange } from './range.ts';
 import type { Upstream } from './upstream.ts';
@@ -271,7 +272,10 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     if (entry !== undefined && entry.kind === 'object' && range === undefined && inm === undefined) {
       // The hit path: precomputed headers, the stored Buffer, two counters.
       if (draining) res.shouldKeepAlive = false;
-      res.writeHead(200, hitHeaders(entry, Date.now()));
+      const head = hitHeaders(entry, Date.now());
+      // With CORS for any origin the hit object already carries it: straight to Node.
+      if (head['access-control-allow-origin'] !== undefined) writeHeadAsIs(res, 200, head);
+      else res.writeHead(200, head);
       const from = logHits ? bytesSent(req.socket) : 0;
       res.end(method === 'HEAD' ? undefined : entry.body);
       metrics.count('HIT', 200);
