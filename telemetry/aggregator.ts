@@ -20,6 +20,7 @@ import { createRegistry } from '../common/metrics.ts';
 import { aggregatorRoutes, qoeResponse } from './aggregator-http.ts';
 import { createIngest, type Ingest, type IngestRate, type RefusedEvent } from './ingest.ts';
 import { createKafka, ensureTopics, parseBrokers, topicNames, type TopicNames } from './kafka.ts';
+import { watchConsumer } from './consumer-watchdog.ts';
 import { createProducer, type KafkaEventProducer } from './producer.ts';
 import { QoeStreams } from './qoe-stream.ts';
 import { defaultEventTimeBounds, defaultMessageLimits, eventTimeProblem, parseMessage, type EventTimeBounds, type MessageLimits } from './validate.ts';
@@ -47,6 +48,8 @@ export interface AggregatorOptions extends Partial<WindowOptions> {
   eventTime?: Partial<EventTimeBounds>;
   /** /healthz turns 503 when an owned partition has lag and its committed offset has not moved for this long. */
   stallMs?: number;
+  /** A consumer (events or view) behind its topic's end that reads nothing for this long is restarted (default 30 s). */
+  recoverMs?: number;
   /** Most bytes of DLQ records in one produce request (under the broker's message.max.bytes). */
   dlqRequestBytes?: number;
   /** POST /v1/events for browser beacons (default on); false turns it off (404). */
@@ -149,6 +152,12 @@ function createMetrics(registry: Registry) {
       registers: [registry],
     }),
     commits: new Counter({ name: 'ocdn_telemetry_commits_total', help: 'Offset commits', registers: [registry] }),
+    consumerRestarts: new Counter({
+      name: 'ocdn_telemetry_consumer_restarts_total',
+      help: 'Consumers restarted by the watchdog (crashed for good, or behind and reading nothing), by consumer',
+      labelNames: ['consumer'],
+      registers: [registry],
+    }),
     dlqDropped: new Counter({
       name: 'ocdn_telemetry_dlq_dropped_total',
       help: 'DLQ records given up on (the broker refused them even shrunk, or the backlog was full), by reason',
@@ -239,6 +248,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   const limits: MessageLimits = { ...defaultMessageLimits, ...opts.messageLimits };
   const timeBounds: EventTimeBounds = { ...defaultEventTimeBounds, ...opts.eventTime };
   const stallMs = opts.stallMs ?? 60_000;
+  const recoverMs = opts.recoverMs ?? 30_000;
   const dlqRequestBytes = opts.dlqRequestBytes ?? 256 * 1024;
   const registry = opts.registry ?? createRegistry({ defaultMetrics: true });
   const m = createMetrics(registry);
@@ -282,7 +292,6 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   const parts = new Map<number, PartitionState>();
   const viewPos = new Map<number, number>();
   let closing = false;
-  let crashed: string | undefined;
   let ready = false;
   let lastRateAt = Date.now();
   let lastFetchAt = Date.now();
@@ -290,7 +299,6 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   let readSinceRate = 0;
   /** Per owned partition: lag and committed offset as the broker reports them, and when the offset last moved. */
   const progress = new Map<number, { lag: number; committed: number; since: number }>();
-  let lastProgressCheck = 0;
 
   // ---- handlers: read side ---------------------------------------------------------------
   const onViewBatch = async ({ batch }: EachBatchPayload) => {
@@ -553,6 +561,8 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topics.events), admin.fetchOffsets({ groupId, topics: [topics.events] })]);
     const at = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
     for (const p of [...progress.keys()]) if (!assignment.has(p)) progress.delete(p);
+    let behind = false;
+    const reading: number[] = [];
     for (const o of ends) {
       if (!assignment.has(o.partition)) continue;
       const c = at.get(o.partition) ?? -1;
@@ -561,6 +571,31 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
       const prev = progress.get(o.partition);
       const moved = !prev || prev.committed !== c || lag === 0;
       progress.set(o.partition, { lag, committed: c, since: moved ? now : prev.since });
+      const pos = Math.max(parts.get(o.partition)?.engine.next ?? 0, from);
+      reading.push(o.partition, pos);
+      if (Number(o.high) > pos) behind = true;
+    }
+    eventsWatch.observe(behind, reading.join(','), now);
+  };
+
+  /** Whether the read side has every aggregate in its topic, for its watchdog. */
+  const checkView = async () => {
+    const ends = await admin.fetchTopicOffsets(topics.aggregates);
+    const reading = ends.map((o) => `${o.partition}:${viewPos.get(o.partition) ?? o.low}`);
+    const behind = ends.some((o) => Number(o.high) > (viewPos.get(o.partition) ?? Number(o.low)));
+    viewWatch.observe(behind, reading.join(','));
+  };
+
+  // Its own timer, not the housekeeping pass: a pass stuck on a publish must not stop the watch.
+  let watching = false;
+  const watch = async () => {
+    if (watching || closing || !ready) return;
+    watching = true;
+    try {
+      await checkProgress().catch((err: unknown) => log.debug({ err: describeError(err) }, 'lag check failed'));
+      await checkView().catch((err: unknown) => log.debug({ err: describeError(err) }, 'view lag check failed'));
+    } finally {
+      watching = false;
     }
   };
 
@@ -588,10 +623,6 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
       }
       await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), force))));
       await flushIngestDlq();
-      if (now - lastProgressCheck >= Math.min(2_000, stallMs / 4)) {
-        lastProgressCheck = now;
-        await checkProgress().catch((err: unknown) => log.debug({ err: describeError(err) }, 'lag check failed'));
-      }
     } finally {
       ticking = false;
     }
@@ -652,6 +683,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     log,
     health: () => {
       const stuck = stalled();
+      const crashed = eventsWatch.crashed() ?? viewWatch.crashed();
       const reason = !ready
         ? 'starting'
         : closing
@@ -667,6 +699,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
         ready,
         crashed: crashed ?? null,
         stalled: stuck,
+        consumers: { events: eventsWatch.state(), view: viewWatch.state() },
         groupId,
         partitions: [...parts.keys()].sort((a, b) => a - b),
         viewRecords: view.size,
@@ -696,27 +729,19 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
   consumer.on(consumer.events.FETCH, () => {
     lastFetchAt = Date.now();
   });
-  consumer.on(consumer.events.CRASH, (e) => {
-    const msg = describeError(e.payload.error);
-    if (e.payload.restart) {
-      log.warn({ err: msg }, 'consumer crashed; kafkajs restarts it');
-      return;
-    }
-    crashed = msg;
-    log.error({ err: msg }, 'consumer crashed and will not restart by itself; restarting');
-    setTimeout(() => {
-      if (closing) return;
-      void consumer
-        .run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch })
-        .then(() => (crashed = undefined))
-        .catch((err: unknown) => log.error({ err: describeError(err) }, 'consumer restart failed'));
-    }, 2_000).unref();
-  });
+  const runEvents = () => consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch });
+  const runView = () => viewConsumer.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch: onViewBatch });
+  const watchdog = (name: string, c: Consumer, run: () => Promise<void>) =>
+    watchConsumer({ name, consumer: c, run, recoverMs, log, isClosing: () => closing, onRestart: () => m.consumerRestarts.inc({ consumer: name }) });
+  const eventsWatch = watchdog('events', consumer, runEvents);
+  const viewWatch = watchdog('view', viewConsumer, runView);
 
   const timer = setInterval(() => {
     if (!closing && ready) void tick().catch((err: unknown) => log.warn({ err: describeError(err) }, 'housekeeping failed'));
   }, tickMs);
   timer.unref();
+  const watchTimer = setInterval(() => void watch(), Math.min(2_000, stallMs / 4, recoverMs / 4));
+  watchTimer.unref();
 
   const cors = corsPolicy({ origins: opts.corsOrigins ?? '*', methods: ['GET', 'HEAD', 'POST'] });
   const server: Server = createHardenedServer(handleHttp, { log, registry, cors }).server;
@@ -726,6 +751,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     port = await listen(server, opts.port ?? 8500, host);
   } catch (err) {
     clearInterval(timer);
+    clearInterval(watchTimer);
     await stopIngest();
     throw err;
   }
@@ -735,13 +761,14 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     await producer.connect();
     await viewConsumer.connect();
     await viewConsumer.subscribe({ topics: [topics.aggregates], fromBeginning: true });
-    await viewConsumer.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch: onViewBatch });
+    await runView();
     await viewCaughtUp();
     await consumer.connect();
     await consumer.subscribe({ topics: [topics.events], fromBeginning: opts.fromBeginning ?? true });
-    await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch });
+    await runEvents();
   } catch (err) {
     clearInterval(timer);
+    clearInterval(watchTimer);
     streams.close();
     await closeServer(server, 100);
     await stopIngest();
@@ -773,6 +800,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
       closed ??= (async () => {
         closing = true;
         clearInterval(timer);
+        clearInterval(watchTimer);
         // Open streams would hold closeServer for its whole grace: they end first.
         streams.close();
         // Stop reading first, then publish what was read so the next owner starts from the

@@ -15,6 +15,14 @@ export interface SpawnedProcess {
 }
 
 /**
+ * Under a test, VITEST would make a component silent; its log file is what explains a failure
+ * afterwards, so it keeps warnings and errors (not the access log).
+ */
+function testLogLevel(): NodeJS.ProcessEnv {
+  return process.env.VITEST && !process.env.OCDN_LOG_LEVEL ? { OCDN_LOG_LEVEL: 'warn' } : {};
+}
+
+/**
  * Starts `ocdn <args>` as its own process group with stdout+stderr appended to `log`, detached
  * from this process so `cluster up --detach` leaves it running; `stopProcess` ends the group.
  */
@@ -25,7 +33,7 @@ export async function spawnOcdn(args: string[], log: string, env: NodeJS.Process
     const child = spawn(process.execPath, [OCDN_BIN, ...args], {
       detached: true,
       stdio: ['ignore', fd, fd],
-      env: { ...process.env, AWS_SDK_JS_SUPPRESS_NODE_DEPRECATION_WARNING: '1', ...env },
+      env: { ...process.env, ...testLogLevel(), AWS_SDK_JS_SUPPRESS_NODE_DEPRECATION_WARNING: '1', ...env },
     });
     if (child.pid === undefined) throw new Error(`could not start ocdn ${args.join(' ')}`);
     child.unref();

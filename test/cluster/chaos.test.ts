@@ -3,7 +3,7 @@
  * disturb other test files): a Kafka restart during playback loses no event, and a 20 s origin
  * outage does not stop titles the edges hold from playing.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,15 @@ import { seedIfEmpty } from '../../scripts/cluster/start.ts';
 import type { ClusterState } from '../../scripts/cluster/state.ts';
 import { proactiveFill } from '../../scripts/fill.ts';
 import { createProducer } from '../../telemetry/producer.ts';
+
+/** What the aggregator says of itself (/healthz) and the tail of its log, for a failure message. */
+async function aggregatorPostMortem(state: ClusterState): Promise<string> {
+  const health = await fetch(`${state.aggregatorUrl}/healthz`)
+    .then((r) => r.text())
+    .catch((e: Error) => e.message);
+  const log = await readFile(join(state.dir, 'logs', 'aggregator.log'), 'utf8').catch((e: Error) => e.message);
+  return `healthz ${health}; log tail:\n${log.split('\n').slice(-30).join('\n')}`;
+}
 
 describe('chaos in a running cluster', () => {
   let dir: string;
@@ -73,8 +82,8 @@ describe('chaos in a running cluster', () => {
         return seen !== undefined && seen.events + seen.late === produced;
       },
       { timeoutMs: 90_000, intervalMs: 500, what: `all ${produced} produced events in the aggregates` },
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}; aggregator shows ${JSON.stringify(seen)}`);
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}; aggregator shows ${JSON.stringify(seen)}; ${await aggregatorPostMortem(state)}`);
     });
   }, 300_000);
 
