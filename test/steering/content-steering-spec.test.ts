@@ -42,7 +42,10 @@ describe('Content Steering by the spec', () => {
     expect(r.status, r.text).toBe(200);
     return JSON.parse(r.text) as SteeringManifest;
   };
-  const registry = { heartbeatIntervalMs: 100, missedHeartbeats: 3, probeIntervalMs: 100, probeTimeoutMs: 500, rise: 1, fall: 2 };
+  // Beats every 100 ms, but an edge only counts as out after 2 s of silence or 3 failed probes: a
+  // loaded 2-core machine can pause a process for longer than a few beats, and the test that
+  // takes an edge out closes it, which its probes see at once.
+  const registry = { heartbeatIntervalMs: 100, missedHeartbeats: 20, probeIntervalMs: 100, probeTimeoutMs: 2_000, rise: 1, fall: 3 };
   const edge = async (id: string, over: Partial<EdgeOptions> = {}) => {
     const e = await startEdge({
       edgeKey: TEST_EDGE_KEY,
@@ -121,7 +124,7 @@ describe('Content Steering by the spec', () => {
     const a = edges.get('edge-a')!;
     const c = await edge('edge-c', { host: '127.0.0.2', port: a.port });
     expect(c.url).toBe(`http://127.0.0.2:${a.port}`);
-    await waitFor(upIn(st, ['edge-c']), { timeoutMs: 10_000, what: 'edge-c up' });
+    await waitFor(upIn(st, ['edge-a', 'edge-b', 'edge-c']), { timeoutMs: 10_000, what: 'edge-c up beside edge-a and edge-b' });
 
     const m = await manifestOf(`${s.serverUri}?_HLS_pathway=${s.pathways[0]}&_HLS_throughput=5000000`);
     expect(m['PATHWAY-CLONES']).toHaveLength(1);
