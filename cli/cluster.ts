@@ -12,6 +12,7 @@ import { printClusterTable } from '../scripts/cluster/table.ts';
 import { proactiveFill, recentDemand } from '../scripts/fill.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
 import { renderTable } from '../common/table.ts';
+import { CACHE_POLICIES, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
 import { registerKafka } from './kafka.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
@@ -25,6 +26,7 @@ const upSpec = {
   basePort: { type: 'int', flag: '--base-port', min: 1024, max: 65_000, default: defaultClusterOptions.basePort },
   kafkaPort: { type: 'int', flag: '--kafka-port', min: 1024, max: 65_000, default: defaultClusterOptions.kafkaPort },
   policy: { type: 'enum', values: ['random', 'round-robin', 'least-loaded', 'hash', 'hrw-bounded'], default: 'hrw-bounded' },
+  cachePolicy: { type: 'enum', flag: '--cache-policy', values: CACHE_POLICIES, default: DEFAULT_CACHE_POLICY },
   bucket: { type: 'string', default: 'ocdn-media' },
 } as const;
 
@@ -65,6 +67,7 @@ export function registerCluster(program: Command): void {
     .option('--base-port <port>', 'steering port; edges take the next ones, aggregator +100, S3 +169, console +200', String(defaultClusterOptions.basePort))
     .option('--kafka-port <port>', 'Kafka broker port (controller = +1)', String(defaultClusterOptions.kafkaPort))
     .option('--policy <name>', 'steering policy', 'hrw-bounded')
+    .option('--cache-policy <name>', `every edge's eviction policy: ${CACHE_POLICIES.join(', ')}`, DEFAULT_CACHE_POLICY)
     .option('--shield', 'add a shield edge (base port + 90) between the edges and S3: one origin GET per object for the cluster')
     .option('--no-console', 'do not start the web console (base port + 200)')
     .option('--detach', 'return once everything is ready, leaving the cluster running')

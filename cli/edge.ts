@@ -8,6 +8,7 @@ import { ADMIN_TOKEN, EDGE_KEY, requireSecret, resolveSecret, TOKEN_SECRET } fro
 import { Shutdown } from '../common/shutdown.ts';
 import { OriginReader } from '../origin/reader.ts';
 import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
+import { CACHE_POLICIES, type CachePolicy, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
 import { startEdge } from '../edge/server.ts';
 
 export const edgeServeSpec = {
@@ -16,6 +17,7 @@ export const edgeServeSpec = {
   host: { type: 'string', flag: '--host', env: 'OCDN_EDGE_HOST', default: '127.0.0.1' },
   region: { type: 'string', flag: '--region', env: 'OCDN_EDGE_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
   capacity: { type: 'bytes', flag: '--capacity', env: 'OCDN_EDGE_CAPACITY', default: '512MB', min: 64 * 1024 },
+  policy: { type: 'enum', flag: '--policy', env: 'OCDN_EDGE_POLICY', values: CACHE_POLICIES, default: DEFAULT_CACHE_POLICY },
   parent: { type: 'url', flag: '--parent', env: 'OCDN_EDGE_PARENT' },
   steering: { type: 'urls', flag: '--steering', env: 'OCDN_STEERING_URL', ctx: 'steeringUrl' },
   publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_EDGE_PUBLIC_URL' },
@@ -30,7 +32,7 @@ export const edgeServeSpec = {
 } as const;
 
 export function registerEdge(program: Command): void {
-  const edge = program.command('edge').description('edge cache node (byte-bounded LRU in front of S3)');
+  const edge = program.command('edge').description('edge cache node (byte-bounded cache, LRU, SIEVE or S3-FIFO, in front of S3)');
   const serve = edge
     .command('serve')
     .description(
@@ -44,6 +46,7 @@ export function registerEdge(program: Command): void {
     .option('--host <addr>', 'listen address (env OCDN_EDGE_HOST) [default 127.0.0.1]')
     .option('--region <region>', 'region reported to steering (env OCDN_EDGE_REGION) [default local]')
     .option('--capacity <bytes>', 'cache capacity, e.g. 512MB, 2GiB (env OCDN_EDGE_CAPACITY) [default 512MB]')
+    .option('--policy <name>', `eviction policy: ${CACHE_POLICIES.join(', ')} (env OCDN_EDGE_POLICY) [default ${DEFAULT_CACHE_POLICY}]`)
     .option('--parent <url>', 'shield tier: send misses to this edge instead of S3 (env OCDN_EDGE_PARENT)')
     .option('--steering <urls>', "steering base URL(s) for heartbeats, comma-separated for several replicas (env OCDN_STEERING_URL) [default: the cluster's]")
     .option('--public-url <url>', 'URL players reach this edge at, sent in heartbeats [default http://host:port]')
@@ -95,6 +98,7 @@ export function registerEdge(program: Command): void {
       host: cfg.host,
       region: cfg.region,
       capacityBytes: cfg.capacity,
+      cachePolicy: cfg.policy as CachePolicy,
       origin,
       parentUrl: cfg.parent,
       steeringUrl: cfg.steering,

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
-import { type Entry, type NegativeEntry, entrySize, makeObjectEntry } from './entry.ts';
+import { type Entry, type NegativeEntry, type ObjectEntry, entrySize, makeObjectEntry } from './entry.ts';
 import type { EdgeMetrics } from './metrics.ts';
+import { type ByteStore, type CachePolicy, createByteStore, DEFAULT_CACHE_POLICY } from './policies/index.ts';
 import { contentTypeFor, isPlaylist, titleOf } from './path.ts';
 import type { Upstream } from './upstream.ts';
 
@@ -20,6 +21,8 @@ export interface EdgeCacheOptions {
   negativeMaxEntries?: number;
   /** How long past expiry a copy may still be served when upstream fails. */
   staleIfErrorMs: number;
+  /** Eviction policy of the object store (default lru, on lru-cache). */
+  policy?: CachePolicy;
   /** Hash every filled body and refuse it when it does not match the declared SHA-256. */
   verifyHash: boolean;
   /** Fields every hit carries whatever the request (the CORS policy's fixed ones), put in each entry's prebuilt hit headers. */
@@ -39,54 +42,55 @@ export interface Lookup {
   error?: OcdnError;
 }
 
-/** Freshness lifetime of an entry, kept beside it so stale-if-error can bound its window. */
-const freshUntil = new WeakMap<Entry, number>();
+/** What the store holds per object: the entry and the end of its freshness lifetime. */
+interface Held {
+  entry: ObjectEntry;
+  freshUntil: number;
+}
+
+/** A fill in progress; a hard purge marks it so its result answers its waiters but is not stored. */
+interface Flight {
+  promise: Promise<Entry | undefined>;
+  purged: boolean;
+}
+
 const HEX64 = /^[0-9a-f]{64}$/;
-/** Shared so the hit path's get() does not allocate an options object per call. */
-const GET_OPTS: LRUCache.GetOptions<string, Entry, unknown> = {};
 const NEG_GET_OPTS: LRUCache.GetOptions<string, NegativeEntry, unknown> = {};
 /** Cached 404s held at most by default: ~0.5 MB of keys, whatever the capacity. */
 export const DEFAULT_NEGATIVE_MAX_ENTRIES = 1_000;
 
 /**
- * Byte-bounded LRU of whole objects in front of one upstream.
+ * Byte-bounded cache of whole objects in front of one upstream, under one eviction policy
+ * (edge/policies: LRU on lru-cache by default, SIEVE, S3-FIFO).
  *
- * - The hit path is `fresh(key)`: one synchronous `lru.get`, no promise.
- * - Misses go through `lru.fetch()`, whose fetchMethod runs once per key however many requests
- *   wait on it (coalescing); the waiters see `status.fetch === 'inflight'`.
- * - Expired entries stay in the cache (`noDeleteOnStaleGet`) until LRU pressure evicts them,
- *   and a failed refresh puts the old copy back (`noDeleteOnFetchRejection`), so a stale copy
- *   exists to serve when upstream fails (stale-if-error).
- * - A fetch whose placeholder is evicted or purged meanwhile still answers its waiters
- *   (`ignoreFetchAbort`); the result is just not stored.
+ * - The hit path is `fresh(key)`: one synchronous store get and a clock compare, no promise.
+ * - Misses go through `lookup()`; one fill runs per key however many requests wait on it
+ *   (coalescing), and the waiters are told they joined.
+ * - Freshness lives here, not in the store, so every policy has the same semantics: an expired
+ *   entry stays until the policy evicts it, and a failed refresh leaves the old copy in place,
+ *   so a stale copy exists to serve when upstream fails (stale-if-error).
+ * - A fill whose key is purged meanwhile still answers its waiters; the result is just not stored.
  * - A 404 is stored as a small negative entry in an LRU of its own, bounded by count, with its own
  *   short TTL, dropped when it expires: random 404 paths can never evict objects, and an expired
  *   negative is not kept around (it has no stale-if-error use).
  */
 export class EdgeCache {
   readonly capacityBytes: number;
-  private readonly lru: LRUCache<string, Entry>;
+  readonly policy: CachePolicy;
+  private readonly store: ByteStore<Held>;
   private readonly negatives: LRUCache<string, NegativeEntry>;
+  private readonly inflight = new Map<string, Flight>();
   private readonly opts: EdgeCacheOptions;
 
   constructor(opts: EdgeCacheOptions) {
     this.opts = opts;
     this.capacityBytes = opts.capacityBytes;
-    this.lru = new LRUCache<string, Entry>({
-      maxSize: opts.capacityBytes,
+    this.policy = opts.policy ?? DEFAULT_CACHE_POLICY;
+    this.store = createByteStore<Held>(this.policy, {
+      maxBytes: opts.capacityBytes,
       // One object never flushes more than a quarter of the cache.
-      maxEntrySize: Math.max(1, Math.floor(opts.capacityBytes / 4)),
-      sizeCalculation: entrySize,
-      ttl: opts.segmentTtlMs,
-      // lru-cache re-reads the clock (and arms a timer) once per ttlResolution on the hit path;
-      // 50 ms is far below any TTL we use.
-      ttlResolution: 50,
-      allowStale: false,
-      noDeleteOnStaleGet: true,
-      noDeleteOnFetchRejection: true,
-      ignoreFetchAbort: true,
-      fetchMethod: (key, _stale, { options }) => this.fill(key, options),
-      dispose: (_value, _key, reason) => {
+      maxEntryBytes: Math.max(1, Math.floor(opts.capacityBytes / 4)),
+      onRemove: (_key, _held, reason) => {
         if (reason === 'evict') opts.metrics.evictions.inc();
       },
     });
@@ -100,12 +104,12 @@ export class EdgeCache {
   }
 
   get bytes(): number {
-    return this.lru.calculatedSize;
+    return this.store.bytes;
   }
 
   /** Entries held: objects and negative entries. */
   get items(): number {
-    return this.lru.size + this.negatives.size;
+    return this.store.size + this.negatives.size;
   }
 
   /** Negative entries (cached 404s) held. */
@@ -115,44 +119,53 @@ export class EdgeCache {
 
   /** Hit path: the fresh entry for `key`, or undefined (absent, expired, soft-purged or being fetched). */
   fresh(key: string): Entry | undefined {
-    const e = this.lru.get(key, GET_OPTS) ?? this.negatives.get(key, NEG_GET_OPTS);
+    const held = this.store.get(key);
+    if (held !== undefined) return !held.entry.softPurged && Date.now() <= held.freshUntil ? held.entry : undefined;
+    const e = this.negatives.get(key, NEG_GET_OPTS);
     return e !== undefined && !e.softPurged ? e : undefined;
   }
 
   /** Whether a copy of `key` is held, fresh or not (tests, fill). */
   has(key: string): boolean {
-    return this.lru.peek(key, { allowStale: true }) !== undefined || this.negatives.has(key);
+    return this.store.has(key) || this.negatives.has(key);
   }
 
   /** Slow path: revalidate or fill `key`, coalesced with every other request for it. */
   async lookup(key: string): Promise<Lookup> {
-    const held = this.lru.peek(key, { allowStale: true });
-    const status: LRUCache.Status<string, Entry> = {};
+    const held = this.store.peek(key);
+    if (held !== undefined && !held.entry.softPurged && Date.now() <= held.freshUntil) {
+      this.store.get(key);
+      return { entry: held.entry, outcome: 'HIT', stored: false, fwd: 'miss' };
+    }
+    const fwd = held === undefined ? 'miss' : 'stale';
+    let flight = this.inflight.get(key);
+    const joined = flight !== undefined;
+    if (flight === undefined) {
+      const f: Flight = { promise: Promise.resolve(undefined), purged: false };
+      f.promise = this.fill(key, f).finally(() => {
+        if (this.inflight.get(key) === f) this.inflight.delete(key);
+      });
+      this.inflight.set(key, f);
+      flight = f;
+    }
     try {
-      const entry = await this.lru.fetch(key, { status, allowStale: false, forceRefresh: held?.softPurged === true });
-      const fwd = held === undefined ? 'miss' : 'stale';
+      const entry = await flight.promise;
+      if (joined) this.opts.metrics.coalesced.inc();
       if (entry === undefined) {
-        // A 404: fill() put it among the negatives. An object that 404s now is gone (lru-cache
-        // puts the stale copy back when a fetch yields nothing).
+        // A 404: fill() put it among the negatives, and an object that 404s now is gone.
         const missing = this.negatives.get(key);
         if (missing === undefined) throw new OcdnError(ErrorCodes.INTERNAL, `cache fill for ${key} returned nothing`);
-        this.lru.delete(key);
-        if (status.fetch === 'inflight') this.opts.metrics.coalesced.inc();
-        return { entry: missing, outcome: status.fetch === 'inflight' ? 'COALESCED' : 'MISS', stored: true, fwd };
+        return { entry: missing, outcome: joined ? 'COALESCED' : 'MISS', stored: true, fwd };
       }
-      if (status.fetch === 'hit') return { entry, outcome: 'HIT', stored: false, fwd };
-      if (status.fetch === 'inflight') {
-        this.opts.metrics.coalesced.inc();
-        return { entry, outcome: 'COALESCED', stored: false, fwd };
-      }
-      return { entry, outcome: 'MISS', stored: this.lru.peek(key, { allowStale: true }) === entry, fwd };
+      if (joined) return { entry, outcome: 'COALESCED', stored: false, fwd };
+      return { entry, outcome: 'MISS', stored: this.store.peek(key)?.entry === entry, fwd };
     } catch (raw) {
       const error = isOcdnError(raw)
         ? raw
         : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `fill of ${key} failed: ${raw instanceof Error ? raw.message : String(raw)}`, { cause: raw });
-      const stale = this.lru.peek(key, { allowStale: true });
-      if (stale !== undefined && Date.now() - (freshUntil.get(stale) ?? 0) <= this.opts.staleIfErrorMs) {
-        return { entry: stale, outcome: 'STALE', stored: false, fwd: 'stale', error };
+      const stale = this.store.peek(key);
+      if (stale !== undefined && Date.now() - stale.freshUntil <= this.opts.staleIfErrorMs) {
+        return { entry: stale.entry, outcome: 'STALE', stored: false, fwd: 'stale', error };
       }
       throw error;
     }
@@ -168,13 +181,16 @@ export class EdgeCache {
     for (const key of [...this.negatives.keys()]) {
       if (key.startsWith(prefix) && this.negatives.delete(key)) n++;
     }
-    for (const [key] of this.lru.dump()) {
+    if (!soft) {
+      for (const [key, f] of this.inflight) if (key.startsWith(prefix)) f.purged = true;
+    }
+    for (const key of [...this.store.keys()]) {
       if (!key.startsWith(prefix)) continue;
       if (soft) {
-        const e = this.lru.peek(key, { allowStale: true });
-        if (e === undefined) continue;
-        e.softPurged = true;
-      } else if (!this.lru.delete(key)) continue;
+        const held = this.store.peek(key);
+        if (held === undefined) continue;
+        held.entry.softPurged = true;
+      } else if (!this.store.delete(key)) continue;
       n++;
     }
     return n;
@@ -183,19 +199,17 @@ export class EdgeCache {
   /** Titles with at least one object held: the heartbeat's compact inventory. */
   titles(): string[] {
     const titles = new Set<string>();
-    for (const [key, { value }] of this.lru.dump()) {
-      // Not /catalog.json: it names no title.
-      if (value.kind === 'object' && key.startsWith('/vod/')) titles.add(titleOf(key));
-    }
+    // Not /catalog.json: it names no title.
+    for (const key of this.store.keys()) if (key.startsWith('/vod/')) titles.add(titleOf(key));
     return [...titles].sort();
   }
 
   clear(): void {
-    this.lru.clear();
+    this.store.clear();
     this.negatives.clear();
   }
 
-  private async fill(key: string, options: LRUCache.FetcherFetchOptions<string, Entry>): Promise<Entry | undefined> {
+  private async fill(key: string, flight: Flight): Promise<Entry | undefined> {
     const { upstream, metrics } = this.opts;
     const stopTimer = metrics.originFetchSeconds.startTimer({ upstream: upstream.kind });
     let result = 'ok';
@@ -214,7 +228,6 @@ export class EdgeCache {
         sha256 = actual;
       }
       const ttl = isPlaylist(key) ? this.opts.playlistTtlMs : this.opts.segmentTtlMs;
-      options.ttl = ttl;
       const entry = makeObjectEntry({
         key,
         body: obj.body,
@@ -228,13 +241,15 @@ export class EdgeCache {
         cacheStatusName: this.opts.cacheStatusName,
         headers: this.opts.hitHeaders,
       });
-      freshUntil.set(entry, Date.now() + ttl);
       metrics.originBytes += obj.body.length;
+      // Too large for the store (over a quarter of it): it still answers this fill's waiters.
+      if (!flight.purged) this.store.set(key, { entry, freshUntil: Date.now() + ttl }, entrySize(entry));
       return entry;
     } catch (err) {
       if (isOcdnError(err, ErrorCodes.NOT_FOUND)) {
         result = 'not_found';
         this.negatives.set(key, { kind: 'missing', key, bornAt: Date.now(), softPurged: false });
+        this.store.delete(key);
         return undefined;
       }
       result = isOcdnError(err, ErrorCodes.ORIGIN_TIMEOUT) ? 'timeout' : 'error';

@@ -10,6 +10,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import { Admin } from './admin.ts';
 import { TokenGate } from './auth.ts';
+import type { CachePolicy } from './policies/types.ts';
 import { EdgeCache } from './cache.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { EdgeMetrics } from './metrics.ts';
@@ -24,6 +25,8 @@ export interface EdgeOptions {
   host?: string;
   region: string;
   capacityBytes: number;
+  /** Eviction policy of the cache (edge/policies; default lru). */
+  cachePolicy?: CachePolicy;
   /** Where misses go, unless `parentUrl` is given. */
   origin?: OriginReader;
   /** Shield tier: misses go to this edge (same path) instead of S3. */
@@ -118,6 +121,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   });
   const cache = new EdgeCache({
     capacityBytes: opts.capacityBytes,
+    policy: opts.cachePolicy,
     upstream,
     metrics,
     edgeId: id,

@@ -25,6 +25,8 @@ export interface ClusterOptions {
   /** One shield edge (not steered to) between the edges and S3: edges send their misses to it. */
   shield: boolean;
   policy: string;
+  /** Every edge's eviction policy (edge serve --policy). */
+  cachePolicy: string;
   readyTimeoutMs: number;
   /** Start the supervisor process that restarts crashed components (the CLI and `npm start` do). */
   supervise: boolean;
@@ -51,6 +53,7 @@ export const defaultClusterOptions: ClusterOptions = {
   kafkaPort: DEFAULT_KAFKA_PORT,
   shield: false,
   policy: 'hrw-bounded',
+  cachePolicy: 'lru',
   readyTimeoutMs: 120_000,
   supervise: false,
   console: false,
@@ -211,6 +214,8 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
         region,
         '--capacity',
         o.capacity,
+        '--policy',
+        o.cachePolicy,
         '--steering',
         state.steeringUrl,
         ...parentFlags,

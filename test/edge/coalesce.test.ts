@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../common/http.ts';
 import { readMetric } from '../../common/metrics.ts';
+import { CACHE_POLICIES } from '../../edge/policies/types.ts';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { BUCKET, GatedReader, bytes, get, metric, sha256, startOrigin, type TestOrigin } from './helpers.ts';
 import { TEST_EDGE_KEY } from '../steering/helpers.ts';
 
-describe('coalescing and the byte bound', () => {
+describe.each(CACHE_POLICIES)('coalescing and the byte bound (%s)', (cachePolicy) => {
   let origin: TestOrigin;
   const edges: Edge[] = [];
 
@@ -19,11 +20,19 @@ describe('coalescing and the byte bound', () => {
   });
 
   it('200 concurrent requests for one uncached segment make exactly one origin GET, all bodies identical to S3', async () => {
-    const body = await origin.put('vod/hot/730k/seg-00000.ts', bytes(400_000, 42));
+    const body = await origin.put(`vod/hot-${cachePolicy}/730k/seg-00000.ts`, bytes(400_000, 42));
     const reader = new GatedReader({ client: origin.client, bucket: BUCKET, timeoutMs: 10_000, retries: 0 });
-    const edge = await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'edge-c', region: 'r', capacityBytes: 50_000_000, origin: reader, tokenSecret: null });
+    const edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-c',
+      region: 'r',
+      capacityBytes: 50_000_000,
+      origin: reader,
+      tokenSecret: null,
+      cachePolicy,
+    });
     edges.push(edge);
-    const url = `${edge.url}/vod/hot/730k/seg-00000.ts`;
+    const url = `${edge.url}/vod/hot-${cachePolicy}/730k/seg-00000.ts`;
     const before = await metric(edge, 'ocdn_edge_origin_fetches_total');
 
     const all = Array.from({ length: 200 }, () => get(url));
@@ -60,7 +69,15 @@ describe('coalescing and the byte bound', () => {
       const b = await origin.put(`vod/churn/r/seg-${String(i).padStart(5, '0')}.ts`, bytes(size, 100 + i));
       objects.push({ path: `/vod/churn/r/seg-${String(i).padStart(5, '0')}.ts`, sha: sha256(b), size });
     }
-    const edge = await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'edge-small', region: 'r', capacityBytes: capacity, origin: origin.reader, tokenSecret: null });
+    const edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-small',
+      region: 'r',
+      capacityBytes: capacity,
+      origin: origin.reader,
+      tokenSecret: null,
+      cachePolicy,
+    });
     edges.push(edge);
 
     let maxSeen = 0;
@@ -94,7 +111,15 @@ describe('coalescing and the byte bound', () => {
 
   it('serves but does not keep an object larger than a quarter of the cache', async () => {
     const big = await origin.put('vod/big/r/seg-00000.ts', bytes(300_000, 5));
-    const edge = await startEdge({ edgeKey: TEST_EDGE_KEY, id: 'edge-tiny', region: 'r', capacityBytes: 1_000_000, origin: origin.reader, tokenSecret: null });
+    const edge = await startEdge({
+      edgeKey: TEST_EDGE_KEY,
+      id: 'edge-tiny',
+      region: 'r',
+      capacityBytes: 1_000_000,
+      origin: origin.reader,
+      tokenSecret: null,
+      cachePolicy,
+    });
     edges.push(edge);
     const r = await get(`${edge.url}/vod/big/r/seg-00000.ts`);
     expect(r.status).toBe(200);
