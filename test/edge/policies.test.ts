@@ -166,6 +166,14 @@ describe.each(CACHE_POLICIES)('%s store', (policy) => {
     expect(store.bytes).toBe(10);
   });
 
+  it('rejects sizes and budgets that are not whole positive bytes', () => {
+    const { store } = recorded(policy, 100);
+    for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => store.set('a', val(), bad)).toThrow(TypeError);
+    expect(store.size).toBe(0);
+    expect(() => createByteStore(policy, { maxBytes: 0 })).toThrow(TypeError);
+    expect(() => createByteStore(policy, { maxBytes: 100, maxEntryBytes: 101 })).toThrow(TypeError);
+  });
+
   it('does not count peek as an access', () => {
     // Three unit objects; `a` is the oldest. Two peeks leave it first to go; two gets save it
     // under every policy (S3-FIFO moves an object hit twice in S to M).
