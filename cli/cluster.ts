@@ -27,6 +27,7 @@ const upSpec = {
   kafkaPort: { type: 'int', flag: '--kafka-port', min: 1024, max: 65_000, default: defaultClusterOptions.kafkaPort },
   policy: { type: 'enum', values: ['random', 'round-robin', 'least-loaded', 'hash', 'hrw-bounded'], default: 'hrw-bounded' },
   cachePolicy: { type: 'enum', flag: '--cache-policy', values: CACHE_POLICIES, default: DEFAULT_CACHE_POLICY },
+  diskCapacity: { type: 'bytes', flag: '--disk-capacity', min: 1 << 20 },
   bucket: { type: 'string', default: 'ocdn-media' },
 } as const;
 
@@ -68,6 +69,7 @@ export function registerCluster(program: Command): void {
     .option('--kafka-port <port>', 'Kafka broker port (controller = +1)', String(defaultClusterOptions.kafkaPort))
     .option('--policy <name>', 'steering policy', 'hrw-bounded')
     .option('--cache-policy <name>', `every edge's eviction policy: ${CACHE_POLICIES.join(', ')}`, DEFAULT_CACHE_POLICY)
+    .option('--disk-capacity <bytes>', 'give every edge a disk tier of this size under <dir>/disk/<edge>, kept across restarts')
     .option('--shield', 'add a shield edge (base port + 90) between the edges and S3: one origin GET per object for the cluster')
     .option('--no-console', 'do not start the web console (base port + 200)')
     .option('--detach', 'return once everything is ready, leaving the cluster running')
@@ -78,6 +80,7 @@ export function registerCluster(program: Command): void {
         ...cfg,
         dir: contextDir(flags.dir),
         capacity: String(cfg.capacity),
+        diskCapacity: cfg.diskCapacity === undefined ? undefined : String(cfg.diskCapacity),
         shield: flags.shield === true,
         supervise: true,
         console: flags.console !== false,

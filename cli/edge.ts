@@ -18,6 +18,8 @@ export const edgeServeSpec = {
   region: { type: 'string', flag: '--region', env: 'OCDN_EDGE_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
   capacity: { type: 'bytes', flag: '--capacity', env: 'OCDN_EDGE_CAPACITY', default: '512MB', min: 64 * 1024 },
   policy: { type: 'enum', flag: '--policy', env: 'OCDN_EDGE_POLICY', values: CACHE_POLICIES, default: DEFAULT_CACHE_POLICY },
+  diskDir: { type: 'string', flag: '--disk-dir', env: 'OCDN_EDGE_DISK_DIR' },
+  diskCapacity: { type: 'bytes', flag: '--disk-capacity', env: 'OCDN_EDGE_DISK_CAPACITY', min: 1 << 20 },
   parent: { type: 'url', flag: '--parent', env: 'OCDN_EDGE_PARENT' },
   steering: { type: 'urls', flag: '--steering', env: 'OCDN_STEERING_URL', ctx: 'steeringUrl' },
   publicUrl: { type: 'url', flag: '--public-url', env: 'OCDN_EDGE_PUBLIC_URL' },
@@ -47,6 +49,8 @@ export function registerEdge(program: Command): void {
     .option('--region <region>', 'region reported to steering (env OCDN_EDGE_REGION) [default local]')
     .option('--capacity <bytes>', 'cache capacity, e.g. 512MB, 2GiB (env OCDN_EDGE_CAPACITY) [default 512MB]')
     .option('--policy <name>', `eviction policy: ${CACHE_POLICIES.join(', ')} (env OCDN_EDGE_POLICY) [default ${DEFAULT_CACHE_POLICY}]`)
+    .option('--disk-dir <dir>', 'disk tier: every fill is also kept here and survives a restart (env OCDN_EDGE_DISK_DIR); needs --disk-capacity')
+    .option('--disk-capacity <bytes>', 'disk tier bound, e.g. 10GB (env OCDN_EDGE_DISK_CAPACITY); needs --disk-dir')
     .option('--parent <url>', 'shield tier: send misses to this edge instead of S3 (env OCDN_EDGE_PARENT)')
     .option('--steering <urls>', "steering base URL(s) for heartbeats, comma-separated for several replicas (env OCDN_STEERING_URL) [default: the cluster's]")
     .option('--public-url <url>', 'URL players reach this edge at, sent in heartbeats [default http://host:port]')
@@ -87,6 +91,8 @@ export function registerEdge(program: Command): void {
         : beats
           ? requireSecret(EDGE_KEY, edgeKeyFile, problems, 'pass --no-edge-auth to send unsigned heartbeats', process.env, ctx.values)
           : resolveSecret(EDGE_KEY, edgeKeyFile, problems, process.env, ctx.values);
+    if (cfg && (cfg.diskDir === undefined) !== (cfg.diskCapacity === undefined))
+      problems.push('--disk-dir and --disk-capacity go together: give both for a disk tier, or neither');
     if (problems.length > 0 || !cfg || !s3) throw new ConfigError(problems);
 
     const log = createLogger('edge', { fields: { edge: cfg.id } });
@@ -99,6 +105,7 @@ export function registerEdge(program: Command): void {
       region: cfg.region,
       capacityBytes: cfg.capacity,
       cachePolicy: cfg.policy as CachePolicy,
+      ...(cfg.diskDir !== undefined && cfg.diskCapacity !== undefined ? { disk: { dir: cfg.diskDir, capacityBytes: cfg.diskCapacity } } : {}),
       origin,
       parentUrl: cfg.parent,
       steeringUrl: cfg.steering,

@@ -61,6 +61,9 @@ export const EdgeHeartbeatSchema = Type.Object(
     region: Label('must be 1-64 characters of A-Z a-z 0-9 . _ -'),
     capacityBytes: Count,
     usedBytes: Count,
+    /** The disk tier's bound and use, when the edge has one (its titles are in `titles` too). */
+    diskCapacityBytes: Type.Optional(Count),
+    diskUsedBytes: Type.Optional(Count),
     inFlight: Count,
     /** Requests per second over the last interval. */
     rps: Count,

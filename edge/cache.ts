@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
 import { type Entry, type NegativeEntry, type ObjectEntry, entrySize, makeObjectEntry } from './entry.ts';
+import type { DiskTier } from './disk-tier.ts';
 import type { EdgeMetrics } from './metrics.ts';
 import { type ByteStore, type CachePolicy, createByteStore, DEFAULT_CACHE_POLICY } from './policies/index.ts';
 import { contentTypeFor, isPlaylist, titleOf } from './path.ts';
@@ -23,6 +24,8 @@ export interface EdgeCacheOptions {
   staleIfErrorMs: number;
   /** Eviction policy of the object store (default lru, on lru-cache). */
   policy?: CachePolicy;
+  /** Disk tier under the RAM one: every fill is written to it, and a RAM miss it holds is promoted from it. */
+  disk?: DiskTier;
   /** Hash every filled body and refuse it when it does not match the declared SHA-256. */
   verifyHash: boolean;
   /** Fields every hit carries whatever the request (the CORS policy's fixed ones), put in each entry's prebuilt hit headers. */
@@ -40,6 +43,8 @@ export interface Lookup {
   fwd: 'miss' | 'stale';
   /** Why a STALE copy was served. */
   error?: OcdnError;
+  /** A HIT the disk tier answered (promoted to RAM). */
+  tier?: 'disk';
 }
 
 /** What the store holds per object: the entry and the end of its freshness lifetime. */
@@ -52,6 +57,8 @@ interface Held {
 interface Flight {
   promise: Promise<Entry | undefined>;
   purged: boolean;
+  /** Set when the disk tier answered instead of upstream. */
+  fromDisk?: boolean;
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -150,6 +157,7 @@ export class EdgeCache {
     }
     try {
       const entry = await flight.promise;
+      if (flight.fromDisk && entry !== undefined) return { entry, outcome: 'HIT', stored: true, fwd, tier: 'disk' };
       if (joined) this.opts.metrics.coalesced.inc();
       if (entry === undefined) {
         // A 404: fill() put it among the negatives, and an object that 404s now is gone.
@@ -184,6 +192,7 @@ export class EdgeCache {
     if (!soft) {
       for (const [key, f] of this.inflight) if (key.startsWith(prefix)) f.purged = true;
     }
+    const matched = new Set<string>();
     for (const key of [...this.store.keys()]) {
       if (!key.startsWith(prefix)) continue;
       if (soft) {
@@ -191,9 +200,12 @@ export class EdgeCache {
         if (held === undefined) continue;
         held.entry.softPurged = true;
       } else if (!this.store.delete(key)) continue;
-      n++;
+      matched.add(key);
     }
-    return n;
+    // Soft or hard, the disk copy goes: a soft-purged object must revalidate, and RAM keeps its stale copy.
+    const disk = this.opts.disk;
+    if (disk) for (const key of [...disk.keys()]) if (key.startsWith(prefix) && disk.delete(key)) matched.add(key);
+    return n + matched.size;
   }
 
   /** Titles with at least one object held: the heartbeat's compact inventory. */
@@ -201,6 +213,7 @@ export class EdgeCache {
     const titles = new Set<string>();
     // Not /catalog.json: it names no title.
     for (const key of this.store.keys()) if (key.startsWith('/vod/')) titles.add(titleOf(key));
+    if (this.opts.disk) for (const key of this.opts.disk.keys()) if (key.startsWith('/vod/')) titles.add(titleOf(key));
     return [...titles].sort();
   }
 
@@ -209,7 +222,30 @@ export class EdgeCache {
     this.negatives.clear();
   }
 
+  /** The disk tier's fresh copy of `key` as a RAM entry (stored in RAM), or undefined. */
+  private async promote(key: string, flight: Flight): Promise<Entry | undefined> {
+    const found = await this.opts.disk?.read(key);
+    if (found === undefined || Date.now() > found.meta.freshUntil) return undefined;
+    const { meta, body } = found;
+    const entry = makeObjectEntry({
+      key,
+      body,
+      sha256: meta.sha256,
+      contentType: meta.contentType,
+      cacheControl: meta.cacheControl,
+      bornAt: meta.bornAt,
+      edgeId: this.opts.edgeId,
+      cacheStatusName: this.opts.cacheStatusName,
+      headers: this.opts.hitHeaders,
+    });
+    if (!flight.purged) this.store.set(key, { entry, freshUntil: meta.freshUntil }, entrySize(entry));
+    flight.fromDisk = true;
+    return entry;
+  }
+
   private async fill(key: string, flight: Flight): Promise<Entry | undefined> {
+    const fromDisk = await this.promote(key, flight);
+    if (fromDisk !== undefined) return fromDisk;
     const { upstream, metrics } = this.opts;
     const stopTimer = metrics.originFetchSeconds.startTimer({ upstream: upstream.kind });
     let result = 'ok';
@@ -242,8 +278,23 @@ export class EdgeCache {
         headers: this.opts.hitHeaders,
       });
       metrics.originBytes += obj.body.length;
+      const freshUntil = Date.now() + ttl;
       // Too large for the store (over a quarter of it): it still answers this fill's waiters.
-      if (!flight.purged) this.store.set(key, { entry, freshUntil: Date.now() + ttl }, entrySize(entry));
+      if (!flight.purged) {
+        this.store.set(key, { entry, freshUntil }, entrySize(entry));
+        this.opts.disk?.write(
+          {
+            key,
+            sha256: entry.sha256,
+            contentType: entry.contentType,
+            cacheControl: entry.cacheControl,
+            bornAt: entry.bornAt,
+            freshUntil,
+            size: obj.body.length,
+          },
+          obj.body,
+        );
+      }
       return entry;
     } catch (err) {
       if (isOcdnError(err, ErrorCodes.NOT_FOUND)) {

@@ -100,7 +100,7 @@ export function entrySize(entry: Entry): number {
 export function cacheStatusOf(name: string, lookup: Lookup): string {
   switch (lookup.outcome) {
     case 'HIT':
-      return lookup.entry.kind === 'missing' ? `${name}; hit; detail=negative` : `${name}; hit`;
+      return lookup.entry.kind === 'missing' ? `${name}; hit; detail=negative` : lookup.tier === 'disk' ? `${name}; hit; detail=disk` : `${name}; hit`;
     case 'COALESCED':
       return `${name}; fwd=miss; collapsed`;
     case 'STALE':

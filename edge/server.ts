@@ -10,7 +10,8 @@ import { createLogger, type Logger } from '../common/log.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import { Admin } from './admin.ts';
 import { TokenGate } from './auth.ts';
-import type { CachePolicy } from './policies/types.ts';
+import { DiskTier } from './disk-tier.ts';
+import { type CachePolicy, DEFAULT_CACHE_POLICY } from './policies/types.ts';
 import { EdgeCache } from './cache.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { EdgeMetrics } from './metrics.ts';
@@ -27,6 +28,8 @@ export interface EdgeOptions {
   capacityBytes: number;
   /** Eviction policy of the cache (edge/policies; default lru). */
   cachePolicy?: CachePolicy;
+  /** Disk tier under the RAM cache (edge/disk-tier.ts): its directory, byte bound and policy (default: cachePolicy). */
+  disk?: { dir: string; capacityBytes: number; policy?: CachePolicy };
   /** Where misses go, unless `parentUrl` is given. */
   origin?: OriginReader;
   /** Shield tier: misses go to this edge (same path) instead of S3. */
@@ -78,6 +81,8 @@ export interface Edge {
   port: number;
   registry: Registry;
   cache: EdgeCache;
+  /** The disk tier, when there is one. */
+  disk?: DiskTier;
   metrics: EdgeMetrics;
   server: Server;
   /** Requests waiting on upstream right now. */
@@ -119,9 +124,21 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     bytesWritten: () => http?.bytesWritten() ?? 0,
     defaultMetrics: opts.defaultMetrics,
   });
+  const disk = opts.disk
+    ? (
+        await DiskTier.open({
+          dir: opts.disk.dir,
+          capacityBytes: opts.disk.capacityBytes,
+          policy: opts.disk.policy ?? opts.cachePolicy ?? DEFAULT_CACHE_POLICY,
+          log,
+          registry: metrics.registry,
+        })
+      ).tier
+    : undefined;
   const cache = new EdgeCache({
     capacityBytes: opts.capacityBytes,
     policy: opts.cachePolicy,
+    disk,
     upstream,
     metrics,
     edgeId: id,
@@ -184,6 +201,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       region: opts.region,
       capacityBytes: opts.capacityBytes,
       usedBytes: cache.bytes,
+      ...(disk ? { diskCapacityBytes: disk.capacityBytes, diskUsedBytes: disk.bytes } : {}),
       inFlight: routes.inFlight,
       rps: Math.round(((metrics.requestCount - last.requests) / dt) * 10) / 10,
       egressBps: Math.round(((metrics.bytesServed - last.bytes) * 8) / dt),
@@ -208,6 +226,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       port,
       region: opts.region,
       capacityBytes: opts.capacityBytes,
+      cachePolicy: cache.policy,
+      ...(disk ? { disk: { dir: opts.disk!.dir, capacityBytes: disk.capacityBytes, objects: disk.items, bytes: disk.bytes } } : {}),
       upstream: upstream.kind,
       parent: opts.parentUrl,
       steering: steeringUrls,
@@ -225,6 +245,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     port,
     registry: metrics.registry,
     cache,
+    disk,
     metrics,
     server,
     get inFlight() {
@@ -236,6 +257,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         admin.close();
         await heartbeat?.stop(buildHeartbeat(false));
         await closeServer(server, opts.drainTimeoutMs ?? 10_000);
+        // Queued disk writes finish: what was filled is there after a clean stop.
+        await disk?.idle();
         clearInterval(sweep);
         await upstream.close();
         log.info({ id }, 'edge closed');

@@ -27,6 +27,8 @@ export interface ClusterOptions {
   policy: string;
   /** Every edge's eviction policy (edge serve --policy). */
   cachePolicy: string;
+  /** Every edge gets a disk tier of this size under <dir>/disk/<edge id> (edge serve --disk-capacity). */
+  diskCapacity?: string;
   readyTimeoutMs: number;
   /** Start the supervisor process that restarts crashed components (the CLI and `npm start` do). */
   supervise: boolean;
@@ -219,6 +221,7 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
         '--steering',
         state.steeringUrl,
         ...parentFlags,
+        ...(o.diskCapacity ? ['--disk-dir', join(state.dir, 'disk', id), '--disk-capacity', o.diskCapacity] : []),
       ];
       const p = await spawnOcdn(args, join(logs, `${id}.log`), componentEnv(state, 'edge'));
       await add({ name: id, kind: 'edge', pid: p.pid, port: ports.edge(i), url, log: p.log, region, args });

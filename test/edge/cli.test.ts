@@ -41,6 +41,7 @@ describe('ocdn edge serve', () => {
     [['edge', 'serve', '--id', 'e/1', '--no-tokens', '--capacity', 'lots'], /--id: .*does not match[\s\S]*--capacity: not a byte size/],
     [['edge', 'serve', '--id', 'e1', '--no-tokens', '--parent', 'ftp://x'], /--parent: .*must be an http\(s\) URL/],
     [['edge', 'serve', '--id', 'e1', '--no-tokens', '--policy', 'fifo'], /--policy: "fifo" is not one of lru, sieve, s3fifo/],
+    [['edge', 'serve', '--id', 'e1', '--no-tokens', '--disk-dir', '/tmp/x'], /--disk-dir and --disk-capacity go together/],
   ])('%j → exit 2 with the problem', async (args, why) => {
     const r = await run(args);
     expect(r.code).toBe(2);
