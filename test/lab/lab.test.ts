@@ -11,17 +11,19 @@ import type { LabResult } from '../../lab/experiment.ts';
 import { cliEnv, runCli } from '../cli-run.ts';
 
 /** Small enough to run in seconds, big enough that 5 % of the catalog forces evictions. */
-const WORKLOAD = ['--titles', '60', '--sessions', '250', '--edges', '2', '--sites', '1', '--arrivals', '300s'];
+const WORKLOAD = ['--titles', '60', '--sessions', '200', '--edges', '2', '--sites', '1', '--arrivals', '300s'];
 const ARGS = ['lab', '--policies', 'lru,sieve,s3fifo', '--capacities', '5%', '--steering', 'hrw-bounded', '--seed', '7', ...WORKLOAD, '--json'];
 
 describe('ocdn lab', () => {
   let first: { code: number | null; stdout: string; stderr: string };
+  let second: { code: number | null; stdout: string; stderr: string };
   let result: LabResult;
   let dir: string;
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-lab-'));
-    first = await runCli(ARGS, cliEnv());
+    // Two separate processes at once: nothing shared but the arguments.
+    [first, second] = await Promise.all([runCli(ARGS, cliEnv()), runCli(ARGS, cliEnv())]);
     expect(first.code, first.stderr).toBe(0);
     result = JSON.parse(first.stdout) as LabResult;
   }, 60_000);
@@ -30,11 +32,10 @@ describe('ocdn lab', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('gives byte-identical JSON for the same arguments', async () => {
-    const again = await runCli(ARGS, cliEnv());
-    expect(again.code, again.stderr).toBe(0);
-    expect(again.stdout).toBe(first.stdout);
-  }, 60_000);
+  it('gives byte-identical JSON for the same arguments', () => {
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toBe(first.stdout);
+  });
 
   it('has a row per policy plus the belady bound, with the documented fields in range', () => {
     expect(result.rows.map((r) => r.cachePolicy)).toEqual(['lru', 'sieve', 's3fifo', 'belady']);
@@ -61,10 +62,10 @@ describe('ocdn lab', () => {
         expect(r.rebufferRatio).toBeGreaterThanOrEqual(0);
         expect(r.rebufferRatio).toBeLessThanOrEqual(1);
         expect(r.avgBitrate).toBeGreaterThan(0);
-        expect(r.sessions).toBe(250);
+        expect(r.sessions).toBe(200);
       }
     }
-    expect(result.params).toMatchObject({ seed: 7, titles: 60, sessions: 250, edges: 2 });
+    expect(result.params).toMatchObject({ seed: 7, titles: 60, sessions: 200, edges: 2 });
     expect(result.params.catalogBytes).toBeGreaterThan(0);
   });
 
