@@ -13,6 +13,8 @@ export class LruStore<V extends NonNullable<unknown>> implements ByteStore<V> {
   private readonly cache: LRUCache<string, V>;
   private readonly maxEntryBytes: number;
   private clearing = false;
+  /** Set while the store drops a value it puts straight back, so onRemove does not hear of it. */
+  private quiet = false;
   // Shared option objects: lru-cache defaults a fresh `{}` per call otherwise, and get() is the
   // edge's per-request hit path. (lru-cache writes `status` into them; it stays undefined unless
   // something subscribes to its diagnostics channel.)
@@ -31,6 +33,7 @@ export class LruStore<V extends NonNullable<unknown>> implements ByteStore<V> {
       maxEntrySize: budget.maxEntryBytes,
       ...(onRemove && {
         dispose: (value: V, key: string, reason: LRUCache.DisposeReason) => {
+          if (this.quiet) return;
           onRemove(key, value, this.clearing ? 'clear' : toReason(reason));
         },
       }),
@@ -59,9 +62,20 @@ export class LruStore<V extends NonNullable<unknown>> implements ByteStore<V> {
 
   set(key: string, value: V, size: number): boolean {
     checkSize(size);
+    const fits = size <= this.maxEntryBytes;
+    // lru-cache keeps the old size when the same value is set again; drop it first so the new
+    // size counts. The value does not leave, so this is not reported.
+    if (fits && this.cache.peek(key, this.peekOpts) === value) {
+      this.quiet = true;
+      try {
+        this.cache.delete(key);
+      } finally {
+        this.quiet = false;
+      }
+    }
     this.setOpts.size = size;
     this.cache.set(key, value, this.setOpts);
-    return size <= this.maxEntryBytes;
+    return fits;
   }
 
   delete(key: string): boolean {

@@ -95,15 +95,14 @@ export class S3FifoStore<V> implements ByteStore<V> {
       toMain = old.inMain;
       // The same value set again (a resize) does not leave unless the set is refused.
       this.remove(old, old.value !== value || !fits ? 'set' : undefined);
-    } else {
-      const g = this.ghost.get(key);
-      if (g !== undefined) {
-        this.ghost.delete(key);
-        this.ghostBytes -= g;
-        toMain = true;
-      }
     }
     if (!fits) return false;
+    const g = old === undefined ? this.ghost.get(key) : undefined;
+    if (g !== undefined) {
+      this.ghost.delete(key);
+      this.ghostBytes -= g;
+      toMain = true;
+    }
     while (this.bytes + size > this.maxBytes) this.evictOne();
     const n = new Node(key, value, size);
     n.freq = freq;

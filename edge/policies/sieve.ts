@@ -96,6 +96,7 @@ export class SieveStore<V> implements ByteStore<V> {
       n = n.newer ?? this.queue.tail;
     }
     if (n === undefined) throw new Error('sieve: nothing to evict under a full budget');
+    this.hand = n; // remove() rests it on the victim's newer neighbour
     this.remove(n, 'evict');
   }
 
