@@ -8,6 +8,7 @@ import { registerTelemetry } from './telemetry.ts';
 import { registerPlay } from './play.ts';
 import { registerCluster } from './cluster.ts';
 import { registerConsole } from './console.ts';
+import { registerLab } from './lab.ts';
 
 export function buildProgram(): Command {
   const program = new Command('ocdn')
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerTelemetry(program);
   registerPlay(program);
   registerConsole(program);
+  registerLab(program);
   return program;
 }
 
