@@ -9,6 +9,7 @@ const GROUPS = [
   'cluster',
   'start',
   'loadtest',
+  'lab',
   'chaos',
   'fill',
   'origin',
