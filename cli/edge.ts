@@ -9,6 +9,7 @@ import { Shutdown } from '../common/shutdown.ts';
 import { OriginReader } from '../origin/reader.ts';
 import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
 import { CACHE_POLICIES, type CachePolicy, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
+import { DEFAULT_UPSTREAM_CONCURRENCY } from '../edge/cache.ts';
 import { startEdge } from '../edge/server.ts';
 
 export const edgeServeSpec = {
@@ -18,6 +19,7 @@ export const edgeServeSpec = {
   region: { type: 'string', flag: '--region', env: 'OCDN_EDGE_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}$/ },
   capacity: { type: 'bytes', flag: '--capacity', env: 'OCDN_EDGE_CAPACITY', default: '512MB', min: 64 * 1024 },
   policy: { type: 'enum', flag: '--policy', env: 'OCDN_EDGE_POLICY', values: CACHE_POLICIES, default: DEFAULT_CACHE_POLICY },
+  upstreamConcurrency: { type: 'int', flag: '--upstream-concurrency', default: DEFAULT_UPSTREAM_CONCURRENCY, min: 1, max: 10_000 },
   diskDir: { type: 'string', flag: '--disk-dir', env: 'OCDN_EDGE_DISK_DIR' },
   diskCapacity: { type: 'bytes', flag: '--disk-capacity', env: 'OCDN_EDGE_DISK_CAPACITY', min: 1 << 20 },
   parent: { type: 'url', flag: '--parent', env: 'OCDN_EDGE_PARENT' },
@@ -49,6 +51,7 @@ export function registerEdge(program: Command): void {
     .option('--region <region>', 'region reported to steering (env OCDN_EDGE_REGION) [default local]')
     .option('--capacity <bytes>', 'cache capacity, e.g. 512MB, 2GiB (env OCDN_EDGE_CAPACITY) [default 512MB]')
     .option('--policy <name>', `eviction policy: ${CACHE_POLICIES.join(', ')} (env OCDN_EDGE_POLICY) [default ${DEFAULT_CACHE_POLICY}]`)
+    .option('--upstream-concurrency <n>', `upstream fetches in flight at most; more misses wait, holding no body [default ${DEFAULT_UPSTREAM_CONCURRENCY}]`)
     .option('--disk-dir <dir>', 'disk tier: every fill is also kept here and survives a restart (env OCDN_EDGE_DISK_DIR); needs --disk-capacity')
     .option('--disk-capacity <bytes>', 'disk tier bound, e.g. 10GB (env OCDN_EDGE_DISK_CAPACITY); needs --disk-dir')
     .option('--parent <url>', 'shield tier: send misses to this edge instead of S3 (env OCDN_EDGE_PARENT)')
@@ -105,6 +108,7 @@ export function registerEdge(program: Command): void {
       region: cfg.region,
       capacityBytes: cfg.capacity,
       cachePolicy: cfg.policy as CachePolicy,
+      upstreamConcurrency: cfg.upstreamConcurrency,
       ...(cfg.diskDir !== undefined && cfg.diskCapacity !== undefined ? { disk: { dir: cfg.diskDir, capacityBytes: cfg.diskCapacity } } : {}),
       origin,
       parentUrl: cfg.parent,

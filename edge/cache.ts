@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import pLimit, { type LimitFunction } from 'p-limit';
+import { Gauge } from 'prom-client';
 import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
 import { type Entry, type NegativeEntry, type ObjectEntry, entrySize, makeObjectEntry } from './entry.ts';
 import type { DiskTier } from './disk-tier.ts';
@@ -24,6 +26,12 @@ export interface EdgeCacheOptions {
   staleIfErrorMs: number;
   /** Eviction policy of the object store (default lru, on lru-cache). */
   policy?: CachePolicy;
+  /**
+   * Upstream fetches in flight at most (default DEFAULT_UPSTREAM_CONCURRENCY). A fill holds its
+   * whole body until stored, so this, times the largest object, bounds the memory misses take
+   * however many distinct ones arrive at once; the rest wait their turn holding no body.
+   */
+  upstreamConcurrency?: number;
   /** Disk tier under the RAM one: every fill is written to it, and a RAM miss it holds is promoted from it. */
   disk?: DiskTier;
   /** Hash every filled body and refuse it when it does not match the declared SHA-256. */
@@ -65,6 +73,7 @@ const HEX64 = /^[0-9a-f]{64}$/;
 const NEG_GET_OPTS: LRUCache.GetOptions<string, NegativeEntry, unknown> = {};
 /** Cached 404s held at most by default: ~0.5 MB of keys, whatever the capacity. */
 export const DEFAULT_NEGATIVE_MAX_ENTRIES = 1_000;
+export const DEFAULT_UPSTREAM_CONCURRENCY = 32;
 
 /**
  * Byte-bounded cache of whole objects in front of one upstream, under one eviction policy
@@ -87,6 +96,7 @@ export class EdgeCache {
   private readonly store: ByteStore<Held>;
   private readonly negatives: LRUCache<string, NegativeEntry>;
   private readonly inflight = new Map<string, Flight>();
+  private readonly upstreamSlots: LimitFunction;
   private readonly opts: EdgeCacheOptions;
 
   constructor(opts: EdgeCacheOptions) {
@@ -99,6 +109,24 @@ export class EdgeCache {
       maxEntryBytes: Math.max(1, Math.floor(opts.capacityBytes / 4)),
       onRemove: (_key, _held, reason) => {
         if (reason === 'evict') opts.metrics.evictions.inc();
+      },
+    });
+    const slots = pLimit(Math.max(1, opts.upstreamConcurrency ?? DEFAULT_UPSTREAM_CONCURRENCY));
+    this.upstreamSlots = slots;
+    new Gauge({
+      name: 'ocdn_edge_upstream_waiting',
+      help: 'Fills waiting for an upstream slot (the upstream concurrency cap is reached)',
+      registers: [opts.metrics.registry],
+      collect() {
+        this.set(slots.pendingCount);
+      },
+    });
+    new Gauge({
+      name: 'ocdn_edge_upstream_active',
+      help: 'Upstream fetches in flight',
+      registers: [opts.metrics.registry],
+      collect() {
+        this.set(slots.activeCount);
       },
     });
     this.negatives = new LRUCache<string, NegativeEntry>({
@@ -250,7 +278,7 @@ export class EdgeCache {
     const stopTimer = metrics.originFetchSeconds.startTimer({ upstream: upstream.kind });
     let result = 'ok';
     try {
-      const obj = await upstream.get(key);
+      const obj = await this.upstreamSlots(() => upstream.get(key));
       const declared = obj.sha256 !== undefined && HEX64.test(obj.sha256) ? obj.sha256 : undefined;
       let sha256 = declared;
       if (this.opts.verifyHash || declared === undefined) {

@@ -28,6 +28,8 @@ export interface EdgeOptions {
   capacityBytes: number;
   /** Eviction policy of the cache (edge/policies; default lru). */
   cachePolicy?: CachePolicy;
+  /** Upstream fetches in flight at most (edge/cache.ts DEFAULT_UPSTREAM_CONCURRENCY). */
+  upstreamConcurrency?: number;
   /** Disk tier under the RAM cache (edge/disk-tier.ts): its directory, byte bound and policy (default: cachePolicy). */
   disk?: { dir: string; capacityBytes: number; policy?: CachePolicy };
   /** Where misses go, unless `parentUrl` is given. */
@@ -138,6 +140,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const cache = new EdgeCache({
     capacityBytes: opts.capacityBytes,
     policy: opts.cachePolicy,
+    upstreamConcurrency: opts.upstreamConcurrency,
     disk,
     upstream,
     metrics,

@@ -109,6 +109,23 @@ describe.each(CACHE_POLICIES)('coalescing and the byte bound (%s)', (cachePolicy
     expect(await metric(edge, 'ocdn_edge_cache_items')).toBe(edge.cache.items);
   });
 
+  it('caps upstream fetches in flight: distinct misses past the cap wait, holding no body, then all complete', async () => {
+    const keys = Array.from({ length: 6 }, (_, i) => `vod/cap-${cachePolicy}/r/seg-${String(i).padStart(5, '0')}.ts`);
+    const want = await Promise.all(keys.map((k, i) => origin.put(k, bytes(30_000, 700 + i))));
+    const reader = new GatedReader({ client: origin.client, bucket: BUCKET, timeoutMs: 10_000, retries: 0 });
+    const edge = await startEdge({ id: 'edge-cap', region: 'r', capacityBytes: 50_000_000, origin: reader, tokenSecret: null, cachePolicy, upstreamConcurrency: 2 });
+    edges.push(edge);
+    const all = keys.map((k) => get(`${edge.url}/${k}`));
+    await waitFor(async () => (await metric(edge, 'ocdn_edge_upstream_waiting')) === 4, { timeoutMs: 10_000, what: '4 fills waiting for a slot' });
+    expect(reader.calls).toBe(2);
+    expect(await metric(edge, 'ocdn_edge_upstream_active')).toBe(2);
+    reader.release();
+    const results = await Promise.all(all);
+    results.forEach((r, i) => expect(r.body.equals(want[i]!)).toBe(true));
+    expect(reader.calls).toBe(6);
+    expect(await metric(edge, 'ocdn_edge_upstream_waiting')).toBe(0);
+  });
+
   it('serves but does not keep an object larger than a quarter of the cache', async () => {
     const big = await origin.put('vod/big/r/seg-00000.ts', bytes(300_000, 5));
     const edge = await startEdge({
