@@ -227,6 +227,7 @@ export class EdgeCache {
         edgeId: this.opts.edgeId,
         cacheStatusName: this.opts.cacheStatusName,
         headers: this.opts.hitHeaders,
+        cmsd: obj.cmsd,
       });
       freshUntil.set(entry, Date.now() + ttl);
       metrics.originBytes += obj.body.length;
