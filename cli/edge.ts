@@ -10,6 +10,7 @@ import { OriginReader } from '../origin/reader.ts';
 import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
 import { CACHE_POLICIES, type CachePolicy, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
 import { DEFAULT_UPSTREAM_CONCURRENCY } from '../edge/cache.ts';
+import { DEFAULT_DURESS_IN_FLIGHT } from '../edge/cmsd.ts';
 import { startEdge } from '../edge/server.ts';
 
 export const edgeServeSpec = {
@@ -32,6 +33,7 @@ export const edgeServeSpec = {
   originTimeout: { type: 'duration', flag: '--origin-timeout', default: '5s', min: 10 },
   heartbeatInterval: { type: 'duration', flag: '--heartbeat-interval', default: '1s', min: 50 },
   drainTimeout: { type: 'duration', flag: '--drain-timeout', default: '10s' },
+  duressInFlight: { type: 'int', flag: '--duress-in-flight', env: 'OCDN_EDGE_DURESS_IN_FLIGHT', default: DEFAULT_DURESS_IN_FLIGHT, min: 0 },
   corsOrigins: CORS_ORIGINS_FIELD,
 } as const;
 
@@ -69,6 +71,10 @@ export function registerEdge(program: Command): void {
     .option('--origin-timeout <time>', 'per-attempt upstream timeout [default 5s]')
     .option('--heartbeat-interval <time>', 'heartbeat period [default 1s]')
     .option('--drain-timeout <time>', 'on SIGTERM, how long in-flight responses may take [default 10s]')
+    .option(
+      '--duress-in-flight <n>',
+      `requests waiting on upstream above which answers carry CMSD-Dynamic du (duress; also while draining) (env OCDN_EDGE_DURESS_IN_FLIGHT) [default ${DEFAULT_DURESS_IN_FLIGHT}]`,
+    )
     .option('--cors-origins <list>', CORS_ORIGINS_HELP);
   addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
@@ -124,6 +130,7 @@ export function registerEdge(program: Command): void {
       upstreamTimeoutMs: cfg.originTimeout,
       heartbeatIntervalMs: cfg.heartbeatInterval,
       drainTimeoutMs: cfg.drainTimeout,
+      duressInFlight: cfg.duressInFlight,
       corsOrigins,
       log,
       defaultMetrics: true,

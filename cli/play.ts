@@ -32,6 +32,7 @@ export const playSpec = {
   virtual: { type: 'bool', flag: '--virtual', default: false },
   json: { type: 'bool', flag: '--json', default: false },
   cmcd: { type: 'enum', flag: '--cmcd', values: ['query', 'headers', 'off'], default: 'query' },
+  abrCmsd: { type: 'bool', flag: '--abr-cmsd', default: false },
   watch: { type: 'string', flag: '--watch', default: '120s', pattern: /^(full|\d+(\.\d+)?(ms|s|m|h)?)$/ },
   loop: { type: 'bool', flag: '--loop', default: true },
   region: { type: 'string', flag: '--region', env: 'OCDN_REGION', default: 'local', pattern: /^[A-Za-z0-9._-]{1,64}(,[A-Za-z0-9._-]{1,64})*$/ },
@@ -194,6 +195,7 @@ export function registerPlay(program: Command): void {
       .option('--virtual', 'simulated clock and transfer model, no sockets')
       .option('--json', 'print the summary as JSON')
       .option('--cmcd <mode>', 'CMCD as query|headers|off [default query]')
+      .option('--abr-cmsd', "throughput ABR heeds the edge's CMSD-Dynamic: estimate ≤ its etp, and no step up (one rung down) while it reports du")
       .option('--watch <time|full>', 'mean watch time (geometric drop-off), or full [default 120s]')
       .option('--no-loop', 'do not replace sessions that end before the run does')
       .option('--region <region>', 'client region sent to steering; a list (us-east,eu-west) spreads sessions over them (env OCDN_REGION) [default local]')
@@ -255,6 +257,7 @@ export function registerPlay(program: Command): void {
         virtual: cfg.virtual,
         virtualCdn: { titles: cfg.virtualTitles, edges: cfg.virtualEdges },
         cmcd: cfg.cmcd as 'query' | 'headers' | 'off',
+        abrCmsd: cfg.abrCmsd,
         watchMeanS: cfg.watch === 'full' ? 'full' : parseDuration(cfg.watch) / 1000,
         region: cfg.region,
         maxBufferS: cfg.maxBuffer / 1000,

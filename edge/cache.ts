@@ -265,6 +265,7 @@ export class EdgeCache {
       edgeId: this.opts.edgeId,
       cacheStatusName: this.opts.cacheStatusName,
       headers: this.opts.hitHeaders,
+      cmsd: { static: meta.cmsdStatic, dynamic: undefined },
     });
     if (!flight.purged) this.store.set(key, { entry, freshUntil: meta.freshUntil }, entrySize(entry));
     flight.fromDisk = true;
@@ -304,6 +305,7 @@ export class EdgeCache {
         edgeId: this.opts.edgeId,
         cacheStatusName: this.opts.cacheStatusName,
         headers: this.opts.hitHeaders,
+        cmsd: obj.cmsd,
       });
       metrics.originBytes += obj.body.length;
       const freshUntil = Date.now() + ttl;
@@ -319,6 +321,7 @@ export class EdgeCache {
             bornAt: entry.bornAt,
             freshUntil,
             size: obj.body.length,
+            ...(obj.cmsd.static === undefined ? {} : { cmsdStatic: obj.cmsd.static }),
           },
           obj.body,
         );

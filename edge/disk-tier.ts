@@ -36,6 +36,8 @@ export interface DiskMeta {
   /** End of freshness, ms since epoch. */
   freshUntil: number;
   size: number;
+  /** The origin's CMSD-Static (edge/cmsd.ts), passed through on disk hits as on RAM ones. */
+  cmsdStatic?: string;
 }
 
 interface Indexed {

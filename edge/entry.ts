@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Lookup } from './cache.ts';
+import type { UpstreamCmsd } from './upstream.ts';
 
 /** Per-entry overhead counted against the capacity besides the body (key, headers, bookkeeping). */
 export const ENTRY_OVERHEAD_BYTES = 1024;
@@ -27,6 +28,8 @@ export interface ObjectEntry extends EntryBase {
    */
   hit: OutgoingHttpHeaders & { age: string };
   hitAgeSec: number;
+  /** CMSD-Dynamic of the tier above as it came with this fill: a miss answer appends this edge's Item to it. */
+  upstreamCmsdDynamic: string | undefined;
 }
 
 export interface NegativeEntry extends EntryBase {
@@ -40,13 +43,17 @@ export function ageSec(entry: Entry, now: number): number {
   return Math.max(a, 0);
 }
 
-/** The 200-hit header object of `entry`, with a current Age. */
-export function hitHeaders(entry: ObjectEntry, now: number): OutgoingHttpHeaders {
+/**
+ * The 200-hit header object of `entry`, with a current Age and, when given, `cmsdDynamic` (the
+ * edge's prebuilt CMSD-Dynamic, the same string between refreshes, so the check is one compare).
+ */
+export function hitHeaders(entry: ObjectEntry, now: number, cmsdDynamic?: string): OutgoingHttpHeaders {
   const age = ageSec(entry, now);
   if (age !== entry.hitAgeSec) {
     entry.hitAgeSec = age;
     entry.hit.age = String(age);
   }
+  if (cmsdDynamic !== undefined && entry.hit['cmsd-dynamic'] !== cmsdDynamic) entry.hit['cmsd-dynamic'] = cmsdDynamic;
   return entry.hit;
 }
 
@@ -64,6 +71,8 @@ export function makeObjectEntry(args: {
    * and the server's own CORS step sees them there and adds nothing.
    */
   headers?: Readonly<Record<string, string>>;
+  /** What the upstream said in CMSD: Static goes into every answer unchanged. */
+  cmsd?: UpstreamCmsd;
 }): ObjectEntry {
   const etag = `"${args.sha256}"`;
   return {
@@ -77,6 +86,7 @@ export function makeObjectEntry(args: {
     bornAt: args.bornAt,
     softPurged: false,
     hitAgeSec: 0,
+    upstreamCmsdDynamic: args.cmsd?.dynamic,
     hit: {
       'content-type': args.contentType,
       'content-length': String(args.body.length),
@@ -87,6 +97,7 @@ export function makeObjectEntry(args: {
       'x-edge-id': args.edgeId,
       'x-cache': 'HIT',
       'cache-status': `${args.cacheStatusName}; hit`,
+      ...(args.cmsd?.static === undefined ? {} : { 'cmsd-static': args.cmsd.static }),
       ...args.headers,
     },
   };

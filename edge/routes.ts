@@ -9,6 +9,7 @@ import type { Admin } from './admin.ts';
 import type { TokenGate } from './auth.ts';
 import type { EdgeCache, Lookup } from './cache.ts';
 import { parseCmcd } from './cmcd.ts';
+import { CmsdDynamic, DEFAULT_DURESS_IN_FLIGHT } from './cmsd.ts';
 import { ageSec, cacheStatusOf, hitHeaders } from './entry.ts';
 import type { CacheLabel, EdgeMetrics } from './metrics.ts';
 import { splitPathToken } from '../common/token.ts';
@@ -26,6 +27,8 @@ export interface EdgeContext {
   metrics: EdgeMetrics;
   admin: Admin;
   negativeTtlMs: number;
+  /** Requests waiting on upstream above which CMSD-Dynamic says `du` (default edge/cmsd.ts DEFAULT_DURESS_IN_FLIGHT). */
+  duressInFlight?: number;
 }
 
 /** The edge's request listener and the state its lifecycle (edge/server.ts) reads and sets. */
@@ -37,6 +40,9 @@ export interface EdgeHandler {
   /** From now on every response closes its connection, and readiness says so (close()). */
   drain(): void;
 }
+
+/** A power of two. */
+const HIT_SAMPLE_EVERY = 16;
 
 /** Handlers of one non-/vod path by method; HEAD is served by GET. */
 export type Route = { GET?: (req: IncomingMessage, res: ServerResponse) => void | Promise<void> };
@@ -59,6 +65,10 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
   let draining = false;
   let readiness: { at: number; ok: boolean; reason?: string } | undefined;
   let probing: Promise<void> | undefined;
+  const duressInFlight = ctx.duressInFlight ?? DEFAULT_DURESS_IN_FLIGHT;
+  const cmsd = new CmsdDynamic({ id, duress: () => draining || inFlight > duressInFlight });
+  // One hit in HIT_SAMPLE_EVERY times its delivery for CMSD's etp: a listener per hit would cost the hit path.
+  let hitCount = 0;
 
   // ---- responses -------------------------------------------------------------------------
   function accessLog(
@@ -135,7 +145,9 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       return;
     }
     const now = Date.now();
-    const base = { ...hitHeaders(entry, now), ...common };
+    // This edge's CMSD item as of now; after a fill it is appended to what the tier above sent.
+    const dynamic = outcome === 'HIT' || outcome === 'STALE' ? cmsd.fresh(now) : cmsd.chained(entry.upstreamCmsdDynamic, now);
+    const base = { ...hitHeaders(entry, now), ...common, 'cmsd-dynamic': dynamic };
     let status = 200;
     let body: Buffer | string | undefined = entry.body;
     let headers: OutgoingHttpHeaders = base;
@@ -166,6 +178,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       }
     }
     const from = bytesSent(req.socket);
+    if (!head && body !== undefined && body.length > 0) cmsd.sample(res, body.length);
     res.writeHead(status, headers);
     if (head || body === undefined) res.end();
     else res.end(body);
@@ -272,7 +285,9 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     if (entry !== undefined && entry.kind === 'object' && range === undefined && inm === undefined) {
       // The hit path: precomputed headers, the stored Buffer, two counters.
       if (draining) res.shouldKeepAlive = false;
-      const head = hitHeaders(entry, Date.now());
+      const now = Date.now();
+      const head = hitHeaders(entry, now, cmsd.current(now));
+      if ((++hitCount & (HIT_SAMPLE_EVERY - 1)) === 0 && method !== 'HEAD') cmsd.sample(res, entry.body.length);
       // With CORS for any origin the hit object already carries it: straight to Node.
       if (head['access-control-allow-origin'] !== undefined) writeHeadAsIs(res, 200, head);
       else res.writeHead(200, head);

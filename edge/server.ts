@@ -71,6 +71,8 @@ export interface EdgeOptions {
   stalledWriteTimeoutMs?: number;
   /** How long close() lets in-flight responses finish before cutting them. */
   drainTimeoutMs?: number;
+  /** Requests waiting on upstream above which CMSD-Dynamic reports duress (`du`); default edge/cmsd.ts. */
+  duressInFlight?: number;
   log?: Logger;
   /** process_* and nodejs_* metrics too (the CLI turns this on; in-process clusters leave it off). */
   defaultMetrics?: boolean;
@@ -158,7 +160,17 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const admin = new Admin({ cache, adminToken: opts.adminToken, log });
 
   // ---- handlers (edge/routes.ts) ---------------------------------------------------------
-  const routes = edgeRoutes({ id, log, tokens, upstream, cache, metrics, admin, negativeTtlMs: opts.negativeTtlMs ?? 2_000 });
+  const routes = edgeRoutes({
+    id,
+    log,
+    tokens,
+    upstream,
+    cache,
+    metrics,
+    admin,
+    negativeTtlMs: opts.negativeTtlMs ?? 2_000,
+    duressInFlight: opts.duressInFlight,
+  });
 
   // ---- lifecycle -------------------------------------------------------------------------
   http = createHardenedServer(routes.handle, {

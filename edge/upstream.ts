@@ -13,6 +13,13 @@ export interface UpstreamObject {
   contentType: string | undefined;
   /** Seconds the object had already spent in the upstream's cache (a parent edge's Age). */
   ageSec: number;
+  /** CMSD (edge/cmsd.ts) as the upstream gave it: Static from S3 metadata or the parent's header, Dynamic from a parent. */
+  cmsd: UpstreamCmsd;
+}
+
+export interface UpstreamCmsd {
+  static: string | undefined;
+  dynamic: string | undefined;
 }
 
 /**
@@ -36,7 +43,7 @@ export class S3Upstream implements Upstream {
 
   async get(path: string): Promise<UpstreamObject> {
     const obj = await this.reader.getObject(path.slice(1));
-    return { body: obj.body, sha256: obj.sha256, contentType: obj.contentType, ageSec: 0 };
+    return { body: obj.body, sha256: obj.sha256, contentType: obj.contentType, ageSec: 0, cmsd: { static: obj.cmsdStatic, dynamic: undefined } };
   }
 
   async ping(): Promise<void> {
@@ -84,6 +91,7 @@ export class ParentUpstream implements Upstream {
           sha256: etag ? etag.replace(/^W\//, '').replace(/"/g, '') : undefined,
           contentType: header(res.headers['content-type']),
           ageSec: Number.isFinite(age) && age > 0 ? Math.floor(age) : 0,
+          cmsd: { static: header(res.headers['cmsd-static']), dynamic: header(res.headers['cmsd-dynamic']) },
         };
       }
       const text = errorMessage(await res.body.text().catch(() => '')).slice(0, 200);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { contentKeys, type CatalogRendition, type CatalogTitle } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
+import { PLAYLIST_CMSD_STATIC, segmentCmsdStatic } from './cmsd-static.ts';
 import type { LadderRung } from './ladder.ts';
 import { buildMasterPlaylist, buildMediaPlaylist, MEDIA_FILE, parsePlaylist, PLAYLIST_CONTENT_TYPE, segmentFileName } from './playlists.ts';
 import type { SeedObject } from './seed.ts';
@@ -166,6 +167,7 @@ export async function encodeTitle(opts: {
           key: contentKeys.segment(opts.id, rung.name, i),
           contentType: 'video/mp2t',
           cacheControl: 'public, max-age=31536000, immutable',
+          cmsdStatic: segmentCmsdStatic((size * 8) / durations[i]!, durations[i]!, i + 1 < durations.length ? segmentFileName(i + 1) : undefined),
           body: () => readFile(file),
         });
       }
@@ -174,6 +176,7 @@ export async function encodeTitle(opts: {
         key: contentKeys.media(opts.id, rung.name),
         contentType: PLAYLIST_CONTENT_TYPE,
         cacheControl: 'public, max-age=300',
+        cmsdStatic: PLAYLIST_CMSD_STATIC,
         body: () => Buffer.from(mediaText),
       });
       const seconds = durations.reduce((a, b) => a + b, 0);
@@ -192,6 +195,7 @@ export async function encodeTitle(opts: {
       key: contentKeys.master(opts.id),
       contentType: PLAYLIST_CONTENT_TYPE,
       cacheControl: 'public, max-age=300',
+      cmsdStatic: PLAYLIST_CMSD_STATIC,
       body: () => Buffer.from(masterText),
     });
     const title: CatalogTitle = {

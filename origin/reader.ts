@@ -1,6 +1,7 @@
 import { GetObjectCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { retry } from '../common/retry.ts';
+import { CMSD_STATIC_META } from './cmsd-static.ts';
 
 export const SHA256_META = 'sha256';
 
@@ -18,6 +19,8 @@ export interface OriginObject {
   contentType: string | undefined;
   /** SHA-256 hex of the whole object, from metadata; S3's own ETag when the writer left none. */
   sha256: string | undefined;
+  /** CMSD-Static value the packager stored (origin/cmsd-static.ts), as is. */
+  cmsdStatic: string | undefined;
   etag: string | undefined;
   lastModified: Date | undefined;
   range: { start: number; end: number } | undefined;
@@ -98,6 +101,7 @@ export class OriginReader {
         size,
         contentType: out.ContentType,
         sha256: out.Metadata?.[SHA256_META],
+        cmsdStatic: out.Metadata?.[CMSD_STATIC_META],
         etag: out.ETag?.replace(/"/g, ''),
         lastModified: out.LastModified,
         range: parsedRange,

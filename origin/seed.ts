@@ -5,7 +5,8 @@ import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { buildCatalog, parseCatalog, sameCatalogContent, serializeCatalog, syntheticTitle, titleId } from './catalog.ts';
 import { updateCatalog } from './catalog-store.ts';
 import { getLadder, type LadderRung } from './ladder.ts';
-import { buildMasterPlaylist, buildMediaPlaylist, PLAYLIST_CONTENT_TYPE } from './playlists.ts';
+import { buildMasterPlaylist, buildMediaPlaylist, PLAYLIST_CONTENT_TYPE, segmentFileName } from './playlists.ts';
+import { PLAYLIST_CMSD_STATIC, segmentCmsdStatic, CMSD_STATIC_META } from './cmsd-static.ts';
 import { SHA256_META } from './reader.ts';
 import { segmentDurations, sha256Hex, syntheticSegment, type SyntheticRendition } from './synthetic.ts';
 
@@ -76,6 +77,8 @@ export interface SeedObject {
   key: string;
   contentType: string;
   cacheControl?: string;
+  /** CMSD-Static value stored as metadata (origin/cmsd-static.ts), passed through by edges. */
+  cmsdStatic?: string;
   body: () => Buffer | Promise<Buffer>;
 }
 
@@ -152,10 +155,14 @@ export async function ensureBucket(
 }
 
 /** sha256 metadata of an object, or undefined when it does not exist. */
-async function headSha(client: S3Client, bucket: string, key: string): Promise<{ sha256: string | undefined; size: number | undefined } | undefined> {
+async function headSha(
+  client: S3Client,
+  bucket: string,
+  key: string,
+): Promise<{ sha256: string | undefined; size: number | undefined; cmsdStatic: string | undefined } | undefined> {
   try {
     const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-    return { sha256: head.Metadata?.[SHA256_META], size: head.ContentLength };
+    return { sha256: head.Metadata?.[SHA256_META], size: head.ContentLength, cmsdStatic: head.Metadata?.[CMSD_STATIC_META] };
   } catch (err) {
     const e = err as SdkError;
     if (e.$metadata?.httpStatusCode === 404 || e.name === 'NotFound' || e.name === 'NoSuchKey') return undefined;
@@ -170,19 +177,20 @@ async function headSha(client: S3Client, bucket: string, key: string): Promise<{
 export async function putObjectIfChanged(
   client: S3Client,
   bucket: string,
-  obj: { key: string; body: Buffer; contentType: string; cacheControl?: string },
+  obj: { key: string; body: Buffer; contentType: string; cacheControl?: string; cmsdStatic?: string },
   opts: { multipartThresholdBytes?: number; partSizeBytes?: number; signal?: AbortSignal } = {},
 ): Promise<boolean> {
   const sha = sha256Hex(obj.body);
   const existing = await headSha(client, bucket, obj.key);
-  if (existing && existing.sha256 === sha && existing.size === obj.body.length) return false;
+  // Same bytes but other CMSD-Static (a bucket seeded before it existed): rewritten, so edges see it.
+  if (existing && existing.sha256 === sha && existing.size === obj.body.length && existing.cmsdStatic === obj.cmsdStatic) return false;
   const params = {
     Bucket: bucket,
     Key: obj.key,
     Body: obj.body,
     ContentType: obj.contentType,
     CacheControl: obj.cacheControl,
-    Metadata: { [SHA256_META]: sha },
+    Metadata: { [SHA256_META]: sha, ...(obj.cmsdStatic === undefined ? {} : { [CMSD_STATIC_META]: obj.cmsdStatic }) },
   };
   if (obj.body.length >= (opts.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD)) {
     const abortController = new AbortController();
@@ -222,6 +230,7 @@ export function* syntheticObjects(title: CatalogTitle, ladder: readonly LadderRu
     key: contentKeys.master(title.id),
     contentType: PLAYLIST_CONTENT_TYPE,
     cacheControl: CACHE_CONTROL.playlist,
+    cmsdStatic: PLAYLIST_CMSD_STATIC,
     body: () => Buffer.from(buildMasterPlaylist(title.renditions.map((r, i) => ({ ...r, frameRate: ladder[i]?.frameRate })))),
   };
   const durations = segmentDurations(title.durationSec, title.segmentSec);
@@ -230,6 +239,7 @@ export function* syntheticObjects(title: CatalogTitle, ladder: readonly LadderRu
       key: contentKeys.media(title.id, rung.name),
       contentType: PLAYLIST_CONTENT_TYPE,
       cacheControl: CACHE_CONTROL.playlist,
+      cmsdStatic: PLAYLIST_CMSD_STATIC,
       body: () => Buffer.from(buildMediaPlaylist(durations)),
     };
     const spec: SyntheticRendition = {
@@ -244,6 +254,7 @@ export function* syntheticObjects(title: CatalogTitle, ladder: readonly LadderRu
         key: contentKeys.segment(title.id, rung.name, i),
         contentType: SEGMENT_CONTENT_TYPE,
         cacheControl: CACHE_CONTROL.segment,
+        cmsdStatic: segmentCmsdStatic(rung.bitrate, durations[i]!, i + 1 < durations.length ? segmentFileName(i + 1) : undefined),
         body: () => syntheticSegment(spec, i),
       };
     }
@@ -279,7 +290,7 @@ export async function seedContent(opts: SeedOptions): Promise<SeedResult> {
     const wrote = await putObjectIfChanged(
       opts.client,
       opts.bucket,
-      { key: obj.key, body, contentType: obj.contentType, cacheControl: obj.cacheControl },
+      { key: obj.key, body, contentType: obj.contentType, cacheControl: obj.cacheControl, cmsdStatic: obj.cmsdStatic },
       putOpts,
     );
     counts.totalBytes += body.length;

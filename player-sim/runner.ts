@@ -46,6 +46,8 @@ export interface RunPlayersOptions {
   /** Virtual mode's in-memory CDN (titles, edges, faults, playlist overrides). */
   virtualCdn?: VirtualCdnOptions | VirtualCdn;
   cmcd?: CmcdMode;
+  /** The ABR also heeds the edges' CMSD-Dynamic etp and du (player-sim/abr/cmsd-hint.ts). */
+  abrCmsd?: boolean;
   /** Mean watch time, seconds (geometric drop-off); 'full' = to the end (default 120). */
   watchMeanS?: number | 'full';
   startThresholdS?: number;
@@ -354,6 +356,7 @@ export async function runPlayers(opts: RunPlayersOptions = {}): Promise<RunResul
       heartbeatMs: o.heartbeatMs,
       cmcd: o.cmcd,
       recordSegments: Boolean(o.recordSegments),
+      abrCmsd: Boolean(o.abrCmsd),
     };
     const handle = startSession({ clock, transport, edges: edgeSource, sink, abr: createAbr(o.abr), runKey, onEvent: opts.onEvent }, cfg);
     active.add(handle);

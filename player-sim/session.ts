@@ -2,7 +2,8 @@ import type { SteeredEdge } from '../common/contracts.ts';
 import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
 import type { EventSink, QoeEvent, SegmentEvent, SessionEndEvent } from '../telemetry/events.ts';
 import { reportedSeconds, videoStartMs } from '../telemetry/qoe-math.ts';
-import { abandonTo, ThroughputEstimator, type Abr, type AbrState, type LastDownload } from './abr/index.ts';
+import { abandonTo, ThroughputEstimator, type Abr, type AbrState, type CmsdHint, type LastDownload } from './abr/index.ts';
+import { parseCmsdDynamic } from '../edge/cmsd.ts';
 import type { AbandonInput } from './abr/abandon.ts';
 import { isAborted, type Clock } from './clock.ts';
 import { cmcdHeaders, relativeRef, withCmcdQuery, type CmcdData, type CmcdMode } from './cmcd.ts';
@@ -38,6 +39,8 @@ export interface SessionConfig {
   heartbeatMs: number;
   cmcd: CmcdMode;
   recordSegments: boolean;
+  /** Show the ABR the serving edge's CMSD-Dynamic etp/du (abr/cmsd-hint.ts); default off. */
+  abrCmsd?: boolean;
 }
 
 export interface SessionEnv {
@@ -193,6 +196,8 @@ class Session {
   private readonly records: SegmentRecord[] | undefined;
   private lastDownload: LastDownload | undefined;
   private abandonNote: AbrState['abandoned'];
+  /** From the last segment's CMSD-Dynamic, with abrCmsd on; dropped when the edge changes. */
+  private cmsdHint: CmsdHint | undefined;
   /** The first media playlist loaded: segment timing and total length (the same in every rendition). */
   private timeline: MediaInfo | undefined;
 
@@ -422,6 +427,7 @@ class Session {
 
   private setEdge(id: string): void {
     this.edgeId = id;
+    this.cmsdHint = undefined;
     this.em.edgeId = id;
     this.em.flushStart();
   }
@@ -573,6 +579,7 @@ class Session {
       rebuffered: this.rebufferedSinceDecision || (this.started && !this.playing),
       starting: !this.started,
       abandoned: this.abandonNote,
+      ...(this.cmsdHint ? { cmsd: this.cmsdHint } : {}),
     };
     this.lastDownload = undefined;
     this.abandonNote = undefined;
@@ -676,6 +683,7 @@ class Session {
     });
     const transferMs = Math.max(0, res.totalMs - res.ttfbMs);
     this.estimator.sample(transferMs, res.bytes);
+    if (this.cfg.abrCmsd) this.cmsdHint = cmsdHintOf(res.header('cmsd-dynamic'));
     const throughputBps = transferMs > 0 ? (res.bytes * 8 * 1000) / transferMs : 0;
     const cacheStatus = cacheStatusOf(res.header('x-cache'));
     const usage = this.edgeUsage[this.edgeId]!;
@@ -780,4 +788,22 @@ export interface SessionHandle {
 export function startSession(env: SessionEnv, cfg: SessionConfig): SessionHandle {
   const s = new Session(env, cfg);
   return { done: s.run(), abort: (reason) => s.abort(reason) };
+}
+
+/**
+ * The hint in a response's CMSD-Dynamic: the last Item is the server that answered this client
+ * (each tier appends its own). A malformed field is no hint: CMSD is advisory.
+ */
+export function cmsdHintOf(field: string | undefined): CmsdHint | undefined {
+  if (field === undefined) return undefined;
+  let items: ReturnType<typeof parseCmsdDynamic>;
+  try {
+    items = parseCmsdDynamic(field);
+  } catch {
+    return undefined;
+  }
+  const own = items.at(-1);
+  if (own === undefined) return undefined;
+  const etp = own.params.etp;
+  return { etpBps: typeof etp === 'number' && etp > 0 ? etp * 1000 : undefined, duress: own.params.du === true };
 }

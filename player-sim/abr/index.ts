@@ -8,6 +8,7 @@ import { ABR_NAMES, type Abr, type AbrName } from './types.ts';
 export { ABR_NAMES, indexForBitrate, type Abr, type AbrName, type AbrState, type LastDownload } from './types.ts';
 export { ThroughputEstimator } from './estimator.ts';
 export { abandonTo, ABANDON_FACTOR } from './abandon.ts';
+export { duressCap, hintedEstimate, type CmsdHint } from './cmsd-hint.ts';
 export { BbaAbr, BolaAbr, DynamicAbr, ThroughputAbr };
 
 /** A fresh algorithm instance (one per session: BOLA and dynamic keep per-session memory). */

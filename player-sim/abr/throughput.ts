@@ -1,3 +1,4 @@
+import { duressCap, hintedEstimate } from './cmsd-hint.ts';
 import type { Abr, AbrState } from './types.ts';
 
 export interface ThroughputOptions {
@@ -27,7 +28,12 @@ export class ThroughputAbr implements Abr {
   }
 
   decide(s: AbrState): number {
-    const est = s.throughputBps ?? this.defaultBps;
+    // A CMSD hint (abr/cmsd-hint.ts) only ever lowers the choice.
+    const est = hintedEstimate(s.throughputBps ?? this.defaultBps, s.cmsd);
+    return duressCap(this.fit(s, est), s);
+  }
+
+  private fit(s: AbrState, est: number): number {
     for (let i = s.bitrates.length - 1; i > 0; i--) {
       const factor = i <= s.lastIndex ? this.stay : this.up;
       if (s.bitrates[i]! <= factor * est) return i;

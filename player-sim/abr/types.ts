@@ -4,6 +4,8 @@
  * depends only on the sequence of states it was shown (which is what makes virtual runs
  * reproducible and lets the same algorithm objects run over sockets).
  */
+import type { CmsdHint } from './cmsd-hint.ts';
+
 export const ABR_NAMES = ['throughput', 'bba', 'bola', 'dynamic'] as const;
 export type AbrName = (typeof ABR_NAMES)[number];
 
@@ -38,6 +40,8 @@ export interface AbrState {
   starting: boolean;
   /** Set when the previous download of this segment was abandoned at `fromIndex`. */
   abandoned: { fromIndex: number; toIndex: number } | undefined;
+  /** The serving edge's CMSD-Dynamic of the last segment (only with the hint on; abr/cmsd-hint.ts). */
+  cmsd?: CmsdHint;
 }
 
 export interface Abr {

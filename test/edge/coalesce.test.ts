@@ -113,7 +113,15 @@ describe.each(CACHE_POLICIES)('coalescing and the byte bound (%s)', (cachePolicy
     const keys = Array.from({ length: 6 }, (_, i) => `vod/cap-${cachePolicy}/r/seg-${String(i).padStart(5, '0')}.ts`);
     const want = await Promise.all(keys.map((k, i) => origin.put(k, bytes(30_000, 700 + i))));
     const reader = new GatedReader({ client: origin.client, bucket: BUCKET, timeoutMs: 10_000, retries: 0 });
-    const edge = await startEdge({ id: 'edge-cap', region: 'r', capacityBytes: 50_000_000, origin: reader, tokenSecret: null, cachePolicy, upstreamConcurrency: 2 });
+    const edge = await startEdge({
+      id: 'edge-cap',
+      region: 'r',
+      capacityBytes: 50_000_000,
+      origin: reader,
+      tokenSecret: null,
+      cachePolicy,
+      upstreamConcurrency: 2,
+    });
     edges.push(edge);
     const all = keys.map((k) => get(`${edge.url}/${k}`));
     await waitFor(async () => (await metric(edge, 'ocdn_edge_upstream_waiting')) === 4, { timeoutMs: 10_000, what: '4 fills waiting for a slot' });
