@@ -291,6 +291,10 @@ describe('edge serving from the embedded S3', () => {
       'ocdn_edge_origin_fetch_seconds',
       'ocdn_edge_origin_fetches_total',
       'ocdn_edge_requests_total',
+      // beyond DESIGN.md's list: the upstream concurrency cap (issue 14), and the disk tier's
+      // ocdn_edge_disk_* when there is one (not here)
+      'ocdn_edge_upstream_active',
+      'ocdn_edge_upstream_waiting',
     ]);
     expect(text).toMatch(/ocdn_edge_requests_total\{cache="HIT",status="200",edge="edge-1"\} \d+/);
     expect(Number(/ocdn_edge_bytes_served_total\{edge="edge-1"\} (\d+)/.exec(text)?.[1])).toBeGreaterThan(seg.length);
