@@ -129,7 +129,7 @@ describe.each(CACHE_POLICIES)('coalescing and the byte bound (%s)', (cachePolicy
     expect(await metric(edge, 'ocdn_edge_upstream_active')).toBe(2);
     reader.release();
     const results = await Promise.all(all);
-    results.forEach((r, i) => expect(r.body.equals(want[i]!)).toBe(true));
+    for (const [i, r] of results.entries()) expect(r.body.equals(want[i]!)).toBe(true);
     expect(reader.calls).toBe(6);
     expect(await metric(edge, 'ocdn_edge_upstream_waiting')).toBe(0);
   });
