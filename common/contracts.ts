@@ -519,3 +519,42 @@ export const CONTRACTS = {
   'POST /api/chaos/origin-outage (console)': { request: ConsoleOriginOutageSchema, response: ConsoleChaosResultSchema },
   '* (any 4xx/5xx)': { response: ErrorBodySchema },
 } satisfies Record<string, { request?: TSchema; response: TSchema }>;
+
+// ---- cache-miss classification (issue 15): steering decisions and edge access records -----
+// Carried on Kafka (ocdn.steering.decisions.v1, ocdn.edge.access.v1) once producers emit them;
+// the aggregator's join (telemetry/miss-join.ts) classifies each access against its decision.
+
+/** Why steering did not put an edge first. */
+export const SKIP_REASONS = ['unhealthy', 'overloaded', 'qoe-demoted', 'not-in-site'] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
+const SessionId = Type.String({ minLength: 1, maxLength: 128, description: 'must be a session id of 1-128 characters' });
+
+export const SteeringDecisionSchema = Type.Object({
+  sessionId: SessionId,
+  title: Type.String({ pattern: TITLE_ID_PATTERN, description: 'must be a title id' }),
+  /** The client's site (topology). */
+  site: Label(),
+  /** Decision time, ms since epoch. */
+  ts: Count,
+  /** Edges in the order steering gave them, each with its site. */
+  ranked: Type.Array(Type.Object({ edge: Label(), site: Label() }), { maxItems: 64 }),
+  /** Edges steering passed over at decision time, and why. */
+  skipped: Type.Array(Type.Object({ edge: Label(), site: Label(), why: Type.Union(SKIP_REASONS.map((r) => Type.Literal(r))) }), { maxItems: 256 }),
+});
+export type SteeringDecision = Static<typeof SteeringDecisionSchema>;
+
+export const ACCESS_TIERS = ['ram', 'disk', 'shield', 'origin'] as const;
+export type AccessTier = (typeof ACCESS_TIERS)[number];
+
+export const EdgeAccessSchema = Type.Object({
+  sessionId: SessionId,
+  edge: Label(),
+  title: Type.String({ pattern: TITLE_ID_PATTERN, description: 'must be a title id' }),
+  object: Type.String({ maxLength: 1_024 }),
+  bytes: Count,
+  /** Where the bytes came from: this edge's RAM or disk, or its upstream. */
+  tier: Type.Union(ACCESS_TIERS.map((t) => Type.Literal(t))),
+  /** When the response ended, ms since epoch. */
+  ts: Count,
+});
+export type EdgeAccess = Static<typeof EdgeAccessSchema>;
