@@ -1,6 +1,7 @@
-import { checkSize, resolveBudget, type Budget } from './budget.ts';
+import { checkSize } from './budget.ts';
 import { Node, Queue } from './list.ts';
-import type { ByteStore, ByteStoreOptions, EvictReason } from './types.ts';
+import { NodeStore } from './node-store.ts';
+import type { ByteStore, ByteStoreOptions } from './types.ts';
 
 /** S's share of the budget; M gets the rest. Both as in the paper and libCacheSim's default. */
 const SMALL_SHARE = 0.1;
@@ -31,12 +32,9 @@ const MOVE_TO_MAIN = 2;
  * cache has never evicted; we always insert into S, the paper's original). A replace keeps the
  * object's queue and freq and goes to that queue's head. delete() does not record a ghost.
  */
-export class S3FifoStore<V> implements ByteStore<V> {
+export class S3FifoStore<V> extends NodeStore<V> implements ByteStore<V> {
   readonly policy = 's3fifo' as const;
-  readonly maxBytes: number;
-  private readonly budget: Budget<V>;
   private readonly mainMax: number;
-  private readonly map = new Map<string, Node<V>>();
   private readonly small = new Queue<V>();
   private readonly main = new Queue<V>();
   /** Key → size of the evicted object, oldest first (Map keeps insertion order). */
@@ -44,17 +42,12 @@ export class S3FifoStore<V> implements ByteStore<V> {
   private ghostBytes = 0;
 
   constructor(opts: ByteStoreOptions<V>) {
-    this.budget = resolveBudget(opts);
-    this.maxBytes = this.budget.maxBytes;
+    super(opts);
     this.mainMax = this.maxBytes - Math.floor(this.maxBytes * SMALL_SHARE);
   }
 
   get bytes(): number {
     return this.small.bytes + this.main.bytes;
-  }
-
-  get size(): number {
-    return this.map.size;
   }
 
   /** Bytes in S, M and remembered by G: for tests and benches. */
@@ -74,14 +67,6 @@ export class S3FifoStore<V> implements ByteStore<V> {
     if (n === undefined) return undefined;
     if (n.freq < MAX_FREQ) n.freq++;
     return n.value;
-  }
-
-  peek(key: string): V | undefined {
-    return this.map.get(key)?.value;
-  }
-
-  has(key: string): boolean {
-    return this.map.has(key);
   }
 
   set(key: string, value: V, size: number): boolean {
@@ -112,26 +97,11 @@ export class S3FifoStore<V> implements ByteStore<V> {
     return true;
   }
 
-  delete(key: string): boolean {
-    const n = this.map.get(key);
-    if (n === undefined) return false;
-    this.remove(n, 'delete');
-    return true;
-  }
-
-  keys(): IterableIterator<string> {
-    return this.map.keys();
-  }
-
-  clear(): void {
-    const nodes = [...this.map.values()];
-    this.map.clear();
+  protected clearQueues(): void {
     this.small.clear();
     this.main.clear();
     this.ghost.clear();
     this.ghostBytes = 0;
-    const onRemove = this.budget.onRemove;
-    if (onRemove) for (const n of nodes) onRemove(n.key, n.value, 'clear');
   }
 
   private evictOne(): void {
@@ -181,10 +151,7 @@ export class S3FifoStore<V> implements ByteStore<V> {
     }
   }
 
-  /** Unlinks and reports; `reason` undefined when the same value stays under the key (no leave). */
-  private remove(n: Node<V>, reason: EvictReason | undefined): void {
+  protected unlink(n: Node<V>): void {
     (n.inMain ? this.main : this.small).unlink(n);
-    this.map.delete(n.key);
-    if (reason !== undefined) this.budget.onRemove?.(n.key, n.value, reason);
   }
 }

@@ -1,6 +1,7 @@
-import { checkSize, resolveBudget, type Budget } from './budget.ts';
+import { checkSize } from './budget.ts';
 import { Node, Queue } from './list.ts';
-import type { ByteStore, ByteStoreOptions, EvictReason } from './types.ts';
+import { NodeStore } from './node-store.ts';
+import type { ByteStore } from './types.ts';
 
 /**
  * SIEVE (Zhang et al., NSDI'24, "SIEVE is Simpler than LRU"): one FIFO queue, a visited bit per
@@ -13,25 +14,13 @@ import type { ByteStore, ByteStoreOptions, EvictReason } from './types.ts';
  * Byte-bounded: evicts until bytes + the new size fit. A replace is a fresh insert at the head
  * that keeps the visited bit (the object's hotness survives a revalidation).
  */
-export class SieveStore<V> implements ByteStore<V> {
+export class SieveStore<V> extends NodeStore<V> implements ByteStore<V> {
   readonly policy = 'sieve' as const;
-  readonly maxBytes: number;
-  private readonly budget: Budget<V>;
-  private readonly map = new Map<string, Node<V>>();
   private readonly queue = new Queue<V>();
   private hand: Node<V> | undefined = undefined;
 
-  constructor(opts: ByteStoreOptions<V>) {
-    this.budget = resolveBudget(opts);
-    this.maxBytes = this.budget.maxBytes;
-  }
-
   get bytes(): number {
     return this.queue.bytes;
-  }
-
-  get size(): number {
-    return this.map.size;
   }
 
   get(key: string): V | undefined {
@@ -39,14 +28,6 @@ export class SieveStore<V> implements ByteStore<V> {
     if (n === undefined) return undefined;
     n.freq = 1;
     return n.value;
-  }
-
-  peek(key: string): V | undefined {
-    return this.map.get(key)?.value;
-  }
-
-  has(key: string): boolean {
-    return this.map.has(key);
   }
 
   set(key: string, value: V, size: number): boolean {
@@ -68,24 +49,9 @@ export class SieveStore<V> implements ByteStore<V> {
     return true;
   }
 
-  delete(key: string): boolean {
-    const n = this.map.get(key);
-    if (n === undefined) return false;
-    this.remove(n, 'delete');
-    return true;
-  }
-
-  keys(): IterableIterator<string> {
-    return this.map.keys();
-  }
-
-  clear(): void {
-    const nodes = [...this.map.values()];
-    this.map.clear();
+  protected clearQueues(): void {
     this.queue.clear();
     this.hand = undefined;
-    const onRemove = this.budget.onRemove;
-    if (onRemove) for (const n of nodes) onRemove(n.key, n.value, 'clear');
   }
 
   private evictOne(): void {
@@ -100,11 +66,8 @@ export class SieveStore<V> implements ByteStore<V> {
     this.remove(n, 'evict');
   }
 
-  /** Unlinks and reports; `reason` undefined when the same value stays under the key (no leave). */
-  private remove(n: Node<V>, reason: EvictReason | undefined): void {
+  protected unlink(n: Node<V>): void {
     if (this.hand === n) this.hand = n.newer;
     this.queue.unlink(n);
-    this.map.delete(n.key);
-    if (reason !== undefined) this.budget.onRemove?.(n.key, n.value, reason);
   }
 }
