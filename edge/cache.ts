@@ -165,8 +165,12 @@ export class EdgeCache {
     return this.store.has(key) || this.negatives.has(key);
   }
 
-  /** Slow path: revalidate or fill `key`, coalesced with every other request for it. */
-  async lookup(key: string): Promise<Lookup> {
+  /**
+   * Slow path: revalidate or fill `key`, coalesced with every other request for it. `via` fills
+   * from another source than the edge's own upstream (a peer holding the object, for a planned
+   * fill); a request that finds a fill already running joins it whatever its source.
+   */
+  async lookup(key: string, via?: Upstream): Promise<Lookup> {
     const held = this.store.peek(key);
     if (held !== undefined && !held.entry.softPurged && Date.now() <= held.freshUntil) {
       this.store.get(key);
@@ -177,7 +181,7 @@ export class EdgeCache {
     const joined = flight !== undefined;
     if (flight === undefined) {
       const f: Flight = { promise: Promise.resolve(undefined), purged: false };
-      f.promise = this.fill(key, f).finally(() => {
+      f.promise = this.fill(key, f, via ?? this.opts.upstream).finally(() => {
         if (this.inflight.get(key) === f) this.inflight.delete(key);
       });
       this.inflight.set(key, f);
@@ -272,10 +276,10 @@ export class EdgeCache {
     return entry;
   }
 
-  private async fill(key: string, flight: Flight): Promise<Entry | undefined> {
+  private async fill(key: string, flight: Flight, upstream: Upstream): Promise<Entry | undefined> {
     const fromDisk = await this.promote(key, flight);
     if (fromDisk !== undefined) return fromDisk;
-    const { upstream, metrics } = this.opts;
+    const { metrics } = this.opts;
     const stopTimer = metrics.originFetchSeconds.startTimer({ upstream: upstream.kind });
     let result = 'ok';
     try {
