@@ -56,6 +56,12 @@ export interface LabRow {
   simulatedMs: number;
   /** belady rows: the online policy whose request stream the bound was computed on. */
   streamOf?: CachePolicy;
+  /**
+   * Online rows: the belady bound's byte hit ratio on this row's own request stream. Streams of
+   * different policies differ through timing (a miss lasts longer, so ABR and arrivals shift),
+   * so this, not the belady row, is the bound each policy is held to.
+   */
+  beladyByteHitRatio?: number;
   perEdge: EdgeRow[];
 }
 
@@ -123,9 +129,11 @@ function onlineRow(key: RowKey, r: ReplayResult, regions: Map<string, string>): 
   const hitBytes = r.edges.reduce((a, t) => a + t.hitBytes, 0);
   const origin = r.edges.reduce((a, t) => a + t.originBytes, 0);
   const s = r.summary;
+  const bound = beladyTotals(r, key.capacityBytes);
   return {
     ...key,
     ...clusterFigures(perEdge, hits, hitBytes, origin),
+    beladyByteHitRatio: ratio(bound.hitBytes, bound.bytes),
     vstP95Ms: s.vstP95Ms,
     rebufferRatio: s.rebufferRatio === null ? null : fixed(s.rebufferRatio, 6),
     avgBitrate: Math.round(s.avgBitrate),
@@ -133,6 +141,18 @@ function onlineRow(key: RowKey, r: ReplayResult, regions: Map<string, string>): 
     simulatedMs: Math.round(r.simulatedMs),
     perEdge,
   };
+}
+
+/** The belady bound summed over one replay's per-edge streams. */
+function beladyTotals(r: ReplayResult, capacityBytes: number): { bytes: number; hitBytes: number } {
+  let bytes = 0;
+  let hitBytes = 0;
+  for (const t of r.edges) {
+    const b = beladyStats(t.keys, t.sizes, capacityBytes);
+    bytes += b.bytes;
+    hitBytes += b.hitBytes;
+  }
+  return { bytes, hitBytes };
 }
 
 /** The offline bound on one replay's per-edge streams (origin bytes = the misses it could not avoid). */

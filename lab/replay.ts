@@ -1,4 +1,4 @@
-import { createByteStore } from '../edge/policies/index.ts';
+import { createEdgeStore } from '../edge/policies/index.ts';
 import type { ByteStore, CachePolicy } from '../edge/policies/types.ts';
 import { createAbr, type AbrName } from '../player-sim/abr/index.ts';
 import { parseTraceSpec } from '../player-sim/network.ts';
@@ -42,7 +42,7 @@ export interface ReplayResult {
 export async function replay(w: Workload, o: ReplayOptions): Promise<ReplayResult> {
   const clock = new VirtualClock();
   const stores = new Map<string, ByteStore<number>>();
-  for (const e of w.edges) stores.set(e.id, createByteStore<number>(o.cachePolicy, { maxBytes: o.capacityBytes }));
+  for (const e of w.edges) stores.set(e.id, createEdgeStore<number>(o.cachePolicy, o.capacityBytes));
   const { titles, durationSec, segmentSec, ladder } = w.options;
   const cdn = new CachingVirtualCdn(
     { titles, durationSec, segmentSec, ladder, edges: w.edges.map((e) => ({ id: e.id, region: e.region })), missPenaltyMs: o.originRttMs },

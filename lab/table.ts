@@ -4,7 +4,10 @@ import type { LabResult } from './experiment.ts';
 
 const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(2)}%`);
 
-/** One line per combination; belady rows are the offline bound (no players, so no QoE). */
+/**
+ * One line per combination; belady rows are the offline bound (no players, so no QoE), and an
+ * online row's `bound` is belady's byte hit ratio on that row's own request stream.
+ */
 export function formatLab(result: LabResult): string {
   const p = result.params;
   const head =
@@ -17,6 +20,7 @@ export function formatLab(result: LabResult): string {
       'capacity',
       'policy',
       'byte hit',
+      'bound',
       'object hit',
       'origin/served',
       'peak rps',
@@ -32,6 +36,7 @@ export function formatLab(result: LabResult): string {
       `${(r.capacityFraction * 100).toFixed(1)}% (${formatBytes(r.capacityBytes)})`,
       r.cachePolicy,
       pct(r.byteHitRatio),
+      pct(r.beladyByteHitRatio ?? null),
       pct(r.objectHitRatio),
       pct(r.originBytesRatio),
       r.peakLoadRps,

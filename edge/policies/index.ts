@@ -17,3 +17,20 @@ export function createByteStore<V extends NonNullable<unknown>>(policy: CachePol
       return new S3FifoStore<V>(opts);
   }
 }
+
+/**
+ * The object store an edge keeps for `capacityBytes` under `policy`: EdgeCache's and the lab's
+ * (lab/replay.ts) come from here, so experiments run the bounds the edge runs.
+ */
+export function createEdgeStore<V extends NonNullable<unknown>>(
+  policy: CachePolicy,
+  capacityBytes: number,
+  onRemove?: ByteStoreOptions<V>['onRemove'],
+): ByteStore<V> {
+  return createByteStore<V>(policy, {
+    maxBytes: capacityBytes,
+    // One object never flushes more than a quarter of the cache.
+    maxEntryBytes: Math.max(1, Math.floor(capacityBytes / 4)),
+    ...(onRemove === undefined ? {} : { onRemove }),
+  });
+}
