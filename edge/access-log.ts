@@ -55,9 +55,33 @@ export function accessTier(lookup: Pick<Lookup, 'outcome' | 'tier'>, upstream: U
   return upstream === 'parent' ? 'shield' : 'origin';
 }
 
+/**
+ * `sid` found by its spelling alone, as players write it (`sid="…"`, percent-encoded with
+ * encodeURIComponent in the query form): a sixth of a full CMCD parse. null = not this plain
+ * form (other escaping, odd characters): the caller parses in full.
+ */
+function plainSid(text: string, encoded: boolean): string | undefined | null {
+  const open = encoded ? 'sid%3D%22' : 'sid="';
+  const i = text.indexOf(open);
+  if (i === -1) return text.includes('sid') ? null : undefined;
+  const sep = encoded ? '%2C' : ',';
+  if (i !== 0 && !(i >= sep.length && text.startsWith(sep, i - sep.length))) return null;
+  const from = i + open.length;
+  const to = text.indexOf(encoded ? '%22' : '"', from);
+  if (to <= from || to - from > 128) return null;
+  const sid = text.slice(from, to);
+  return /^[A-Za-z0-9._:-]+$/.test(sid) ? sid : null;
+}
+
 /** The CMCD `sid` of raw CMCD text (query form still URL-encoded), or undefined. */
 export function sessionOfCmcd(text: string | undefined, encoded: boolean): string | undefined {
   if (text === undefined || text === '') return undefined;
+  const plain = plainSid(text, encoded);
+  if (plain !== null) return plain;
+  return fullSid(text, encoded);
+}
+
+function fullSid(text: string, encoded: boolean): string | undefined {
   let plain = text;
   if (encoded) {
     try {

@@ -56,6 +56,11 @@ describe('access records at the edge', () => {
     expect(sessionOfCmcd('br=730', false)).toBeUndefined();
     expect(sessionOfCmcd(undefined, false)).toBeUndefined();
     expect(sessionOfCmcd('%E0%A4%A', true)).toBeUndefined();
+    // Spellings the quick scan leaves to the full parser: lower-case escapes, escaped quotes, a longer key.
+    expect(sessionOfCmcd('br%3d730%2csid%3d%22abc-3%22', true)).toBe('abc-3');
+    expect(sessionOfCmcd('sid="a\\"b"', false)).toBe('a"b');
+    expect(sessionOfCmcd('xsid="abc"', false)).toBeUndefined();
+    expect(sessionOfCmcd('br=1,sid="abc-4"', false)).toBe('abc-4');
   });
 
   it('names the tier that served: RAM or disk on a hit, the shield or the origin on a miss', () => {
