@@ -133,7 +133,7 @@ export class AccessLog {
     });
     const c = new Counter({
       name: 'ocdn_edge_access_records_total',
-      help: 'Access records (miss classification) by outcome: sent to the producer, overflow (batch full, dropped), no-session (no CMCD sid, not sent), bad-path, lost (producer refused)',
+      help: 'Access records (miss classification) by outcome: sent to the producer, overflow (batch full, dropped), no-session (no CMCD sid, not sent), bad-path, lost (batches of records the producer refused)',
       labelNames: ['result'],
       registers: opts.registry ? [opts.registry] : [],
     });
@@ -162,6 +162,13 @@ export class AccessLog {
     this.batch.push({ path, cmcd, encoded: q !== undefined, bytes, tier, ts: Date.now() });
   }
 
+  /** The producer counts what it lost (ocdn_telemetry_producer_events_total{result="lost"}); this says so once. */
+  private readonly onLost = (err: unknown): void => {
+    this.m.lost.inc();
+    if (!this.warned) this.o.log.warn({ err: describeError(err) }, 'access records could not be published (further failures are only counted)');
+    this.warned = true;
+  };
+
   /** Records waiting for the timer. */
   get pending(): number {
     return this.batch.length;
@@ -175,6 +182,7 @@ export class AccessLog {
     let sent = 0;
     let noSession = 0;
     let badPath = 0;
+    let last: Promise<void> | undefined;
     for (const p of batch) {
       const sessionId = sessionOfCmcd(p.cmcd, p.encoded);
       if (sessionId === undefined) {
@@ -189,11 +197,12 @@ export class AccessLog {
         continue;
       }
       const rec: EdgeAccess = { sessionId, edge: this.o.edgeId, title, object: p.path.slice(0, 1_024), bytes: p.bytes, tier: p.tier, ts: p.ts };
-      this.producer.sendRaw(JSON.stringify(rec), sessionId).catch((err: unknown) => {
-        this.m.lost.inc();
-        if (!this.warned) this.o.log.warn({ err: describeError(err) }, 'an access record could not be published (further failures are only counted)');
-        this.warned = true;
-      });
+      // Records of one producer chunk share its promise: one handler per chunk, not per record.
+      const done = this.producer.sendRaw(JSON.stringify(rec), sessionId);
+      if (done !== last) {
+        last = done;
+        done.catch(this.onLost);
+      }
       sent++;
     }
     if (sent) this.m.sent.inc(sent);
