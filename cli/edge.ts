@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_PORTS, readContext } from '../common/cluster-context.ts';
 import { addDirOption } from '../common/command-config.ts';
@@ -34,6 +35,11 @@ export const edgeServeSpec = {
   heartbeatInterval: { type: 'duration', flag: '--heartbeat-interval', default: '1s', min: 50 },
   drainTimeout: { type: 'duration', flag: '--drain-timeout', default: '10s' },
   duressInFlight: { type: 'int', flag: '--duress-in-flight', env: 'OCDN_EDGE_DURESS_IN_FLIGHT', default: DEFAULT_DURESS_IN_FLIGHT, min: 0 },
+  // Only when given (no cluster default): an edge without Kafka publishes no access records.
+  brokers: { type: 'string', flag: '--brokers', env: 'KAFKA_BROKERS' },
+  topicPrefix: { type: 'string', flag: '--topic-prefix', default: '' },
+  spillDir: { type: 'string', flag: '--spill-dir', env: 'OCDN_SPILL_DIR', default: '.ocdn/spill' },
+  accessSample: { type: 'number', flag: '--access-sample', env: 'OCDN_EDGE_ACCESS_SAMPLE', default: 1, min: 0, max: 1 },
   corsOrigins: CORS_ORIGINS_FIELD,
 } as const;
 
@@ -75,6 +81,13 @@ export function registerEdge(program: Command): void {
       '--duress-in-flight <n>',
       `requests waiting on upstream above which answers carry CMSD-Dynamic du (duress; also while draining) (env OCDN_EDGE_DURESS_IN_FLIGHT) [default ${DEFAULT_DURESS_IN_FLIGHT}]`,
     )
+    .option(
+      '--brokers <list>',
+      'Kafka brokers host:port,…: publish access records to ocdn.edge.access.v1 for miss classification (env KAFKA_BROKERS) [default: none]',
+    )
+    .option('--topic-prefix <p>', 'prefix for the topic names [default none]')
+    .option('--spill-dir <dir>', 'where records wait while Kafka is unreachable (env OCDN_SPILL_DIR) [default .ocdn/spill]')
+    .option('--access-sample <share>', 'share of responses with an access record, 0..1 (env OCDN_EDGE_ACCESS_SAMPLE) [default 1]')
     .option('--cors-origins <list>', CORS_ORIGINS_HELP);
   addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
@@ -132,6 +145,10 @@ export function registerEdge(program: Command): void {
       drainTimeoutMs: cfg.drainTimeout,
       duressInFlight: cfg.duressInFlight,
       corsOrigins,
+      brokers: cfg.brokers,
+      topicPrefix: cfg.topicPrefix,
+      accessSpillFile: join(cfg.spillDir, `ocdn-edge-access-${cfg.id}.jsonl`),
+      accessSample: cfg.accessSample,
       log,
       defaultMetrics: true,
     });

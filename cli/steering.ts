@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { startQoeFeedback } from '../steering/qoe-feedback.ts';
 import type { Command } from 'commander';
 import { request } from 'undici';
@@ -37,6 +38,10 @@ export const steeringServeSpec = {
   manifestShortTtl: { type: 'duration', flag: '--manifest-short-ttl', default: '5s', min: 1_000 },
   aggregator: { type: 'url', flag: '--aggregator', env: 'OCDN_AGGREGATOR_URL', ctx: 'aggregatorUrl' },
   logDecisions: { type: 'bool', flag: '--log-decisions', env: 'OCDN_LOG_DECISIONS', default: false },
+  // Only when given (no cluster default): a steering without Kafka publishes nothing.
+  brokers: { type: 'string', flag: '--brokers', env: 'KAFKA_BROKERS' },
+  topicPrefix: { type: 'string', flag: '--topic-prefix', default: '' },
+  spillDir: { type: 'string', flag: '--spill-dir', env: 'OCDN_SPILL_DIR', default: '.ocdn/spill' },
   corsOrigins: CORS_ORIGINS_FIELD,
 } as const;
 
@@ -83,6 +88,12 @@ export function registerSteering(program: Command): void {
     .option('--manifest-short-ttl <time>', 'their TTL while edges come, go or move [default 5s]')
     .option('--aggregator <url>', 'telemetry aggregator URL: edges far above their peers in rebuffering or errors are demoted (reason qoe-demoted)')
     .option('--log-decisions', 'log every decision at info (title, site, policy, ranked edges with reasons); counted in /metrics always')
+    .option(
+      '--brokers <list>',
+      'Kafka brokers host:port,…: publish every decision to ocdn.steering.decisions.v1 for miss classification (env KAFKA_BROKERS) [default: none, not published]',
+    )
+    .option('--topic-prefix <p>', 'prefix for the topic names [default none]')
+    .option('--spill-dir <dir>', 'where records wait while Kafka is unreachable (env OCDN_SPILL_DIR) [default .ocdn/spill]')
     .option('--cors-origins <list>', CORS_ORIGINS_HELP);
   addS3Options(addDirOption(serve));
   serve.action(async (flags: Record<string, unknown>) => {
@@ -146,6 +157,9 @@ export function registerSteering(program: Command): void {
       },
       log,
       logDecisions: cfg.logDecisions,
+      brokers: cfg.brokers,
+      topicPrefix: cfg.topicPrefix,
+      decisionSpillFile: join(cfg.spillDir, 'ocdn-steering-decisions.jsonl'),
       defaultMetrics: true,
     });
     const feedback = cfg.aggregator ? startQoeFeedback({ aggregatorUrl: cfg.aggregator, registry: st.registry, log }) : undefined;

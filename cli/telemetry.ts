@@ -8,7 +8,7 @@ import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { errorMessage } from '../common/http.ts';
 import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
-import { parseDuration } from '../common/units.ts';
+import { formatBytes, parseDuration } from '../common/units.ts';
 import { startAggregator } from '../telemetry/aggregator.ts';
 import { DEFAULT_BROKERS, topicNames } from '../telemetry/kafka.ts';
 import { DIMENSIONS } from '../telemetry/merge.ts';
@@ -196,6 +196,60 @@ function watchScreen(r: QoeResult, limit: number): string {
   return `${head}\n\n${renderTable([r.by, 'events', 'rebuffer', 'rebuffer trend', 'vst p50', 'vst p50 trend', 'hit'], rows)}\n`;
 }
 
+/** `ocdn qoe misses --json`: bytes per miss class for each value, and what the join could not classify. */
+export interface MissReport {
+  by: string;
+  from: number | null;
+  to: number | null;
+  rows: { value: string; localHitBytes: number; contentMissBytes: number; healthMissBytes: number; otherMissBytes: number }[];
+  /** Over the whole range (every edge): accesses with no decision for their session, and late ones. */
+  unmatchedAccesses: number;
+  unmatchedAccessBytes: number;
+  lateAccesses: number;
+}
+
+export function missReport(r: QoeResult, all: QoeResult): MissReport {
+  const classified = (t: QoeRow) => t.localHitBytes + t.contentMissBytes + t.healthMissBytes + t.otherMissBytes;
+  const rows = r.totals
+    .filter((t) => classified(t) > 0)
+    .sort((a, b) => classified(b) - classified(a) || a.value.localeCompare(b.value))
+    .map((t) => ({
+      value: t.value,
+      localHitBytes: t.localHitBytes,
+      contentMissBytes: t.contentMissBytes,
+      healthMissBytes: t.healthMissBytes,
+      otherMissBytes: t.otherMissBytes,
+    }));
+  const whole = all.totals[0];
+  return {
+    by: r.by,
+    from: r.from,
+    to: r.to,
+    rows,
+    unmatchedAccesses: whole?.unmatchedAccesses ?? 0,
+    unmatchedAccessBytes: whole?.unmatchedAccessBytes ?? 0,
+    lateAccesses: whole?.lateAccesses ?? 0,
+  };
+}
+
+function missTable(m: MissReport): string {
+  const share = (n: number, d: number) => (d > 0 ? `${((n / d) * 100).toFixed(1)}%` : '-');
+  return renderTable(
+    [m.by, 'local hit', 'content miss', 'health miss', 'other miss', 'local hit share'],
+    m.rows.map((r) => {
+      const total = r.localHitBytes + r.contentMissBytes + r.healthMissBytes + r.otherMissBytes;
+      return [
+        r.value,
+        formatBytes(r.localHitBytes),
+        formatBytes(r.contentMissBytes),
+        formatBytes(r.healthMissBytes),
+        formatBytes(r.otherMissBytes),
+        share(r.localHitBytes, total),
+      ];
+    }),
+  );
+}
+
 export function registerTelemetry(program: Command): void {
   // ---- telemetry aggregate -------------------------------------------------------------
   const telemetry = program.command('telemetry').description('QoE telemetry pipeline');
@@ -314,6 +368,37 @@ export function registerTelemetry(program: Command): void {
         }
         if (r.windows.length === 0) say(`no aggregates in the range at ${cfg.url}`);
       }
+    });
+
+  addDirOption(qoe.command('misses'))
+    .description(
+      'why bytes missed: bytes edges served per class (local hit, content miss, health miss, other miss), from steering decisions joined with edge access records',
+    )
+    .option('--url <url>', `aggregator URL (env OCDN_AGGREGATOR_URL) [default: the cluster's, else http://127.0.0.1:${DEFAULT_PORTS.aggregator}]`)
+    .option('--by <dim>', 'dimension: edge|region|title (region = the client site steering decided for)', 'edge')
+    .option('--window <dur>', "the aggregator's window (or a multiple)", '10s')
+    .option('--last <dur>', 'how far back from the newest window', '10m')
+    .option('--json', 'print { rows: [ { value, localHitBytes, contentMissBytes, healthMissBytes, otherMissBytes } ], unmatched…, late… }')
+    .action(async (flags: Record<string, unknown>) => {
+      const spec = {
+        ...qoeSpec,
+        by: { type: 'enum', values: ['edge', 'region', 'title'], default: 'edge' },
+        last: { ...qoeSpec.last, default: '10m' },
+      } as const;
+      const { cfg, ctx } = loadCommandConfig(spec, flags);
+      const ask = (by: string) =>
+        fetchQoe(cfg.url, { by, windowMs: cfg.window, lastMs: cfg.last }).catch((err: unknown) => {
+          throw explain(err, [ErrorCodes.NOT_FOUND], spec, cfg, 'url', ctx);
+        });
+      const [r, all] = await Promise.all([ask(cfg.by), ask('all')]);
+      const report = missReport(r, all);
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        return;
+      }
+      if (report.rows.length === 0) say(`no classified bytes yet at ${cfg.url} (steering and edges publish records only when given --brokers)`);
+      else process.stdout.write(`${missTable(report)}\n`);
+      say(`${report.unmatchedAccesses} access records without a steering decision (${formatBytes(report.unmatchedAccessBytes)}), ${report.lateAccesses} late`);
     });
 
   gateFlags(qoe.command('verify'))

@@ -285,6 +285,16 @@ export const QoeMetricsSchema = Type.Object({
   ttfbMeanMs: NumberOrNull,
   duplicates: Type.Number(),
   late: Type.Number(),
+  /** Miss classification (issue 15): bytes edges served, by why they were or were not a local hit. */
+  localHitBytes: Type.Number(),
+  contentMissBytes: Type.Number(),
+  healthMissBytes: Type.Number(),
+  otherMissBytes: Type.Number(),
+  /** Edge access records with no steering decision for their session: not classified, counted here. */
+  unmatchedAccesses: Type.Number(),
+  unmatchedAccessBytes: Type.Number(),
+  /** Edge access records that came after the join had moved past them: counted, not classified. */
+  lateAccesses: Type.Number(),
 });
 export type QoeMetrics = Static<typeof QoeMetricsSchema>;
 

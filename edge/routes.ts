@@ -5,6 +5,7 @@ import { errorBody, sendError, sendJson, sendMethodNotAllowed, statusOf } from '
 import { bytesSent } from '../common/http-server.ts';
 import type { Logger } from '../common/log.ts';
 import { sendMetrics } from '../common/metrics.ts';
+import { type AccessLog, accessTier } from './access-log.ts';
 import type { Admin } from './admin.ts';
 import type { TokenGate } from './auth.ts';
 import type { EdgeCache, Lookup } from './cache.ts';
@@ -29,6 +30,8 @@ export interface EdgeContext {
   negativeTtlMs: number;
   /** Requests waiting on upstream above which CMSD-Dynamic says `du` (default edge/cmsd.ts DEFAULT_DURESS_IN_FLIGHT). */
   duressInFlight?: number;
+  /** Access records for the miss classification (edge/access-log.ts), when brokers were given. */
+  access?: AccessLog | undefined;
 }
 
 /** The edge's request listener and the state its lifecycle (edge/server.ts) reads and sets. */
@@ -55,7 +58,7 @@ function notModifiedHeaders(base: OutgoingHttpHeaders): OutgoingHttpHeaders {
 
 /** The edge's request listener: /vod (the hit path first), then a small route table. */
 export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
-  const { id, log, tokens, upstream, cache: edgeCache, metrics, admin } = ctx;
+  const { id, log, tokens, upstream, cache: edgeCache, metrics, admin, access } = ctx;
   const logHits = log.isLevelEnabled('debug');
   const cacheStatusName = `ocdn-${id}`;
   const negativeCacheControl = `public, max-age=${Math.floor(ctx.negativeTtlMs / 1000)}`;
@@ -183,6 +186,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     if (head || body === undefined) res.end();
     else res.end(body);
     metrics.count(outcome, status);
+    access?.served(req, path, query, head || body === undefined ? 0 : body.length, accessTier(lookup, upstream.kind));
     if (level === 'info' || logHits)
       logWhenDone(level, req, res, from, path, query, status, outcome, startedAt, lookup.error ? describeError(lookup.error) : undefined);
   }
@@ -294,6 +298,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       const from = logHits ? bytesSent(req.socket) : 0;
       res.end(method === 'HEAD' ? undefined : entry.body);
       metrics.count('HIT', 200);
+      access?.served(req, path, query, method === 'HEAD' ? 0 : entry.body.length, 'ram');
       if (logHits) logWhenDone('debug', req, res, from, path, query, 200, 'HIT', Date.now());
       return;
     }

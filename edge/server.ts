@@ -8,6 +8,7 @@ import { type CorsOrigins, corsPolicy } from '../common/cors.ts';
 import { createHardenedServer, type HardenedServer, type ServerLimits } from '../common/http-server.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import type { OriginReader } from '../origin/reader.ts';
+import { AccessLog } from './access-log.ts';
 import { Admin } from './admin.ts';
 import { TokenGate } from './auth.ts';
 import { DiskTier } from './disk-tier.ts';
@@ -73,6 +74,14 @@ export interface EdgeOptions {
   drainTimeoutMs?: number;
   /** Requests waiting on upstream above which CMSD-Dynamic reports duress (`du`); default edge/cmsd.ts. */
   duressInFlight?: number;
+  /** Kafka brokers: access records go to the access topic (miss classification). None = not published. */
+  brokers?: string;
+  /** Prefix of the topic names (a cluster's telemetry namespace). */
+  topicPrefix?: string;
+  /** Share of responses with an access record, 0..1 (default 1). */
+  accessSample?: number;
+  /** Where access records wait while the broker is unreachable (default .ocdn/spill/ocdn-edge-access-<id>.jsonl). */
+  accessSpillFile?: string;
   log?: Logger;
   /** process_* and nodejs_* metrics too (the CLI turns this on; in-process clusters leave it off). */
   defaultMetrics?: boolean;
@@ -158,6 +167,19 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   });
   sized = cache;
   const admin = new Admin({ cache, adminToken: opts.adminToken, log });
+  const access =
+    opts.brokers !== undefined && opts.brokers !== ''
+      ? new AccessLog({
+          edgeId: id,
+          brokers: opts.brokers,
+          topicPrefix: opts.topicPrefix,
+          sample: opts.accessSample,
+          spillFile: opts.accessSpillFile,
+          log,
+          registry: metrics.registry,
+        })
+      : undefined;
+  if (!access) log.info('no Kafka brokers (--brokers, KAFKA_BROKERS): access records are not published, so misses cannot be classified');
 
   // ---- handlers (edge/routes.ts) ---------------------------------------------------------
   const routes = edgeRoutes({
@@ -170,6 +192,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     admin,
     negativeTtlMs: opts.negativeTtlMs ?? 2_000,
     duressInFlight: opts.duressInFlight,
+    access,
   });
 
   // ---- lifecycle -------------------------------------------------------------------------
@@ -276,6 +299,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         await disk?.idle();
         clearInterval(sweep);
         await upstream.close();
+        await access?.close();
         log.info({ id }, 'edge closed');
       })();
       return closing;

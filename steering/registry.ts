@@ -93,6 +93,7 @@ export function validateHeartbeat(raw: unknown): EdgeHeartbeat {
 export class EdgeRegistry {
   private readonly edges = new Map<string, EdgeRecord>();
   private healthyCache: EdgeView[] | undefined;
+  private downCache: EdgeView[] | undefined;
   private readonly hbIntervalMs: number;
   private readonly staleAfterMs: number;
   private readonly probeIntervalMs: number;
@@ -190,6 +191,7 @@ export class EdgeRegistry {
         probing: false,
       };
       this.edges.set(hb.id, rec);
+      this.downCache = undefined;
       this.log?.info({ edge: hb.id, url: hb.url, region: hb.region }, 'edge admitted');
       if (hb.healthy) this.observeNew(rec, 'first heartbeat');
       return rec.up ? 'up' : 'down';
@@ -240,6 +242,12 @@ export class EdgeRegistry {
   healthy(): readonly EdgeView[] {
     this.healthyCache ??= [...this.edges.values()].filter((r) => r.up).map((r) => r.view);
     return this.healthyCache;
+  }
+
+  /** Registered edges that are out: decision records name them as skipped. The same array until something changes. */
+  unhealthy(): readonly EdgeView[] {
+    this.downCache ??= [...this.edges.values()].filter((r) => !r.up).map((r) => r.view);
+    return this.downCache;
   }
 
   get size(): number {
@@ -337,6 +345,7 @@ export class EdgeRegistry {
 
   private healthyChanged(): void {
     this.healthyCache = undefined;
+    this.downCache = undefined;
     this.changedAt = this.now();
   }
 

@@ -23,6 +23,7 @@ import {
   type SessionStore,
   type SteeringManifest,
 } from './content-steering.ts';
+import { type DecisionLog, decisionRecord } from './decision-log.ts';
 import type { SteeringMetrics } from './metrics.ts';
 import { type EdgeView, getPolicy, isPolicyName, POLICY_NAMES, type PolicyName, type RankedEdge } from './policies.ts';
 import { type EdgeRegistry, validateHeartbeat } from './registry.ts';
@@ -33,6 +34,8 @@ export interface SteeringContext {
   log: Logger;
   /** One line per decision, when asked for (--log-decisions or debug level). */
   logDecision: ((o: object, msg: string) => void) | undefined;
+  /** Every decision to Kafka for the miss classification, when brokers were given. */
+  decisions?: DecisionLog | undefined;
   topology: Topology;
   defaultPolicy: PolicyName;
   epsilon: number;
@@ -84,6 +87,8 @@ interface Decision {
   site: string;
   policy: PolicyName;
   ranked: RankedEdge[];
+  /** Ranked edges cut from the answer by maxEdges (only kept when decisions are published). */
+  cut?: RankedEdge[];
 }
 
 /** Steering's request listener: its routes and the decisions behind them. */
@@ -105,6 +110,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     masters,
     sessions,
     metrics,
+    decisions,
   } = ctx;
   const debug = log.isLevelEnabled('debug');
 
@@ -171,9 +177,14 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
       random: Math.random,
       seq: seq++,
     });
+    const cut = decisions !== undefined && ranked.length > maxEdges ? ranked.slice(maxEdges) : undefined;
     if (ranked.length > maxEdges) ranked.length = maxEdges;
     metrics.countDecision(policy, ranked[0]!.reason);
-    return { title, site, policy, ranked };
+    return cut ? { title, site, policy, ranked, cut } : { title, site, policy, ranked };
+  }
+
+  function publishDecision(sessionId: string, d: Pick<Decision, 'title' | 'site' | 'ranked' | 'cut'>): void {
+    decisions?.publish(decisionRecord({ sessionId, ...d, unhealthy: registry.unhealthy(), ts: Date.now() }));
   }
 
   function fragmentOf(e: EdgeView) {
@@ -222,6 +233,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
       { sessionId, title: d.title, site: d.site, policy: d.policy, isp: q.get('isp') ?? undefined, edges: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) },
       'steer',
     );
+    publishDecision(sessionId, d);
   }
 
   /** GET /v1/play/{title}/master.m3u8: a session master with one pathway per edge. */
@@ -253,6 +265,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     res.writeHead(200, { 'content-type': 'application/vnd.apple.mpegurl', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
     res.end(text);
     logDecision?.({ sessionId: id, title: d.title, site: d.site, policy: d.policy, pathways: d.ranked.map((r) => `${r.edge.id}:${r.reason}`) }, 'play master');
+    publishDecision(id, d);
   }
 
   /**
@@ -325,6 +338,12 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     }
     sendJson(res, 200, manifest);
     logDecision?.({ sessionId: id, title: s.title, current, throughput, note, priority, clones: late.map((r) => r.edge.id) }, 'steering manifest');
+    if (decisions !== undefined) {
+      // The order the player follows is the manifest's, not the policy's.
+      const byId = new Map(ranked.map((r) => [r.edge.id, r]));
+      const inOrder = priority.flatMap((p) => byId.get(p) ?? []);
+      publishDecision(id, { title: s.title, site: s.site, ranked: inOrder });
+    }
   }
 
   /**

@@ -10,6 +10,7 @@ import { createLogger, type Logger } from '../common/log.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import { TitleCatalog } from './catalog.ts';
 import { MasterSource, SessionStore } from './content-steering.ts';
+import { createDecisionLog } from './decision-log.ts';
 import { createSteeringMetrics } from './metrics.ts';
 import { DEFAULT_EPSILON, DEFAULT_POLICY, isPolicyName, POLICY_NAMES, type PolicyName } from './policies.ts';
 import { EdgeRegistry, type RegistryOptions } from './registry.ts';
@@ -54,6 +55,12 @@ export interface SteeringOptions {
   log?: Logger;
   /** One info line per decision (steer, play master, manifest); otherwise at debug level only. */
   logDecisions?: boolean;
+  /** Kafka brokers: every decision is published to the decisions topic (miss classification). None = not published. */
+  brokers?: string;
+  /** Prefix of the topic names (a cluster's telemetry namespace). */
+  topicPrefix?: string;
+  /** Where decisions wait while the broker is unreachable (default .ocdn/spill/ocdn-steering-decisions.jsonl). */
+  decisionSpillFile?: string;
   defaultMetrics?: boolean;
 }
 
@@ -100,6 +107,13 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
   const masters = new MasterSource(opts.origin);
   const sessions = new SessionStore({ ttlMs: tokenTtlSec * 1000 });
   const metrics = createSteeringMetrics({ registry, catalog, sessions, defaultMetrics: opts.defaultMetrics });
+  const decisions = createDecisionLog({
+    brokers: opts.brokers,
+    topicPrefix: opts.topicPrefix,
+    spillFile: opts.decisionSpillFile,
+    log,
+    registry: metrics.registry,
+  });
 
   // ---- handlers (steering/routes.ts) -----------------------------------------------------
   // Known once listening; no answer is built before then.
@@ -122,6 +136,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
     masters,
     sessions,
     metrics,
+    decisions,
   });
 
   // ---- lifecycle -------------------------------------------------------------------------
@@ -164,6 +179,7 @@ export async function startSteering(opts: SteeringOptions): Promise<Steering> {
         catalog.stop();
         await closeServer(server, 2_000);
         await registry.close();
+        await decisions?.close();
         log.info('steering closed');
       })();
       return closing;

@@ -21,6 +21,7 @@ import { aggregatorRoutes, qoeResponse } from './aggregator-http.ts';
 import { createIngest, type Ingest, type IngestRate, type RefusedEvent } from './ingest.ts';
 import { createKafka, ensureTopics, parseBrokers, topicNames, type TopicNames } from './kafka.ts';
 import { watchConsumer } from './consumer-watchdog.ts';
+import { createMissStream, type MissStream } from './miss-stream.ts';
 import { createProducer, type KafkaEventProducer } from './producer.ts';
 import { QoeStreams } from './qoe-stream.ts';
 import { defaultEventTimeBounds, defaultMessageLimits, eventTimeProblem, parseMessage, type EventTimeBounds, type MessageLimits } from './validate.ts';
@@ -52,6 +53,8 @@ export interface AggregatorOptions extends Partial<WindowOptions> {
   recoverMs?: number;
   /** Most bytes of DLQ records in one produce request (under the broker's message.max.bytes). */
   dlqRequestBytes?: number;
+  /** Join steering decisions with edge access records into miss-class bytes (default on). */
+  misses?: boolean;
   /** POST /v1/events for browser beacons (default on); false turns it off (404). */
   ingest?: boolean;
   /** Request rates of the ingest, per client address and in all. */
@@ -412,7 +415,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
    * Sends the partition's DLQ records in requests of at most dlqRequestBytes. True when none is
    * left (sent, or given up on with a counted reason): the partition may commit.
    */
-  const publishDlq = async (partition: number | 'ingest', st: DlqQueue, brokerUp: boolean): Promise<boolean> => {
+  const publishDlq = async (partition: number | 'ingest' | 'misses', st: DlqQueue, brokerUp: boolean): Promise<boolean> => {
     while (st.pendingDlq.length) {
       let bytes = 0;
       let n = 0;
@@ -623,11 +626,16 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
       }
       await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), force))));
       await flushIngestDlq();
+      if (misses) {
+        await misses.tick(Date.now(), force);
+        if (missDlq.pendingDlq.length) await withLock(missDlq, () => publishDlq('misses', missDlq, true));
+      }
     } finally {
       ticking = false;
     }
   };
   const stopKafka = async () => {
+    await misses?.stop();
     await consumer.disconnect().catch(() => undefined);
     await viewConsumer.disconnect().catch(() => undefined);
     await producer.disconnect().catch(() => undefined);
@@ -671,6 +679,28 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     await ingestProducer?.close().catch((err: unknown) => log.warn({ err: describeError(err) }, 'ingest producer close failed'));
     if (spillFile) spillFilesInUse.delete(spillFile);
   };
+  // ---- miss classification (telemetry/miss-stream.ts): decisions ⋈ accesses into the same windows ----
+  const missDlq: DlqQueue = { pendingDlq: [], dlqFailures: 0, lock: Promise.resolve() };
+  const misses: MissStream | undefined =
+    opts.misses === false
+      ? undefined
+      : createMissStream({
+          kafka,
+          topics,
+          groupId: `${groupId}-misses`,
+          windows: wopts,
+          timeBounds,
+          publish: async (records) => {
+            await producer.send({ topic: topics.aggregates, acks: -1, messages: records.map((r) => ({ key: partialKey(r), value: JSON.stringify(r) })) });
+            m.records.inc({ final: 'true' }, records.filter((r) => r.final).length);
+            m.records.inc({ final: 'false' }, records.filter((r) => !r.final).length);
+          },
+          dlq: (refused, where, key) => {
+            for (const d of dlqMessages(refused, where, key, Date.now())) queueDlq(missDlq, d);
+          },
+          registry,
+          log: log.child({ part: 'misses' }),
+        });
   const streams = new QoeStreams({ compute: (params) => qoeResponse(view, wopts, params), ...opts.stream, registry, log });
 
   // ---- HTTP (telemetry/aggregator-http.ts) -----------------------------------------------
@@ -704,6 +734,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
         partitions: [...parts.keys()].sort((a, b) => a - b),
         viewRecords: view.size,
         streams: streams.size,
+        misses: misses ? { ...misses.state(), dlqPending: missDlq.pendingDlq.length } : null,
         ingest: ingestProducer ? { ...ingestProducer.backlog(), clients: ingest!.clients(), dlqPending: ingestDlq.pendingDlq.length } : null,
       };
     },
@@ -766,6 +797,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
     await consumer.connect();
     await consumer.subscribe({ topics: [topics.events], fromBeginning: opts.fromBeginning ?? true });
     await runEvents();
+    await misses?.start();
   } catch (err) {
     clearInterval(timer);
     clearInterval(watchTimer);
@@ -807,6 +839,7 @@ export async function startAggregator(opts: AggregatorOptions = {}): Promise<Agg
         // committed offsets with nothing half-emitted.
         await consumer.stop().catch(() => undefined);
         await Promise.all([...parts.entries()].map(([p, st]) => withLock(st, () => publishAndCommit(p, st, Date.now(), true)))).catch(() => undefined);
+        await misses?.tick(Date.now(), true).catch(() => undefined);
         await closeServer(server, 1_000);
         // After the server: no beacon arrives any more; what was acknowledged is in Kafka or the spill file.
         await stopIngest();

@@ -9,6 +9,9 @@ export const TOPICS = {
   events: 'ocdn.qoe.events.v1',
   aggregates: 'ocdn.qoe.aggregates.v1',
   dlq: 'ocdn.qoe.dlq.v1',
+  /** Steering decisions and edge access records, joined by the aggregator to classify misses (issue 15). */
+  decisions: 'ocdn.steering.decisions.v1',
+  access: 'ocdn.edge.access.v1',
 } as const;
 
 export interface EventEnvelope {

@@ -13,11 +13,19 @@ export interface TopicNames {
   events: string;
   aggregates: string;
   dlq: string;
+  decisions: string;
+  access: string;
 }
 
 /** The DESIGN.md topic names, optionally prefixed (tests give each case its own set). */
 export function topicNames(prefix = ''): TopicNames {
-  return { events: `${prefix}${TOPICS.events}`, aggregates: `${prefix}${TOPICS.aggregates}`, dlq: `${prefix}${TOPICS.dlq}` };
+  return {
+    events: `${prefix}${TOPICS.events}`,
+    aggregates: `${prefix}${TOPICS.aggregates}`,
+    dlq: `${prefix}${TOPICS.dlq}`,
+    decisions: `${prefix}${TOPICS.decisions}`,
+    access: `${prefix}${TOPICS.access}`,
+  };
 }
 
 export const DEFAULT_BROKERS = '127.0.0.1:9092';
@@ -58,9 +66,11 @@ export function createKafka(opts: { brokers: string[]; clientId: string; log?: L
 }
 
 /**
- * Creates the three topics when missing. Events: ≥6 partitions keyed by sessionId; aggregates:
+ * Creates the topics when missing. Events: ≥6 partitions keyed by sessionId; aggregates:
  * compacted (latest partial per window|dimension|value|partition) and also deleted after a
- * day so old windows do not pile up; DLQ: kept a week for inspection.
+ * day so old windows do not pile up; DLQ: kept a week for inspection; steering decisions and
+ * edge access records: 6 partitions each keyed by sessionId (so one session's records of both
+ * sit in the same partition number), kept a day.
  */
 export async function ensureTopics(
   brokers: string | string[],
@@ -96,6 +106,15 @@ export async function ensureTopics(
         ],
       },
       { topic: topics.dlq, numPartitions: 3, replicationFactor: 1, configEntries: [{ name: 'retention.ms', value: String(7 * 24 * 3600_000) }] },
+      ...[topics.decisions, topics.access].map((topic) => ({
+        topic,
+        numPartitions: 6,
+        replicationFactor: 1,
+        configEntries: [
+          { name: 'retention.ms', value: String(24 * 3600_000) },
+          { name: 'message.timestamp.type', value: 'LogAppendTime' },
+        ],
+      })),
     ].filter((t) => !existing.has(t.topic));
     if (wanted.length) {
       try {
@@ -108,7 +127,7 @@ export async function ensureTopics(
         if (!/already exists/i.test((err as Error).message)) throw err;
       }
     }
-    const names = [topics.events, topics.aggregates, topics.dlq];
+    const names = [topics.events, topics.aggregates, topics.dlq, topics.decisions, topics.access];
     await waitFor(
       async () => {
         const meta = await admin.fetchTopicMetadata({ topics: names });

@@ -45,6 +45,15 @@ export interface Agg {
   cacheKnown: number; // segments whose cache status is known
   segmentBytes: number;
   ttfbSumMs: number;
+  // Miss classification (telemetry/miss-join.ts): bytes of edge access records per class, and
+  // the accesses that could not be classified (no decision for their session, or late).
+  localHitBytes: number;
+  contentMissBytes: number;
+  healthMissBytes: number;
+  otherMissBytes: number;
+  unmatchedAccesses: number;
+  unmatchedAccessBytes: number;
+  lateAccesses: number;
   minTs: number;
   maxTs: number;
 }
@@ -77,6 +86,13 @@ export const COUNTER_KEYS = [
   'cacheKnown',
   'segmentBytes',
   'ttfbSumMs',
+  'localHitBytes',
+  'contentMissBytes',
+  'healthMissBytes',
+  'otherMissBytes',
+  'unmatchedAccesses',
+  'unmatchedAccessBytes',
+  'lateAccesses',
 ] as const satisfies readonly (keyof Agg)[];
 type CounterKey = (typeof COUNTER_KEYS)[number];
 
@@ -213,5 +229,12 @@ export function metricsOf(a: Agg): QoeMetrics {
     ttfbMeanMs: ratio(a.ttfbSumMs, a.segments),
     duplicates: a.duplicates,
     late: a.late,
+    localHitBytes: a.localHitBytes,
+    contentMissBytes: a.contentMissBytes,
+    healthMissBytes: a.healthMissBytes,
+    otherMissBytes: a.otherMissBytes,
+    unmatchedAccesses: a.unmatchedAccesses,
+    unmatchedAccessBytes: a.unmatchedAccessBytes,
+    lateAccesses: a.lateAccesses,
   };
 }

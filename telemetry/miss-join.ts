@@ -49,6 +49,10 @@ export interface MissJoinOptions {
   decisionTtlMs: number;
   /** Most sessions whose decisions are kept; past it the oldest go (counted). */
   maxSessions: number;
+  /** Sees each access counted late (so windows can count it by edge and title too). */
+  onLate?: (a: EdgeAccess) => void;
+  /** Sees each access counted unmatched. */
+  onUnmatched?: (a: EdgeAccess) => void;
 }
 
 export const defaultMissJoinOptions: MissJoinOptions = { joinWaitMs: 5_000, graceMs: 10_000, decisionTtlMs: 30 * 60_000, maxSessions: 200_000 };
@@ -56,6 +60,8 @@ export const defaultMissJoinOptions: MissJoinOptions = { joinWaitMs: 5_000, grac
 /** One classified access, as the window machinery consumes it. */
 export interface JoinedAccess {
   access: EdgeAccess;
+  /** The client's site in the decision it was joined to. */
+  site: string;
   cls: MissClass;
   reason: string;
 }
@@ -103,6 +109,7 @@ export class MissJoin {
   addAccess(a: EdgeAccess): void {
     if (a.ts < this.watermarkMs - this.o.graceMs) {
       this.counts.late++;
+      this.o.onLate?.(a);
       return;
     }
     this.waiting.push(a);
@@ -124,9 +131,10 @@ export class MissJoin {
       if (d === undefined) {
         this.counts.unmatched++;
         this.counts.unmatchedBytes += a.bytes;
+        this.o.onUnmatched?.(a);
         continue;
       }
-      out.push({ access: a, ...classifyAccess(a, d) });
+      out.push({ access: a, site: d.site, ...classifyAccess(a, d) });
     }
     const forgetBefore = this.watermarkMs - this.o.decisionTtlMs;
     for (const [sid, list] of this.decisions) if (list[list.length - 1]!.ts < forgetBefore) this.decisions.delete(sid);
@@ -140,6 +148,16 @@ export class MissJoin {
     let found = list[0];
     for (const d of list) if (d.ts <= a.ts) found = d;
     return found;
+  }
+
+  /** Accesses waiting for their decision. */
+  get waitingCount(): number {
+    return this.waiting.length;
+  }
+
+  /** Moves the watermark on without a record: the caller's clock while no record arrives (idle topics). */
+  advanceTo(ts: number): void {
+    this.advance(ts);
   }
 
   private advance(ts: number): void {

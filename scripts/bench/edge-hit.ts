@@ -4,7 +4,12 @@
  * 1 MB. Optionally nginx (static file) and Varnish (caching the bare server) beside them.
  *
  *   npm run bench:edge -- [--duration 2] [--rounds 6] [--connections 16] [--threads 1]
- *                         [--tokens] [--no-nginx] [--no-varnish]
+ *                         [--tokens] [--no-nginx] [--no-varnish] [--access [--access-brokers host:port]]
+ *
+ * --access compares the edge with access records on (every response, CMCD sid in the query, to
+ * Kafka through the spilling producer: the brokers given, else KAFKA_BROKERS, else an unreachable
+ * port so records go to the spill file) against the same edge with them off, in the same rounds
+ * (DESIGN.md §4 target: within 5 %), instead of the edge against the bare server.
  *
  * Rounds run bare → edge → bare and edge → bare → edge alternately, back to back, so a noisy
  * neighbour on a shared machine hits both alike; each middle run is compared with the mean of the
@@ -36,10 +41,22 @@ interface Args {
   tokens: boolean;
   nginx: boolean;
   varnish: boolean;
+  access: boolean;
+  accessBrokers: string | undefined;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { duration: 2, rounds: 6, connections: 16, threads: 1, tokens: false, nginx: true, varnish: true };
+  const a: Args = {
+    duration: 2,
+    rounds: 6,
+    connections: 16,
+    threads: 1,
+    tokens: false,
+    nginx: true,
+    varnish: true,
+    access: false,
+    accessBrokers: process.env.KAFKA_BROKERS || undefined,
+  };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const num = () => {
@@ -54,8 +71,12 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--tokens') a.tokens = true;
     else if (k === '--no-nginx') a.nginx = false;
     else if (k === '--no-varnish') a.varnish = false;
+    else if (k === '--access') a.access = true;
+    else if (k === '--access-brokers') a.accessBrokers = argv[++i];
     else if (k === '--help' || k === '-h') {
-      process.stdout.write('usage: npm run bench:edge -- [--duration s] [--rounds n] [--connections n] [--threads n] [--tokens] [--no-nginx] [--no-varnish]\n');
+      process.stdout.write(
+        'usage: npm run bench:edge -- [--duration s] [--rounds n] [--connections n] [--threads n] [--tokens] [--no-nginx] [--no-varnish] [--access [--access-brokers list]]\n',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
   }
@@ -199,6 +220,33 @@ async function main(): Promise<void> {
       { name: `ocdn edge (hit${a.tokens ? ', tokens on' : ', tokens off'})`, url: edgeUrl },
     ];
 
+    if (a.access) {
+      // Both edges get the same URL, with a CMCD sid as players send it, so the one with records
+      // on does all of their work (session parse, record, producer) and the other none.
+      const brokers = a.accessBrokers ?? `127.0.0.1:${await freePort()}`;
+      const recorded = await startEdge({
+        id: 'edge-bench-access',
+        region: 'bench',
+        capacityBytes: 64 * 1024 * 1024,
+        origin: new OriginReader({ client, bucket: 'ocdn-media' }),
+        tokenSecret: a.tokens ? secret : null,
+        brokers,
+        accessSpillFile: join(work, 'access-spill.jsonl'),
+        log: createLogger('edge', { level: 'warn' }),
+      });
+      cleanups.push(() => recorded.close());
+      const cmcd = `CMCD=${encodeURIComponent('br=730,ot=v,sid="bench-session-0001"')}`;
+      const recordedUrl = (path: string) =>
+        `${withPathToken(recorded.url, path, a.tokens ? signPath(secret, path, Math.floor(Date.now() / 1000) + 3600) : undefined)}?${cmcd}`;
+      for (const s of sizes) await fetch(recordedUrl(`/${s.key}`)).then((r) => r.arrayBuffer());
+      targets.length = 0;
+      targets.push({ name: 'ocdn edge, access records off', url: (p) => `${edgeUrl(p)}?${cmcd}` });
+      targets.push({ name: 'ocdn edge, access records on', url: recordedUrl });
+      process.stdout.write(`access records to ${a.accessBrokers ? `Kafka at ${brokers}` : `an unreachable broker (${brokers}): the spill file`}\n`);
+      a.nginx = false;
+      a.varnish = false;
+    }
+
     if (a.nginx) {
       if (!has('nginx', ['-v'])) process.stdout.write('(nginx not installed: apt-get install -y nginx — skipped)\n');
       else {
@@ -311,6 +359,13 @@ async function main(): Promise<void> {
       process.stdout.write(`        edge / bare, per round:            ${fmt(ratios.get(s.label)!)}\n`);
       process.stdout.write(`        same server twice (A/A control):   ${fmt(controls.get(s.label)!)}\n`);
       process.stdout.write(`        bare / edge CPU per request:       ${fmt(cpuRatios.get(s.label)!)}\n\n`);
+    }
+    if (a.access) {
+      for (const s of sizes) {
+        const v = summary[s.label]!;
+        process.stdout.write(`  ${s.label.padEnd(7)} access records on / off: median ${v.median.toFixed(3)}   best ${v.best.toFixed(3)}   (target ≥ 0.95)\n`);
+      }
+      return;
     }
     process.stdout.write('edge/bare (target ≥ 0.9 at 100 KB, ≥ 0.95 at 1 MB). "median" = median over rounds of each middle run vs the\n');
     process.stdout.write('other server\'s runs just before and after it; "best" = best edge run vs best bare run (other tenants only ever slow a run down).\n');

@@ -168,8 +168,28 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
       await add({ name: 'kafka', kind: 'kafka', pid: 0, port: 0, url: o.kafka, log: '', external: true });
     }
 
+    // Steering's decisions and the edges' access records feed the aggregator's miss classification.
+    // Not the shield's: it serves edges, not players, and its bytes are already in the edges' records.
+    const recordFlags = [
+      '--brokers',
+      state.brokers,
+      '--spill-dir',
+      join(dir, 'spill'),
+      ...(o.telemetryNamespace ? ['--topic-prefix', `${o.telemetryNamespace}.`] : []),
+    ];
     say(`starting steering on ${state.steeringUrl}`);
-    const stArgs = ['steering', 'serve', '--port', String(ports.steering), '--policy', o.policy, '--aggregator', state.aggregatorUrl, ...s3Flags];
+    const stArgs = [
+      'steering',
+      'serve',
+      '--port',
+      String(ports.steering),
+      '--policy',
+      o.policy,
+      '--aggregator',
+      state.aggregatorUrl,
+      ...recordFlags,
+      ...s3Flags,
+    ];
     const st = await spawnOcdn(stArgs, join(logs, 'steering.log'), componentEnv(state, 'steering'));
     await add({ name: 'steering', kind: 'steering', pid: st.pid, port: ports.steering, url: state.steeringUrl, log: st.log, args: stArgs });
     await waitFor(() => healthy(state.steeringUrl), { timeoutMs: o.readyTimeoutMs, what: 'steering /healthz' });
@@ -220,6 +240,7 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
         o.cachePolicy,
         '--steering',
         state.steeringUrl,
+        ...recordFlags,
         ...parentFlags,
         ...(o.diskCapacity ? ['--disk-dir', join(state.dir, 'disk', id), '--disk-capacity', o.diskCapacity] : []),
       ];
