@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../common/config.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
-import { formatBytes, parseBytes } from '../common/units.ts';
+import { formatBytes } from '../common/units.ts';
 import { fetchCatalog } from '../scripts/catalog-client.ts';
 import { killEdge, kafkaRestart, originOutage, restore } from '../scripts/chaos.ts';
 import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '../scripts/cluster/cluster.ts';
@@ -9,10 +9,10 @@ import { type ClusterState, contextDir, DEFAULT_BASE_PORT, readContext, requireC
 import { startAll } from '../scripts/cluster/start.ts';
 import { runSupervisorProcess } from '../scripts/cluster/supervisor.ts';
 import { printClusterTable } from '../scripts/cluster/table.ts';
-import { proactiveFill, recentDemand } from '../scripts/fill.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
 import { renderTable } from '../common/table.ts';
 import { CACHE_POLICIES, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
+import { registerFill } from './fill.ts';
 import { registerKafka } from './kafka.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
@@ -301,60 +301,5 @@ export function registerCluster(program: Command): void {
       await originOutage(contextDir(flags.dir), cfg.for, say);
     });
 
-  program
-    .command('fill')
-    .description('prefetch the most wanted titles (recent demand from the aggregator, then catalog rank) into the edges steering would pick for them')
-    .option('--top <n>', 'how many titles', '10')
-    .option('--rate <bytes/s>', 'fill rate per edge, e.g. 50MB', '50MB')
-    .option('--recent <time>', 'titles players asked for in this span (from the aggregator) go first; the catalog rank orders the rest', '15m')
-    .option('--deadline <time>', 'edges at their limit of running fills (429) are asked again until this long has passed', '10m')
-    .option('--dir <dir>', DIR_HELP)
-    .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(
-        {
-          top: { type: 'int', min: 1, default: 10 },
-          deadline: { type: 'duration', min: 1000, default: '10m' },
-          rate: { type: 'string', default: '50MB' },
-          recent: { type: 'duration', min: 1000, default: '15m' },
-        } as const,
-        flags,
-      );
-      const rate = parseBytes(cfg.rate.replace(/\/s$/i, ''));
-      const state = requireState(flags.dir);
-      const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
-      if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
-      const edgeComps = state.components.filter((c) => c.kind === 'edge');
-      const regions = [...new Set(edgeComps.map((c) => c.region ?? ''))].filter(Boolean);
-      const demand = await recentDemand(state.aggregatorUrl, cfg.recent);
-      const result = await proactiveFill({
-        catalog,
-        top: cfg.top,
-        bytesPerSecond: rate,
-        steeringUrl: state.steeringUrl,
-        regions,
-        edges: edgeComps.map((c) => ({ id: c.name, url: c.url })),
-        adminToken: state.adminToken,
-        demand,
-        deadlineMs: cfg.deadline,
-        onRetry: (job, err, delayMs) =>
-          say(
-            `${job.edgeId} cannot take ${job.title} yet (${err instanceof Error ? err.message : String(err)}); asking again in ${Math.ceil(delayMs / 1000)} s`,
-          ),
-      });
-      process.stdout.write(
-        `${renderTable(
-          ['title', 'why', 'edge', 'status', 'detail'],
-          result.done.map((p) => [p.title, p.why, p.edgeId, p.status, p.detail]),
-        )}\n`,
-      );
-      if (result.left.length)
-        process.stdout.write(
-          `\nnot filled (${result.left.length}):\n${renderTable(
-            ['title', 'edge', 'status', 'attempts', 'reason'],
-            result.left.map((p) => [p.title, p.edgeId, p.status ?? '-', p.attempts, p.reason]),
-          )}\n`,
-        );
-      // Non-zero only when something was left unfilled.
-      if (result.left.length) process.exitCode = 1;
-    });
+  registerFill(program);
 }
