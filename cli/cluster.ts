@@ -12,6 +12,7 @@ import { printClusterTable } from '../scripts/cluster/table.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
 import { renderTable } from '../common/table.ts';
 import { CACHE_POLICIES, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
+import { parseCopies, parseWindow } from '../scripts/fill-plan.ts';
 import { registerFill } from './fill.ts';
 import { registerKafka } from './kafka.ts';
 
@@ -29,6 +30,12 @@ const upSpec = {
   cachePolicy: { type: 'enum', flag: '--cache-policy', values: CACHE_POLICIES, default: DEFAULT_CACHE_POLICY },
   diskCapacity: { type: 'bytes', flag: '--disk-capacity', min: 1 << 20 },
   bucket: { type: 'string', default: 'ocdn-media' },
+  fillRateCap: { type: 'bytes', flag: '--fill-rate-cap', min: 1024 },
+  fill: { type: 'duration', min: 1000 },
+  fillWindow: { type: 'string', flag: '--fill-window', default: 'always' },
+  fillBudget: { type: 'bytes', flag: '--fill-budget', min: 1, default: '10GB' },
+  fillCopies: { type: 'string', flag: '--fill-copies', default: '2,1' },
+  fillTop: { type: 'int', flag: '--fill-top', min: 1, max: 10_000, default: 10 },
 } as const;
 
 const DIR_HELP = 'cluster dir (env OCDN_DIR) [default ./.ocdn]';
@@ -72,12 +79,24 @@ export function registerCluster(program: Command): void {
     .option('--disk-capacity <bytes>', 'give every edge a disk tier of this size under <dir>/disk/<edge>, kept across restarts')
     .option('--shield', 'add a shield edge (base port + 90) between the edges and S3: one origin GET per object for the cluster')
     .option('--no-console', 'do not start the web console (base port + 200)')
+    .option('--fill-rate-cap <bytes/s>', "every edge's fill rate cap, all its fills together (edge serve --fill-rate-cap)")
+    .option('--fill <every>', 'run the fill controller, supervised, a cycle this often (e.g. 1m; /healthz and /metrics on base port + 110)')
+    .option('--fill-window <HH:MM-HH:MM|always>', 'with --fill: the fill window, local time', 'always')
+    .option('--fill-budget <bytes>', 'with --fill: bytes one window may fill', '10GB')
+    .option('--fill-copies <list>', 'with --fill: copies per site by popularity tier', '2,1')
+    .option('--fill-top <n>', 'with --fill: titles in the manifests', '10')
     .option('--detach', 'return once everything is ready, leaving the cluster running')
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(upSpec, flags);
+      const { fill, fillWindow, fillBudget, fillCopies, fillTop, fillRateCap, ...cfg } = loadConfig(upSpec, flags);
       validateS3Kafka(cfg.s3, cfg.kafka);
+      if (fill !== undefined) {
+        parseWindow(fillWindow);
+        parseCopies(fillCopies);
+      }
       const state = await clusterUp({
         ...cfg,
+        ...(fillRateCap !== undefined ? { fillRateCap: String(fillRateCap) } : {}),
+        ...(fill !== undefined ? { fill: { every: `${fill}ms`, window: fillWindow, budget: String(fillBudget), copies: fillCopies, top: fillTop } } : {}),
         dir: contextDir(flags.dir),
         capacity: String(cfg.capacity),
         diskCapacity: cfg.diskCapacity === undefined ? undefined : String(cfg.diskCapacity),
