@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../common/config.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
-import { formatBytes, parseBytes } from '../common/units.ts';
+import { formatBytes } from '../common/units.ts';
 import { fetchCatalog } from '../scripts/catalog-client.ts';
 import { killEdge, kafkaRestart, originOutage, restore } from '../scripts/chaos.ts';
 import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '../scripts/cluster/cluster.ts';
@@ -9,10 +9,11 @@ import { type ClusterState, contextDir, DEFAULT_BASE_PORT, readContext, requireC
 import { startAll } from '../scripts/cluster/start.ts';
 import { runSupervisorProcess } from '../scripts/cluster/supervisor.ts';
 import { printClusterTable } from '../scripts/cluster/table.ts';
-import { proactiveFill, recentDemand } from '../scripts/fill.ts';
 import { runLoadtest } from '../scripts/loadtest.ts';
 import { renderTable } from '../common/table.ts';
 import { CACHE_POLICIES, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
+import { parseCopies, parseWindow } from '../scripts/fill-plan.ts';
+import { registerFill } from './fill.ts';
 import { registerKafka } from './kafka.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
@@ -29,6 +30,12 @@ const upSpec = {
   cachePolicy: { type: 'enum', flag: '--cache-policy', values: CACHE_POLICIES, default: DEFAULT_CACHE_POLICY },
   diskCapacity: { type: 'bytes', flag: '--disk-capacity', min: 1 << 20 },
   bucket: { type: 'string', default: 'ocdn-media' },
+  fillRateCap: { type: 'bytes', flag: '--fill-rate-cap', min: 1024 },
+  fill: { type: 'duration', min: 1000 },
+  fillWindow: { type: 'string', flag: '--fill-window', default: 'always' },
+  fillBudget: { type: 'bytes', flag: '--fill-budget', min: 1, default: '10GB' },
+  fillCopies: { type: 'string', flag: '--fill-copies', default: '2,1' },
+  fillTop: { type: 'int', flag: '--fill-top', min: 1, max: 10_000, default: 10 },
 } as const;
 
 const DIR_HELP = 'cluster dir (env OCDN_DIR) [default ./.ocdn]';
@@ -72,12 +79,24 @@ export function registerCluster(program: Command): void {
     .option('--disk-capacity <bytes>', 'give every edge a disk tier of this size under <dir>/disk/<edge>, kept across restarts')
     .option('--shield', 'add a shield edge (base port + 90) between the edges and S3: one origin GET per object for the cluster')
     .option('--no-console', 'do not start the web console (base port + 200)')
+    .option('--fill-rate-cap <bytes/s>', "every edge's fill rate cap, all its fills together (edge serve --fill-rate-cap)")
+    .option('--fill <every>', 'run the fill controller, supervised, a cycle this often (e.g. 1m; /healthz and /metrics on base port + 110)')
+    .option('--fill-window <HH:MM-HH:MM|always>', 'with --fill: the fill window, local time', 'always')
+    .option('--fill-budget <bytes>', 'with --fill: bytes one window may fill', '10GB')
+    .option('--fill-copies <list>', 'with --fill: copies per site by popularity tier', '2,1')
+    .option('--fill-top <n>', 'with --fill: titles in the manifests', '10')
     .option('--detach', 'return once everything is ready, leaving the cluster running')
     .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(upSpec, flags);
+      const { fill, fillWindow, fillBudget, fillCopies, fillTop, fillRateCap, ...cfg } = loadConfig(upSpec, flags);
       validateS3Kafka(cfg.s3, cfg.kafka);
+      if (fill !== undefined) {
+        parseWindow(fillWindow);
+        parseCopies(fillCopies);
+      }
       const state = await clusterUp({
         ...cfg,
+        ...(fillRateCap !== undefined ? { fillRateCap: String(fillRateCap) } : {}),
+        ...(fill !== undefined ? { fill: { every: `${fill}ms`, window: fillWindow, budget: String(fillBudget), copies: fillCopies, top: fillTop } } : {}),
         dir: contextDir(flags.dir),
         capacity: String(cfg.capacity),
         diskCapacity: cfg.diskCapacity === undefined ? undefined : String(cfg.diskCapacity),
@@ -301,60 +320,5 @@ export function registerCluster(program: Command): void {
       await originOutage(contextDir(flags.dir), cfg.for, say);
     });
 
-  program
-    .command('fill')
-    .description('prefetch the most wanted titles (recent demand from the aggregator, then catalog rank) into the edges steering would pick for them')
-    .option('--top <n>', 'how many titles', '10')
-    .option('--rate <bytes/s>', 'fill rate per edge, e.g. 50MB', '50MB')
-    .option('--recent <time>', 'titles players asked for in this span (from the aggregator) go first; the catalog rank orders the rest', '15m')
-    .option('--deadline <time>', 'edges at their limit of running fills (429) are asked again until this long has passed', '10m')
-    .option('--dir <dir>', DIR_HELP)
-    .action(async (flags: Record<string, unknown>) => {
-      const cfg = loadConfig(
-        {
-          top: { type: 'int', min: 1, default: 10 },
-          deadline: { type: 'duration', min: 1000, default: '10m' },
-          rate: { type: 'string', default: '50MB' },
-          recent: { type: 'duration', min: 1000, default: '15m' },
-        } as const,
-        flags,
-      );
-      const rate = parseBytes(cfg.rate.replace(/\/s$/i, ''));
-      const state = requireState(flags.dir);
-      const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
-      if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
-      const edgeComps = state.components.filter((c) => c.kind === 'edge');
-      const regions = [...new Set(edgeComps.map((c) => c.region ?? ''))].filter(Boolean);
-      const demand = await recentDemand(state.aggregatorUrl, cfg.recent);
-      const result = await proactiveFill({
-        catalog,
-        top: cfg.top,
-        bytesPerSecond: rate,
-        steeringUrl: state.steeringUrl,
-        regions,
-        edges: edgeComps.map((c) => ({ id: c.name, url: c.url })),
-        adminToken: state.adminToken,
-        demand,
-        deadlineMs: cfg.deadline,
-        onRetry: (job, err, delayMs) =>
-          say(
-            `${job.edgeId} cannot take ${job.title} yet (${err instanceof Error ? err.message : String(err)}); asking again in ${Math.ceil(delayMs / 1000)} s`,
-          ),
-      });
-      process.stdout.write(
-        `${renderTable(
-          ['title', 'why', 'edge', 'status', 'detail'],
-          result.done.map((p) => [p.title, p.why, p.edgeId, p.status, p.detail]),
-        )}\n`,
-      );
-      if (result.left.length)
-        process.stdout.write(
-          `\nnot filled (${result.left.length}):\n${renderTable(
-            ['title', 'edge', 'status', 'attempts', 'reason'],
-            result.left.map((p) => [p.title, p.edgeId, p.status ?? '-', p.attempts, p.reason]),
-          )}\n`,
-        );
-      // Non-zero only when something was left unfilled.
-      if (result.left.length) process.exitCode = 1;
-    });
+  registerFill(program);
 }

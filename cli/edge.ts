@@ -22,6 +22,7 @@ export const edgeServeSpec = {
   capacity: { type: 'bytes', flag: '--capacity', env: 'OCDN_EDGE_CAPACITY', default: '512MB', min: 64 * 1024 },
   policy: { type: 'enum', flag: '--policy', env: 'OCDN_EDGE_POLICY', values: CACHE_POLICIES, default: DEFAULT_CACHE_POLICY },
   upstreamConcurrency: { type: 'int', flag: '--upstream-concurrency', default: DEFAULT_UPSTREAM_CONCURRENCY, min: 1, max: 10_000 },
+  fillRateCap: { type: 'bytes', flag: '--fill-rate-cap', env: 'OCDN_EDGE_FILL_RATE_CAP', min: 1024 },
   diskDir: { type: 'string', flag: '--disk-dir', env: 'OCDN_EDGE_DISK_DIR' },
   diskCapacity: { type: 'bytes', flag: '--disk-capacity', env: 'OCDN_EDGE_DISK_CAPACITY', min: 1 << 20 },
   parent: { type: 'url', flag: '--parent', env: 'OCDN_EDGE_PARENT' },
@@ -60,6 +61,10 @@ export function registerEdge(program: Command): void {
     .option('--capacity <bytes>', 'cache capacity, e.g. 512MB, 2GiB (env OCDN_EDGE_CAPACITY) [default 512MB]')
     .option('--policy <name>', `eviction policy: ${CACHE_POLICIES.join(', ')} (env OCDN_EDGE_POLICY) [default ${DEFAULT_CACHE_POLICY}]`)
     .option('--upstream-concurrency <n>', `upstream fetches in flight at most; more misses wait, holding no body [default ${DEFAULT_UPSTREAM_CONCURRENCY}]`)
+    .option(
+      '--fill-rate-cap <bytes/s>',
+      'bytes per second all admin fills of this edge pull together at most, e.g. 20MB (env OCDN_EDGE_FILL_RATE_CAP) [default: no edge-wide cap]',
+    )
     .option('--disk-dir <dir>', 'disk tier: every fill is also kept here and survives a restart (env OCDN_EDGE_DISK_DIR); needs --disk-capacity')
     .option('--disk-capacity <bytes>', 'disk tier bound, e.g. 10GB (env OCDN_EDGE_DISK_CAPACITY); needs --disk-dir')
     .option('--parent <url>', 'shield tier: send misses to this edge instead of S3 (env OCDN_EDGE_PARENT)')
@@ -128,6 +133,7 @@ export function registerEdge(program: Command): void {
       capacityBytes: cfg.capacity,
       cachePolicy: cfg.policy as CachePolicy,
       upstreamConcurrency: cfg.upstreamConcurrency,
+      fillRateCap: cfg.fillRateCap,
       ...(cfg.diskDir !== undefined && cfg.diskCapacity !== undefined ? { disk: { dir: cfg.diskDir, capacityBytes: cfg.diskCapacity } } : {}),
       origin,
       parentUrl: cfg.parent,

@@ -9,7 +9,7 @@ import { ErrorCodes, OcdnError } from './errors.ts';
  */
 export interface ComponentState {
   name: string; // e.g. "s3", "kafka", "steering", "edge-1", "aggregator"
-  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'shield' | 'aggregator' | 'console' | 'players' | 'supervisor';
+  kind: 's3' | 'kafka' | 'steering' | 'edge' | 'shield' | 'aggregator' | 'console' | 'players' | 'supervisor' | 'fill';
   pid: number;
   port: number;
   url: string;
@@ -56,6 +56,7 @@ export function clusterPorts(base = DEFAULT_BASE_PORT) {
     edge: (i: number) => base + 1 + i,
     shield: base + 90,
     aggregator: base + 100,
+    fill: base + 110,
     s3: base + 169,
     console: base + 200,
   };

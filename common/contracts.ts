@@ -143,11 +143,15 @@ export const EdgeStatusSchema = Type.Object({
   titles: Type.Number(),
   demoted: Type.Boolean(),
   parent: Type.Optional(Type.String()),
+  /** Asked with `?holds=a,b`: those of the titles the edge's inventory (a Bloom filter: rare false positives) holds. */
+  holds: Type.Optional(Type.Array(Type.String())),
   lastProbe: Type.Optional(Type.Object({ agoMs: Type.Number(), ok: Type.Boolean(), error: Type.Optional(Type.String()) })),
 });
 export type EdgeStatus = Static<typeof EdgeStatusSchema>;
 
 export const EdgeListSchema = Type.Object({ edges: Type.Array(EdgeStatusSchema) });
+/** Titles one `GET /v1/edges?holds=a,b` may ask about (the query stays inside the header bound). */
+export const MAX_HOLDS_QUERY = 256;
 export type EdgeList = Static<typeof EdgeListSchema>;
 
 // ---- GET /v1/catalog (steering) = catalog.json at the bucket root ---------------------------
@@ -382,6 +386,15 @@ export type EventBatchAck = Static<typeof EventBatchAckSchema>;
 
 export const ADMIN_LIMITS = { maxFillKeys: 100_000, maxKeyLength: 1_024, fillBodyBytes: 4 << 20, purgeBodyBytes: 64 * 1024 } as const;
 
+export const FillSourceSchema = Type.Union(
+  [
+    Type.Object({ kind: Type.Literal('upstream') }),
+    Type.Object({ kind: Type.Literal('peer'), url: Type.String({ pattern: '^https?://[^\\s]+$', maxLength: 512 }) }),
+  ],
+  { description: 'must be {"kind": "upstream"} or {"kind": "peer", "url": "http://..."}' },
+);
+export type FillSource = Static<typeof FillSourceSchema>;
+
 export const FillRequestSchema = Type.Object(
   {
     /** Object keys, e.g. "/vod/title-0001/730k/seg-00000.ts" (leading slash optional). */
@@ -401,6 +414,12 @@ export const FillRequestSchema = Type.Object(
     ),
     /** Answer when the fill is done (200) instead of when it started (202). */
     wait: Type.Optional(Flag),
+    /**
+     * Where the objects come from: the edge's own upstream (shield or S3, the default), or a peer
+     * edge of the same site that holds them (its `GET /admin/source/...`, with this edge's admin
+     * token); what the peer no longer holds comes from the own upstream.
+     */
+    source: Type.Optional(FillSourceSchema),
   },
   { description: 'must be a JSON object {"keys": [...]} or {"title": "..."}' },
 );
@@ -413,6 +432,10 @@ export const FillJobSchema = Type.Object({
   title: Type.Optional(Type.String()),
   state: FillState,
   bytesPerSecond: Type.Number(),
+  /** "upstream", or "peer <url>". */
+  source: Type.Optional(Type.String()),
+  /** Peer fills: keys the peer did not hold, taken from the edge's own upstream instead. */
+  fromUpstream: Type.Optional(Type.Number()),
   /** Keys to fill; grows while a title's playlists are read. */
   keys: Type.Number(),
   done: Type.Number(),

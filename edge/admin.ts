@@ -7,6 +7,7 @@ import {
   type FillJobSummary,
   type FillRequest,
   FillRequestSchema,
+  type FillSource,
   type PurgeRequest,
   PurgeRequestSchema,
   type PurgeResponse,
@@ -17,7 +18,9 @@ import type { Logger } from '../common/log.ts';
 import { parseBytes } from '../common/units.ts';
 import { bearerMatches } from './auth.ts';
 import type { EdgeCache } from './cache.ts';
+import type { DiskTier } from './disk-tier.ts';
 import { checkPath } from './path.ts';
+import { ParentUpstream, type Upstream, type UpstreamObject } from './upstream.ts';
 
 export const DEFAULT_FILL_RATE = 20_000_000; // bytes/s: a fill must never starve live traffic
 const MAX_RUNNING_JOBS = 4;
@@ -35,6 +38,50 @@ interface FillPlan {
   title: string | undefined;
   bytesPerSecond: number;
   wait: boolean;
+  source: FillSource;
+}
+
+/** Where a peer edge answers fills from what it holds (`GET {SOURCE_PREFIX}/vod/...`). */
+export const SOURCE_PREFIX = '/admin/source';
+
+/**
+ * One byte rate shared by every fill job of the edge: each job books the bytes it just pulled
+ * on one timeline and waits until the timeline catches up, so however many jobs run, the
+ * edge's fill bytes from the first job's start never exceed cap × elapsed.
+ */
+class FillPacer {
+  private at = 0;
+  constructor(readonly bytesPerSecond: number) {}
+  /** ms to wait after pulling `bytes`. */
+  book(bytes: number): number {
+    const now = Date.now();
+    this.at = Math.max(this.at, now) + (bytes / this.bytesPerSecond) * 1000;
+    return this.at - now;
+  }
+}
+
+/** A peer first; what it does not hold (evicted since its heartbeat, an expired playlist) or cannot give comes from the edge's own upstream. */
+class PeerThenOwn implements Upstream {
+  readonly kind = 'peer' as const;
+  constructor(
+    private readonly peer: Upstream,
+    private readonly own: Upstream,
+    private readonly onFallback: () => void,
+  ) {}
+  async get(path: string): Promise<UpstreamObject> {
+    try {
+      return await this.peer.get(path);
+    } catch {
+      this.onFallback();
+      return this.own.get(path);
+    }
+  }
+  ping(): Promise<void> {
+    return this.peer.ping();
+  }
+  close(): Promise<void> {
+    return this.peer.close();
+  }
 }
 
 /**
@@ -49,7 +96,31 @@ export class Admin {
   private readonly jobs = new Map<string, FillJob>();
   private readonly stop = new AbortController();
 
-  constructor(private readonly opts: { cache: EdgeCache; adminToken: string | undefined; log: Logger }) {}
+  private readonly pacer: FillPacer | undefined;
+
+  constructor(
+    private readonly opts: {
+      cache: EdgeCache;
+      adminToken: string | undefined;
+      log: Logger;
+      /** The edge's own upstream: what a peer fill falls back to. */
+      upstream?: Upstream;
+      /** Disk tier: the fill source answers from it too. */
+      disk?: DiskTier;
+      edgeId?: string;
+      /** Bytes/s all fill jobs of this edge pull at most, together. */
+      fillRateCap?: number;
+      /** Timeout of a peer's fill source. */
+      peerTimeoutMs?: number;
+    },
+  ) {
+    this.pacer = opts.fillRateCap !== undefined && opts.fillRateCap > 0 ? new FillPacer(opts.fillRateCap) : undefined;
+  }
+
+  /** The edge-wide fill rate cap, bytes/s (undefined: only each job's own rate). */
+  get fillRateCap(): number | undefined {
+    return this.pacer?.bytesPerSecond;
+  }
 
   async handle(req: IncomingMessage, res: ServerResponse, path: string, headers: Record<string, string> = {}): Promise<void> {
     try {
@@ -69,6 +140,10 @@ export class Admin {
         const list: FillJobList = { jobs: [...this.jobs.values()].map(summary) };
         return sendJson(res, 200, list, headers);
       }
+      if (path.startsWith(`${SOURCE_PREFIX}/`)) {
+        if (method !== 'GET') return void sendMethodNotAllowed(res, req.method, 'GET, HEAD', headers);
+        return await this.serveSource(req, res, path.slice(SOURCE_PREFIX.length), headers);
+      }
       if (path.startsWith('/admin/fill/')) {
         if (method !== 'GET') return void sendMethodNotAllowed(res, req.method, 'GET', headers);
         const id = path.slice('/admin/fill/'.length);
@@ -76,7 +151,7 @@ export class Admin {
         if (!job) throw new OcdnError(ErrorCodes.NOT_FOUND, `no fill job "${id.slice(0, 64)}" (GET /admin/fill lists them)`);
         return sendJson(res, 200, job, headers);
       }
-      throw new OcdnError(ErrorCodes.NOT_FOUND, `no admin endpoint ${path.slice(0, 200)} (there are /admin/fill and /admin/purge)`);
+      throw new OcdnError(ErrorCodes.NOT_FOUND, `no admin endpoint ${path.slice(0, 200)} (there are /admin/fill, /admin/purge and ${SOURCE_PREFIX}/vod/...)`);
     } catch (err) {
       if (statusOf(err) >= 500) this.opts.log.error({ err: describeError(err), path }, 'admin request failed');
       sendError(res, err, headers);
@@ -92,6 +167,51 @@ export class Admin {
     let n = 0;
     for (const j of this.jobs.values()) if (j.state === 'running') n++;
     return n;
+  }
+
+  /**
+   * Fill source for peers: the object only if this edge holds it (fresh in RAM, or on disk),
+   * 404 otherwise. It never goes upstream: a peer asking for what nobody in the site holds
+   * must go to its own upstream, not make this edge fetch for it.
+   */
+  private async serveSource(req: IncomingMessage, res: ServerResponse, key: string, headers: Record<string, string>): Promise<void> {
+    const bad = checkPath(key);
+    if (bad !== undefined || !key.startsWith('/vod/')) throw badRequest(bad ?? 'only /vod/... objects are fill sources');
+    const ram = this.opts.cache.fresh(key);
+    let found: { body: Buffer; sha256: string; contentType: string; bornAt: number; cmsdStatic: string | undefined } | undefined;
+    if (ram?.kind === 'object') {
+      const cmsd = ram.hit['cmsd-static'];
+      found = { body: ram.body, sha256: ram.sha256, contentType: ram.contentType, bornAt: ram.bornAt, cmsdStatic: typeof cmsd === 'string' ? cmsd : undefined };
+    } else if (ram === undefined) {
+      // VOD objects do not change under a key: a disk copy past its freshness is still the object.
+      const d = await this.opts.disk?.read(key);
+      if (d) found = { body: d.body, sha256: d.meta.sha256, contentType: d.meta.contentType, bornAt: d.meta.bornAt, cmsdStatic: d.meta.cmsdStatic };
+    }
+    if (found === undefined) throw new OcdnError(ErrorCodes.NOT_FOUND, `not held by this edge: ${key.slice(0, 200)}`);
+    res.writeHead(200, {
+      ...headers,
+      'content-type': found.contentType,
+      'content-length': found.body.length,
+      etag: `"${found.sha256}"`,
+      age: String(Math.max(0, Math.floor((Date.now() - found.bornAt) / 1000))),
+      ...(found.cmsdStatic ? { 'cmsd-static': found.cmsdStatic } : {}),
+    });
+    res.end(req.method === 'HEAD' ? undefined : found.body);
+  }
+
+  /** The upstream of a fill: the edge's own, or a peer with the own one behind it. */
+  private sourceOf(fill: FillPlan, job: FillJob): Upstream | undefined {
+    if (fill.source.kind !== 'peer') return undefined;
+    if (!this.opts.upstream || this.opts.adminToken === undefined) return undefined;
+    const peer = new ParentUpstream(fill.source.url, {
+      timeoutMs: this.opts.peerTimeoutMs ?? 10_000,
+      tokenSecret: null,
+      edgeId: this.opts.edgeId ?? 'edge',
+      peer: { pathPrefix: SOURCE_PREFIX, authorization: `Bearer ${this.opts.adminToken}` },
+    });
+    return new PeerThenOwn(peer, this.opts.upstream, () => {
+      job.fromUpstream = (job.fromUpstream ?? 0) + 1;
+    });
   }
 
   private purge(body: PurgeRequest): PurgeResponse {
@@ -111,7 +231,8 @@ export class Admin {
       id: randomUUID(),
       title: fill.title,
       state: 'running',
-      bytesPerSecond: fill.bytesPerSecond,
+      bytesPerSecond: this.pacer ? Math.min(fill.bytesPerSecond, this.pacer.bytesPerSecond) : fill.bytesPerSecond,
+      source: fill.source.kind === 'peer' ? `peer ${fill.source.url}` : 'upstream',
       keys: fill.keys.length,
       done: 0,
       alreadyCached: 0,
@@ -121,7 +242,7 @@ export class Admin {
     };
     this.jobs.set(job.id, job);
     this.trimJobs();
-    this.opts.log.info({ job: job.id, title: fill.title, keys: fill.keys.length, bytesPerSecond: fill.bytesPerSecond }, 'fill started');
+    this.opts.log.info({ job: job.id, title: fill.title, keys: fill.keys.length, bytesPerSecond: job.bytesPerSecond, source: job.source }, 'fill started');
     const running = this.runFill(job, fill)
       .catch((err: unknown) => {
         job.state = this.stop.signal.aborted ? 'cancelled' : 'failed';
@@ -138,6 +259,15 @@ export class Admin {
 
   private async runFill(job: FillJob, fill: FillPlan): Promise<void> {
     const started = Date.now();
+    const via = this.sourceOf(fill, job);
+    try {
+      await this.fillKeys(job, fill, started, via);
+    } finally {
+      await via?.close();
+    }
+  }
+
+  private async fillKeys(job: FillJob, fill: FillPlan, started: number, via: Upstream | undefined): Promise<void> {
     const seen = new Set<string>();
     const queue: string[] = [];
     const enqueue = (key: string) => {
@@ -151,12 +281,16 @@ export class Admin {
     for (let i = 0; i < queue.length; i++) {
       if (this.stop.signal.aborted) throw this.stop.signal.reason;
       const key = queue[i]!;
+      let pulled = 0;
       try {
-        const r = await this.opts.cache.lookup(key);
+        const r = await this.opts.cache.lookup(key, via);
         if (r.entry.kind === 'missing') job.failed.push({ key, reason: 'not found' });
         else {
           if (r.outcome === 'HIT') job.alreadyCached++;
-          else if (r.outcome === 'MISS') job.bytesFetched += r.entry.body.length;
+          else if (r.outcome === 'MISS') {
+            job.bytesFetched += r.entry.body.length;
+            pulled = r.entry.body.length;
+          }
           // A title fill follows its playlists: master → media playlists → segments and init sections.
           if (fill.title !== undefined && key.endsWith('.m3u8')) {
             for (const uri of playlistUris(r.entry.body.toString('utf8'))) {
@@ -171,7 +305,7 @@ export class Admin {
       }
       job.done++;
       // Pace on bytes actually pulled from upstream, so cached keys cost nothing.
-      const dueMs = (job.bytesFetched / job.bytesPerSecond) * 1000 - (Date.now() - started);
+      const dueMs = Math.max((job.bytesFetched / job.bytesPerSecond) * 1000 - (Date.now() - started), pulled > 0 && this.pacer ? this.pacer.book(pulled) : 0);
       if (dueMs > 0) await sleep(dueMs, this.stop.signal);
     }
     job.state = 'done';
@@ -219,7 +353,7 @@ function parseFill(b: FillRequest): FillPlan {
     }
     if (!(bytesPerSecond > 0)) throw badRequest('"bytesPerSecond" must be a positive number or a size like "50MB"');
   }
-  return { keys, title: b.title, bytesPerSecond, wait: b.wait === true };
+  return { keys, title: b.title, bytesPerSecond, wait: b.wait === true, source: b.source ?? { kind: 'upstream' } };
 }
 
 /** URIs a playlist references: URI lines and URI="..." attributes (EXT-X-MAP, EXT-X-MEDIA, I-frame streams). */

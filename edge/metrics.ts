@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createRegistry } from '../common/metrics.ts';
 
 export type CacheLabel = 'HIT' | 'MISS' | 'STALE' | 'COALESCED' | 'NONE';
-export type UpstreamKind = 's3' | 'parent';
+export type UpstreamKind = 's3' | 'parent' | 'peer';
 
 const CACHE_LABELS: readonly CacheLabel[] = ['HIT', 'MISS', 'STALE', 'COALESCED', 'NONE'];
 

@@ -45,6 +45,8 @@ export interface EdgeOptions {
   edgeKey?: string;
   /** Bearer token for /admin/*; without it the admin API answers 403. */
   adminToken?: string;
+  /** Bytes/s every admin fill of this edge pulls together at most (edge/admin.ts). */
+  fillRateCap?: number;
   /** URL players reach this edge at (heartbeats); default http://host:port. */
   publicUrl?: string;
   heartbeatIntervalMs?: number;
@@ -166,7 +168,16 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     hitHeaders: cors.fixed,
   });
   sized = cache;
-  const admin = new Admin({ cache, adminToken: opts.adminToken, log });
+  const admin = new Admin({
+    cache,
+    adminToken: opts.adminToken,
+    log,
+    upstream,
+    disk,
+    edgeId: id,
+    fillRateCap: opts.fillRateCap,
+    peerTimeoutMs: opts.upstreamTimeoutMs ?? 5_000,
+  });
   const access =
     opts.brokers !== undefined && opts.brokers !== ''
       ? new AccessLog({

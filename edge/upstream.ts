@@ -59,15 +59,24 @@ const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'
  * Shield tier: misses go to another edge, same path. The parent checks tokens like any edge,
  * so a child that knows the token secret signs its own short-lived token; the client's token
  * never leaves this edge (the fetch is shared by every waiting client, not one of them).
+ *
+ * With `peer`, the same client reads a peer edge's fill source instead (`{pathPrefix}/vod/...`
+ * with `authorization`), for a planned fill from the site rather than from upstream.
  */
 export class ParentUpstream implements Upstream {
-  readonly kind = 'parent' as const;
+  readonly kind: 'parent' | 'peer';
   private readonly agent: Agent;
 
   constructor(
     private readonly parentUrl: string,
-    private readonly opts: { timeoutMs: number; tokenSecret: string | null; edgeId: string },
+    private readonly opts: {
+      timeoutMs: number;
+      tokenSecret: string | null;
+      edgeId: string;
+      peer?: { pathPrefix: string; authorization: string };
+    },
   ) {
+    this.kind = opts.peer ? 'peer' : 'parent';
     this.parentUrl = parentUrl.replace(/\/+$/, '');
     this.agent = new Agent({
       connections: 64,
@@ -78,10 +87,13 @@ export class ParentUpstream implements Upstream {
   }
 
   async get(path: string): Promise<UpstreamObject> {
-    const token = this.opts.tokenSecret ? signPath(this.opts.tokenSecret, path, Math.floor(Date.now() / 1000) + 300) : undefined;
-    const url = withPathToken(this.parentUrl, path, token);
+    const peer = this.opts.peer;
+    const token = this.opts.tokenSecret && !peer ? signPath(this.opts.tokenSecret, path, Math.floor(Date.now() / 1000) + 300) : undefined;
+    const url = peer ? `${this.parentUrl}${peer.pathPrefix}${path}` : withPathToken(this.parentUrl, path, token);
+    const headers: Record<string, string> = { 'x-ocdn-child': this.opts.edgeId };
+    if (peer) headers.authorization = peer.authorization;
     try {
-      const res = await request(url, { dispatcher: this.agent, headers: { 'x-ocdn-child': this.opts.edgeId } });
+      const res = await request(url, { dispatcher: this.agent, headers });
       if (res.statusCode === 200) {
         const body = Buffer.from(await res.body.arrayBuffer());
         const etag = header(res.headers.etag);

@@ -1,5 +1,5 @@
 import { errorMessage } from '../common/http.ts';
-import type { Catalog, SteerResponse, FillJob as EdgeFillJob } from '../common/contracts.ts';
+import type { Catalog, SteerResponse, FillJob as EdgeFillJob, FillSource } from '../common/contracts.ts';
 import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { retry, retryAfterMs } from '../common/retry.ts';
 
@@ -10,6 +10,8 @@ export interface FillJob {
   why: string;
   edgeId: string;
   edgeUrl: string;
+  /** Where the edge takes the bytes from (default: its own upstream). */
+  source?: FillSource;
 }
 
 /** A job the edge took (202 started, or 200 finished with `wait`). */
@@ -17,6 +19,9 @@ export interface FillDone extends FillJob {
   status: number;
   detail: string;
   attempts: number;
+  /** With `wait`: what the edge pulled for it, and how many keys its peer lacked. */
+  bytesFetched?: number;
+  fromUpstream?: number;
 }
 
 /** A job that did not run: refused, or still refused (busy, unreachable) when the deadline passed. */
@@ -38,6 +43,8 @@ export const DEFAULT_FILL_DEADLINE_MS = 10 * 60_000;
 export interface TitleDemand {
   sessions: number;
   segments: number;
+  /** Bytes players asked for that their site's first edge did not hold (present once the aggregator classifies misses). */
+  contentMissBytes?: number;
 }
 
 /**
@@ -63,8 +70,11 @@ export async function recentDemand(aggregatorUrl: string | undefined, lastMs = 1
   try {
     const res = await fetch(`${aggregatorUrl.replace(/\/+$/, '')}/v1/qoe?by=title&last=${Math.round(lastMs / 1000)}s`, { signal: AbortSignal.timeout(3_000) });
     if (!res.ok) return out;
-    for (const r of ((await res.json()) as { totals?: ({ value: string } & TitleDemand)[] }).totals ?? [])
-      out.set(r.value, { sessions: r.sessions ?? 0, segments: r.segments ?? 0 });
+    for (const r of ((await res.json()) as { totals?: ({ value: string } & TitleDemand)[] }).totals ?? []) {
+      const d: TitleDemand = { sessions: r.sessions ?? 0, segments: r.segments ?? 0 };
+      if (typeof r.contentMissBytes === 'number' && Number.isFinite(r.contentMissBytes)) d.contentMissBytes = r.contentMissBytes;
+      out.set(r.value, d);
+    }
   } catch {
     /* no aggregator: the catalog alone decides */
   }
@@ -85,6 +95,18 @@ function describeJob(text: string): string {
     /* not JSON: errorMessage shows it as it is */
   }
   return errorMessage(text).slice(0, 200);
+}
+
+function jobFigures(text: string): { bytesFetched?: number; fromUpstream?: number } {
+  try {
+    const j = JSON.parse(text) as Partial<EdgeFillJob>;
+    return {
+      ...(typeof j.bytesFetched === 'number' ? { bytesFetched: j.bytesFetched } : {}),
+      ...(typeof j.fromUpstream === 'number' ? { fromUpstream: j.fromUpstream } : {}),
+    };
+  } catch {
+    return {};
+  }
 }
 
 /** The edge said no; `busy` ones (429, 5xx) may say yes later. */
@@ -137,7 +159,12 @@ export async function runFillPlan(
           const res = await fetch(`${job.edgeUrl}/admin/fill`, {
             method: 'POST',
             headers: { authorization: `Bearer ${opts.adminToken}`, 'content-type': 'application/json' },
-            body: JSON.stringify({ title: job.title, bytesPerSecond: opts.bytesPerSecond, wait: opts.wait ?? false }),
+            body: JSON.stringify({
+              title: job.title,
+              bytesPerSecond: opts.bytesPerSecond,
+              wait: opts.wait ?? false,
+              ...(job.source ? { source: job.source } : {}),
+            }),
             signal: AbortSignal.any([signal, AbortSignal.timeout(Math.min(remainingMs, opts.wait ? 600_000 : 10_000))]),
           });
           const text = (await res.text()).slice(0, 64 * 1024);
@@ -156,7 +183,7 @@ export async function runFillPlan(
       const detail = describeJob(text);
       // With `wait`, a job that ran and failed (or was cancelled by a shutdown) filled nothing.
       if (/^(failed|cancelled)\b/.test(detail)) left.set(job, { ...job, status, reason: detail, attempts });
-      else done.set(job, { ...job, status, detail, attempts });
+      else done.set(job, { ...job, status, detail, attempts, ...jobFigures(text) });
     } catch (err) {
       const status = err instanceof FillRefused ? err.status : undefined;
       const why = err instanceof FillRefused ? err.message : `edge unreachable: ${describeError((err as Error).cause ?? err)}`;

@@ -281,9 +281,12 @@ export class EdgeRegistry {
     return rec ? this.toStatus(rec, this.now()) : undefined;
   }
 
-  list(): EdgeStatus[] {
+  /** Every edge; with `holds`, each row also says which of those titles its inventory holds (the fill controller's diff). */
+  list(holds?: readonly string[]): EdgeStatus[] {
     const now = this.now();
-    return [...this.edges.values()].map((r) => this.toStatus(r, now)).sort((a, b) => (a.id < b.id ? -1 : 1));
+    return [...this.edges.values()]
+      .map((r) => (holds ? { ...this.toStatus(r, now), holds: holds.filter((t) => r.view.titles.has(t)) } : this.toStatus(r, now)))
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
   counts(): { up: number; down: number } {

@@ -2,7 +2,7 @@ import { serveCatalog } from './catalog-route.ts';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { type EdgeList, HEARTBEAT_LIMITS, type HeartbeatAck } from '../common/contracts.ts';
+import { type EdgeList, HEARTBEAT_LIMITS, type HeartbeatAck, MAX_HOLDS_QUERY } from '../common/contracts.ts';
 import { describeError, ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
 import type { HeartbeatVerifier } from '../common/edge-key.ts';
 import { parseJsonBody, readRawBody, sendError, sendJson, sendMethodNotAllowed } from '../common/http.ts';
@@ -391,8 +391,12 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     sendJson(res, 200, ack);
   }
 
-  function edgeList(_req: IncomingMessage, res: ServerResponse): void {
-    const body: EdgeList = { edges: registry.list() };
+  function edgeList(_req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
+    const raw = q.get('holds');
+    const holds = raw === null ? undefined : raw.split(',').filter(Boolean);
+    if (holds && holds.length > MAX_HOLDS_QUERY)
+      throw new OcdnError(ErrorCodes.BAD_REQUEST, `?holds= takes at most ${MAX_HOLDS_QUERY} titles (got ${holds.length}): ask in chunks`);
+    const body: EdgeList = { edges: registry.list(holds) };
     sendJson(res, 200, body);
   }
 

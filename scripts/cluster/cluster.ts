@@ -29,6 +29,13 @@ export interface ClusterOptions {
   cachePolicy: string;
   /** Every edge gets a disk tier of this size under <dir>/disk/<edge id> (edge serve --disk-capacity). */
   diskCapacity?: string;
+  /** Every edge's edge-wide fill rate cap (edge serve --fill-rate-cap), e.g. "20MB". */
+  fillRateCap?: string;
+  /**
+   * Run the fill controller as a supervised child (`ocdn fill run --every`, base port + 110 for
+   * its /healthz and /metrics): a cycle this often, with these window, budget, copies and top.
+   */
+  fill?: { every: string; window: string; budget: string; copies: string; top: number };
   readyTimeoutMs: number;
   /** Start the supervisor process that restarts crashed components (the CLI and `npm start` do). */
   supervise: boolean;
@@ -113,6 +120,7 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
   if (o.shield) wanted.push(ports.shield);
   if (embeddedS3) wanted.push(ports.s3);
   if (o.console) wanted.push(ports.console);
+  if (o.fill) wanted.push(ports.fill);
   if (localKafka) wanted.push(o.kafkaPort, o.kafkaPort + 1);
   const busy: number[] = [];
   for (const p of wanted) if (await portInUse(p)) busy.push(p);
@@ -242,6 +250,7 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
         state.steeringUrl,
         ...recordFlags,
         ...parentFlags,
+        ...(o.fillRateCap ? ['--fill-rate-cap', o.fillRateCap] : []),
         ...(o.diskCapacity ? ['--disk-dir', join(state.dir, 'disk', id), '--disk-capacity', o.diskCapacity] : []),
       ];
       const p = await spawnOcdn(args, join(logs, `${id}.log`), componentEnv(state, 'edge'));
@@ -266,6 +275,32 @@ export async function clusterUp(partial: Partial<ClusterOptions> = {}): Promise<
       },
       { timeoutMs: o.readyTimeoutMs, what: `all ${o.edges} edges registered with steering` },
     );
+    if (o.fill) {
+      const url = `http://127.0.0.1:${ports.fill}`;
+      say(`starting the fill controller on ${url} (a cycle every ${o.fill.every}, window ${o.fill.window}, budget ${o.fill.budget})`);
+      // Endpoints and the admin token come from cluster.json (--dir), never from argv.
+      const args = [
+        'fill',
+        'run',
+        '--every',
+        o.fill.every,
+        '--port',
+        String(ports.fill),
+        '--window',
+        o.fill.window,
+        '--budget',
+        o.fill.budget,
+        '--copies',
+        o.fill.copies,
+        '--top',
+        String(o.fill.top),
+        '--dir',
+        dir,
+      ];
+      const p = await spawnOcdn(args, join(logs, 'fill.log'), componentEnv(state, 'fill'));
+      await add({ name: 'fill', kind: 'fill', pid: p.pid, port: ports.fill, url, log: p.log, args });
+      await waitFor(() => healthy(url), { timeoutMs: o.readyTimeoutMs, what: `fill controller /healthz (log: ${p.log})` });
+    }
     if (o.console) {
       const url = `http://127.0.0.1:${ports.console}`;
       say(`starting the console on ${url}`);
@@ -403,7 +438,7 @@ export async function clusterDown(dirArg: string, onProgress: (line: string) => 
   const now = (await readState(dir)) ?? state;
   // Players and edges first so nothing new reaches steering/telemetry, Kafka after the aggregator
   // so it can commit its offsets, S3 last.
-  const order: ComponentState['kind'][] = ['players', 'console', 'edge', 'shield', 'steering', 'aggregator', 'kafka', 's3'];
+  const order: ComponentState['kind'][] = ['players', 'fill', 'console', 'edge', 'shield', 'steering', 'aggregator', 'kafka', 's3'];
   for (const kind of order) {
     const group = now.components.filter((c) => c.kind === kind && !c.external && c.pid > 0);
     await Promise.all(
