@@ -10,6 +10,11 @@ const METRICS = [
   { key: 'avgBitrate', title: 'average bitrate (kbit/s)', scale: 1e-3 },
   { key: 'errors', title: 'errors', scale: 1 },
   { key: 'sessions', title: 'sessions started', scale: 1 },
+  // Why bytes missed (steering decisions joined with edge access records): MB per window.
+  { key: 'localHitBytes', title: 'local-hit bytes (MB)', scale: 1e-6 },
+  { key: 'contentMissBytes', title: 'content-miss bytes (MB)', scale: 1e-6 },
+  { key: 'healthMissBytes', title: 'health-miss bytes (MB)', scale: 1e-6 },
+  { key: 'otherMissBytes', title: 'other-miss bytes (MB)', scale: 1e-6 },
 ];
 const COLORS = ['#2e6fd8', '#e67e22', '#27ae60', '#8e44ad', '#c0392b', '#16a085', '#7f8c8d', '#d35400'];
 const MAX_SERIES = 8;

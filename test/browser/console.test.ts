@@ -102,7 +102,7 @@ describe('console in a browser', () => {
     await page.waitForFunction(
       () => {
         const legends = [...(globalThis as unknown as Win).document.querySelectorAll('#charts .uplot .u-legend')].map((l) => l.textContent);
-        return legends.length === 6 && legends.every((t) => t.includes('edge-1') && t.includes('edge-2'));
+        return legends.length === 10 && legends.every((t) => t.includes('edge-1') && t.includes('edge-2'));
       },
       undefined,
       { timeout: 30_000 },
@@ -114,6 +114,10 @@ describe('console in a browser', () => {
       'avgBitrate',
       'errors',
       'sessions',
+      'localHitBytes',
+      'contentMissBytes',
+      'healthMissBytes',
+      'otherMissBytes',
     ]);
 
     // The player: a title from the catalog, a session against steering's Content Steering master.
