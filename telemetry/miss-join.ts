@@ -3,7 +3,8 @@
  * Classifying Cache Misses"): an edge access record is joined, in event time, to the steering
  * decision of its session, and its bytes fall in one class:
  *
- * - localHit: served from cache (RAM or disk) by the first-ranked edge of the client's site;
+ * - localHit: served from cache (RAM or disk) by the first-ranked edge of the client's site (of the
+ *   nearest site steering chose when the client's has no edge at all);
  * - contentMiss: that edge served it but did not hold it (it went upstream);
  * - healthMiss: another edge served it because a better one was passed over at decision time
  *   (unhealthy, overloaded, QoE-demoted), or because the player failed over down the ranking;
@@ -25,18 +26,24 @@ export interface Classified {
 
 /** The class of one access given its session's decision. */
 export function classifyAccess(access: EdgeAccess, decision: SteeringDecision): Classified {
-  const best = decision.ranked.find((r) => r.site === decision.site);
+  // A client whose site has no edge at all (ranked or passed over) is local to the nearest site
+  // steering chose: that site's first edge is the best it could have had.
+  const siteHasEdges =
+    decision.ranked.some((r) => r.site === decision.site) || decision.skipped.some((s) => s.site === decision.site && s.why !== 'not-in-site');
+  const site = siteHasEdges ? decision.site : decision.ranked[0]?.site;
+  const where = site === decision.site ? 'local edge' : `edge of the nearest site ${site} (none in client site ${decision.site})`;
+  const best = decision.ranked.find((r) => r.site === site);
   const fromCache = access.tier === 'ram' || access.tier === 'disk';
   if (best !== undefined && access.edge === best.edge) {
     return fromCache
-      ? { cls: 'localHit', reason: 'first-ranked local edge, from cache' }
-      : { cls: 'contentMiss', reason: `first-ranked local edge went to ${access.tier}` };
+      ? { cls: 'localHit', reason: `first-ranked ${where}, from cache` }
+      : { cls: 'contentMiss', reason: `first-ranked ${where} went to ${access.tier}` };
   }
-  const passedOver = decision.skipped.find((s) => s.site === decision.site && s.why !== 'not-in-site');
+  const passedOver = decision.skipped.find((s) => s.site === site && s.why !== 'not-in-site');
   if (passedOver !== undefined) return { cls: 'healthMiss', reason: `${passedOver.edge} passed over: ${passedOver.why}` };
   const at = decision.ranked.findIndex((r) => r.edge === access.edge);
   if (at > 0) return { cls: 'healthMiss', reason: `failover to rank ${at + 1}` };
-  if (best === undefined) return { cls: 'otherMiss', reason: 'no edge in the client site' };
+  if (best === undefined) return { cls: 'otherMiss', reason: 'steering ranked no edge' };
   return { cls: 'otherMiss', reason: 'served by an edge steering did not rank' };
 }
 

@@ -59,11 +59,20 @@ describe('classifyAccess', () => {
     const away = decision({ ranked: [{ edge: 'edge-9', site: 'eu-west' }], skipped: [{ edge: 'edge-1', site: 'us-east', why: 'unhealthy' }] });
     // The only local edge was down: another site served it.
     expect(classifyAccess(access({ edge: 'edge-9' }), away)).toEqual({ cls: 'healthMiss', reason: 'edge-1 passed over: unhealthy' });
-    // No local edge at all, none passed over: not a health matter.
-    expect(classifyAccess(access({ edge: 'edge-9' }), decision({ ranked: [{ edge: 'edge-9', site: 'eu-west' }] }))).toEqual({
-      cls: 'otherMiss',
-      reason: 'no edge in the client site',
+    // No edge in the client's site at all, none passed over: the nearest site steering chose is local.
+    const nearest = decision({
+      ranked: [
+        { edge: 'edge-9', site: 'eu-west' },
+        { edge: 'edge-8', site: 'eu-west' },
+      ],
     });
+    expect(classifyAccess(access({ edge: 'edge-9' }), nearest)).toEqual({
+      cls: 'localHit',
+      reason: 'first-ranked edge of the nearest site eu-west (none in client site us-east), from cache',
+    });
+    expect(classifyAccess(access({ edge: 'edge-9', tier: 'origin' }), nearest).cls).toBe('contentMiss');
+    expect(classifyAccess(access({ edge: 'edge-8' }), nearest)).toEqual({ cls: 'healthMiss', reason: 'failover to rank 2' });
+    expect(classifyAccess(access({ edge: 'edge-9' }), decision({ ranked: [] }))).toEqual({ cls: 'otherMiss', reason: 'steering ranked no edge' });
     const overloadedStillRanked = decision({ skipped: [{ edge: 'edge-0', site: 'us-east', why: 'overloaded' }] });
     expect(classifyAccess(access({ edge: 'edge-2' }), overloadedStillRanked)).toEqual({ cls: 'healthMiss', reason: 'edge-0 passed over: overloaded' });
     expect(classifyAccess(access({ edge: 'edge-2' }), decision())).toEqual({ cls: 'healthMiss', reason: 'failover to rank 2' });
