@@ -45,6 +45,13 @@ export interface EdgeCacheOptions {
    * once, and however many clients read them; the rest wait their turn holding nothing.
    */
   upstreamConcurrency?: number;
+  /**
+   * Bytes that fills in progress may hold to keep their bodies for RAM (default: the RAM store's
+   * largest entry, a quarter of capacityBytes). A fill that finds it spent passes its body through
+   * in a window and leaves it to the disk tier, so memory stays capacity + this + a window per
+   * upstream slot, however many misses arrive.
+   */
+  keepBudgetBytes?: number;
   /** Disk tier under the RAM one: every fill is written to it, and a RAM miss it holds is promoted from it. */
   disk?: DiskTier;
   /** Hash every filled body and refuse it when it does not match the declared SHA-256. */
@@ -156,6 +163,9 @@ export class EdgeCache {
   private readonly maxEntryBytes: number;
   /** Disk hits' answer heads, built once per file. */
   private readonly diskHeads = new WeakMap<DiskHeld, ObjectHead>();
+  private readonly keepBudget: number;
+  /** Bytes kept by fills in progress, against keepBudget. */
+  private keeping = 0;
 
   constructor(opts: EdgeCacheOptions) {
     this.opts = opts;
@@ -163,6 +173,7 @@ export class EdgeCache {
     this.policy = opts.policy ?? DEFAULT_CACHE_POLICY;
     // One object never flushes more than a quarter of the cache.
     this.maxEntryBytes = Math.max(1, Math.floor(opts.capacityBytes / 4));
+    this.keepBudget = Math.max(this.maxEntryBytes, opts.keepBudgetBytes ?? this.maxEntryBytes);
     this.store = createByteStore<Held>(this.policy, {
       maxBytes: opts.capacityBytes,
       maxEntryBytes: this.maxEntryBytes,
@@ -516,6 +527,7 @@ export class EdgeCache {
     try {
       return await this.upstreamSlots(async () => {
         const obj = await upstream.get(key);
+        let uncharge = () => {};
         let body: FillBody | undefined;
         let writer: DiskWrite | undefined;
         try {
@@ -535,7 +547,21 @@ export class EdgeCache {
           };
           const size = obj.size;
           const fitsRam = (n: number) => n + ENTRY_OVERHEAD_BYTES <= this.maxEntryBytes;
-          body = new FillBody(keepWhole || size === undefined || fitsRam(size));
+          // A body is kept for RAM when it fits there and the keep budget has room for it (its
+          // whole size when known; else it is charged as it grows and dropped past the budget).
+          let charged = 0;
+          const charge = (n: number): boolean => {
+            if (!keepWhole && this.keeping + n - charged > this.keepBudget) return false;
+            this.keeping += n - charged;
+            charged = n;
+            return true;
+          };
+          uncharge = () => {
+            this.keeping -= charged;
+            charged = 0;
+          };
+          const keep = keepWhole || (size === undefined ? charge(0) : fitsRam(size) && charge(size));
+          body = new FillBody(keep, undefined, size);
           const disk = this.opts.disk;
           const sameOnDisk = disk?.holds(key, declared) === true;
           if (disk !== undefined && !sameOnDisk && !flight.purged) {
@@ -553,7 +579,7 @@ export class EdgeCache {
           const streaming: Streaming = {
             head: makeObjectHead({ ...args, size, sha256: declared }),
             body,
-            stored: !flight.purged && ((size !== undefined && fitsRam(size)) || writer !== undefined || sameOnDisk),
+            stored: !flight.purged && ((size !== undefined && keep && fitsRam(size)) || writer !== undefined || sameOnDisk),
           };
           onHead(streaming);
           // Every request waiting on the head takes its place at byte 0 before the first chunk.
@@ -563,7 +589,10 @@ export class EdgeCache {
             hash?.update(chunk);
             body.push(chunk);
             if (size !== undefined && body.received > size) throw new Error(`body longer than its Content-Length ${size}`);
-            if (body.keeping && !keepWhole && !fitsRam(body.received)) body.stopKeeping();
+            if (body.keeping && !keepWhole && (!fitsRam(body.received) || (size === undefined && !charge(body.received)))) {
+              body.stopKeeping();
+              uncharge();
+            }
             if (writer !== undefined && (flight.purged || !writer.write(chunk))) {
               void writer.abort();
               writer = undefined;
@@ -586,6 +615,7 @@ export class EdgeCache {
           // Readers end their responses now; the disk write finishes after.
           body.end();
           count();
+          uncharge();
           if (flight.purged) {
             await writer?.abort();
             return entry ?? 'streamed';
@@ -603,6 +633,8 @@ export class EdgeCache {
           obj.body.destroy();
           await writer?.abort();
           throw err;
+        } finally {
+          uncharge();
         }
       });
     } catch (err) {

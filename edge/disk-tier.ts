@@ -10,7 +10,6 @@
  * torn or foreign file is deleted rather than served.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
@@ -33,6 +32,8 @@ const WRITE_WINDOW_BYTES = 256 * 1024;
  */
 const HEADER_SLACK = 256;
 const PLACEHOLDER_SHA = '0'.repeat(64);
+/** Largest read of a disk hit: what one response holds of a file at once. */
+const READ_CHUNK_BYTES = 256 * 1024;
 
 /** What the disk keeps of an object besides its body: enough to answer a hit as the RAM tier does. */
 export interface DiskMeta {
@@ -54,6 +55,8 @@ export interface DiskHeld {
   meta: DiskMeta;
   file: string;
   bodyOffset: number;
+  /** Read back whole against its hash since indexed or written. */
+  verified?: boolean;
 }
 
 export interface DiskTierOptions {
@@ -169,51 +172,63 @@ export class DiskTier {
   }
 
   /**
-   * Streams the body of `held` (or `span` of it) to `res` from its file, never holding it whole
-   * unless `keep` (the caller promotes it to RAM). A whole read is hashed on the way and `res`
-   * ended only once it checks out; a file that reads short or hashes wrong is deleted and `res`
-   * destroyed, so the client sees a body cut short of its Content-Length. A range of an object
-   * not kept reads only that range (checked for length only). Resolves with whether `res` was
-   * ended whole, and the body when kept.
+   * Streams the body of `held` (or `span` of it) to `res` from its file in chunks of at most
+   * READ_CHUNK_BYTES, never holding it whole unless `keep` (the caller promotes it to RAM). Until
+   * a file has once read back whole against its hash (on start, or since it was written), a whole
+   * read hashes it on the way; every read checks its length. The last chunk waits for the verdict:
+   * a file that reads short or hashes wrong is deleted and `res` destroyed, so the client sees a
+   * body cut short of its Content-Length. A range of an object not kept reads only that range.
+   * Resolves with whether `res` was ended whole, and the body when kept.
    */
   async pipe(res: ServerResponse, held: DiskHeld, span: ByteSpan | undefined, keep: boolean): Promise<{ ok: boolean; body?: Buffer }> {
     const size = held.meta.size;
     const whole = keep || span === undefined;
     const from = whole ? 0 : span.start;
     const to = whole ? size : span.end + 1;
-    const hash = whole ? createHash('sha256') : undefined;
+    const hash = whole && !held.verified ? createHash('sha256') : undefined;
     const kept: Buffer[] | undefined = keep ? [] : undefined;
-    let offset = from;
-    const stream = createReadStream(held.file, { start: held.bodyOffset + from, end: held.bodyOffset + to - 1, highWaterMark: 64 * 1024 });
+    let pending: Buffer | undefined;
+    let fh: FileHandle | undefined;
     try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
+      fh = await open(held.file, 'r');
+      let pos = from;
+      while (pos < to) {
         if (res.destroyed) return { ok: false };
+        const want = Math.min(READ_CHUNK_BYTES, to - pos);
+        const buf = Buffer.allocUnsafe(want);
+        const { bytesRead } = await fh.read(buf, 0, want, held.bodyOffset + pos);
+        if (bytesRead === 0) throw new Error(`file read ${pos - from} of ${to - from} bytes`);
+        const chunk = bytesRead === want ? buf : buf.subarray(0, bytesRead);
         hash?.update(chunk);
         kept?.push(chunk);
-        const at = offset;
-        offset += chunk.length;
+        const at = pos;
+        pos += bytesRead;
         let piece: Buffer | undefined = chunk;
         if (span !== undefined && whole) {
           const s = Math.max(span.start, at);
-          const e = Math.min(span.end + 1, offset);
+          const e = Math.min(span.end + 1, pos);
           piece = s < e ? chunk.subarray(s - at, e - at) : undefined;
         }
-        if (piece !== undefined && !res.write(piece)) await drained(res);
+        if (piece === undefined) continue;
+        const out = pending;
+        pending = piece;
+        if (out !== undefined && !res.write(out)) await drained(res);
       }
-      if (offset !== to) throw new Error(`file read ${offset - from} of ${to - from} bytes`);
-      if (hash !== undefined && hash.digest('hex') !== held.meta.sha256) throw new Error('body does not match its hash');
+      if (hash !== undefined) {
+        if (hash.digest('hex') !== held.meta.sha256) throw new Error('body does not match its hash');
+        held.verified = true;
+      }
     } catch (err) {
-      stream.destroy();
-      if (res.destroyed && !(err instanceof Error && /bytes|hash/.test(err.message))) return { ok: false };
+      if (res.destroyed) return { ok: false };
       this.condemn(held, err);
       res.destroy();
       return { ok: false };
     } finally {
-      stream.destroy();
+      fh?.close().catch(() => undefined);
     }
     if (res.destroyed) return { ok: false };
-    res.end();
-    return kept === undefined ? { ok: true } : { ok: true, body: Buffer.concat(kept, size) };
+    res.end(pending);
+    return kept === undefined ? { ok: true } : { ok: true, body: kept.length === 1 ? kept[0]! : Buffer.concat(kept, size) };
   }
 
   /**
@@ -294,7 +309,7 @@ export class DiskTier {
         await unlink(file).catch(() => undefined);
         continue;
       }
-      this.index.set(parsed.meta.key, { meta: parsed.meta, file, bodyOffset: parsed.bodyOffset }, parsed.meta.size);
+      this.index.set(parsed.meta.key, { meta: parsed.meta, file, bodyOffset: parsed.bodyOffset, verified: true }, parsed.meta.size);
     }
     const scan = { objects: this.index.size, bytes: this.index.bytes, torn, ms: Date.now() - t0 };
     this.o.log.info({ dir: this.o.dir, ...scan }, 'disk tier indexed');

@@ -37,10 +37,16 @@ export class FillBody {
    * @param keep hold every chunk (the body goes to RAM whole at the end)
    * @param windowBytes what a body not kept may hold ahead of its slowest reader
    */
+  /** The kept body's bytes when its size is known: chunks are copied in and handed out as views of it, so it is allocated once. */
+  private arena: Buffer | undefined;
+
   constructor(
     private keep: boolean,
     private readonly windowBytes = FILL_WINDOW_BYTES,
-  ) {}
+    size?: number,
+  ) {
+    if (keep && size !== undefined && size > 0) this.arena = Buffer.allocUnsafeSlow(size);
+  }
 
   get keeping(): boolean {
     return this.keep;
@@ -53,6 +59,11 @@ export class FillBody {
 
   // ---- producer --------------------------------------------------------------------------
   push(chunk: Buffer): void {
+    const arena = this.arena;
+    if (arena !== undefined && this.received + chunk.length <= arena.length) {
+      chunk.copy(arena, this.received);
+      chunk = arena.subarray(this.received, this.received + chunk.length);
+    }
     this.chunks.push(chunk);
     this.heldBytes += chunk.length;
     this.received += chunk.length;
@@ -69,11 +80,13 @@ export class FillBody {
   /** The body will not be kept after all (it grew past what RAM takes): hold only the window from now on. */
   stopKeeping(): void {
     this.keep = false;
+    this.arena = undefined;
     this.release();
   }
 
   /** The whole body (only while keeping). */
   whole(): Buffer {
+    if (this.arena !== undefined && this.received === this.arena.length) return this.arena;
     return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.heldBytes);
   }
 
@@ -118,7 +131,9 @@ export class FillBody {
    * known good then. Resolves true when the response was ended whole.
    */
   async pipe(res: ServerResponse, c: Cursor, span?: ByteSpan): Promise<boolean> {
+    // Byte offset of chunk `c.next`, and how much of it is written.
     let offset = 0;
+    let sent = 0;
     try {
       for (;;) {
         if (res.destroyed) return false;
@@ -129,17 +144,25 @@ export class FillBody {
         const i = c.next - this.released;
         if (i < this.chunks.length) {
           const chunk = this.chunks[i]!;
-          c.next++;
-          const from = offset;
-          offset += chunk.length;
-          if (!this.keep) this.release();
-          let piece: Buffer | undefined = chunk;
-          if (span !== undefined) {
-            const s = Math.max(span.start, from);
-            const e = Math.min(span.end + 1, offset);
-            piece = s < e ? chunk.subarray(s - from, e - from) : undefined;
+          // The body's last byte waits for the verdict: sent before it, a bad body would reach
+          // the client whole, its Content-Length met, and look complete.
+          const open = i === this.chunks.length - 1 && this.state !== 'done';
+          const upto = open ? chunk.length - 1 : chunk.length;
+          let piece: Buffer | undefined;
+          if (upto > sent) {
+            const s = span === undefined ? sent : Math.max(span.start - offset, sent);
+            const e = span === undefined ? upto : Math.min(span.end + 1 - offset, upto);
+            if (s < e) piece = s === 0 && e === chunk.length ? chunk : chunk.subarray(s, e);
+            sent = upto;
+          }
+          if (!open) {
+            c.next++;
+            offset += chunk.length;
+            sent = 0;
+            if (!this.keep) this.release();
           }
           if (piece !== undefined && !res.write(piece)) await drained(res);
+          else if (open) await new Promise<void>((r) => this.readerWaits.push(r));
           continue;
         }
         if (this.state === 'done') {
