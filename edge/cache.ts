@@ -242,7 +242,7 @@ export class EdgeCache {
    * upstream; a request that finds a fill running joins it whatever its source. A `stream` answer's
    * body must be piped or skipped.
    */
-  async serve(key: string, via?: Upstream): Promise<Served> {
+  async serve(key: string, via?: Upstream, opts: { range?: boolean } = {}): Promise<Served> {
     for (;;) {
       const held = this.store.peek(key);
       if (held !== undefined && !held.entry.softPurged && Date.now() <= held.freshUntil) {
@@ -254,9 +254,15 @@ export class EdgeCache {
       const joined = flight !== undefined;
       if (flight === undefined) {
         const onDisk = this.diskFresh(key);
-        if (onDisk !== undefined) return this.fromDisk(onDisk, 'HIT', fwd);
-        flight = this.startFill(key, via ?? this.opts.upstream, false);
-      }
+        if (onDisk !== undefined) {
+          const keep = onDisk.meta.size + ENTRY_OVERHEAD_BYTES <= this.maxEntryBytes;
+          // A range of an object RAM will not take reads just that range of its file.
+          if (opts.range === true && !keep) return this.fromDisk(onDisk, 'HIT', fwd, false);
+          // Otherwise one read of the file serves every request that comes while it is read.
+          flight = this.startDiskRead(key, onDisk, keep);
+        } else flight = this.startFill(key, via ?? this.opts.upstream, false);
+      } else if (flight.tier === 'disk') this.opts.disk?.get(key);
+      const hit = flight.tier === 'disk';
       let s: Streaming | undefined;
       try {
         s = await flight.head;
@@ -268,13 +274,13 @@ export class EdgeCache {
         return { kind: 'entry', lookup: this.negativeLookup(key, joined, fwd), tier: flight.tier };
       }
       if (!joined || s.body.joinable) {
-        if (joined) this.opts.metrics.coalesced.inc();
+        if (joined && !hit) this.opts.metrics.coalesced.inc();
         const { body } = s;
         const cursor = body.reserve();
         return {
           kind: 'stream',
           head: s.head,
-          outcome: joined ? 'COALESCED' : 'MISS',
+          outcome: hit ? 'HIT' : joined ? 'COALESCED' : 'MISS',
           stored: s.stored,
           fwd,
           tier: flight.tier,
@@ -318,6 +324,7 @@ export class EdgeCache {
         }
         // Joined a fill that passed its body through: look again where it went.
         if (entry === 'streamed') continue;
+        if (flight.tier === 'disk') return { entry, outcome: 'HIT', stored: true, fwd, tier: 'disk' };
         if (joined) this.opts.metrics.coalesced.inc();
         if (joined) return { entry, outcome: 'COALESCED', stored: false, fwd };
         return { entry, outcome: 'MISS', stored: this.store.peek(key)?.entry === entry, fwd };
@@ -412,11 +419,7 @@ export class EdgeCache {
   private fromDisk(held: DiskHeld, outcome: 'HIT' | 'STALE', fwd: 'miss' | 'stale', promote = true): Served & { kind: 'stream' } {
     const disk = this.opts.disk!;
     disk.get(held.meta.key);
-    let head = this.diskHeads.get(held);
-    if (head === undefined) {
-      head = makeObjectHead({ ...this.headArgs(held.meta), size: held.meta.size, sha256: held.meta.sha256 });
-      this.diskHeads.set(held, head);
-    }
+    const head = this.diskHead(held);
     const keep = promote && held.meta.size + ENTRY_OVERHEAD_BYTES <= this.maxEntryBytes;
     return {
       kind: 'stream',
@@ -464,6 +467,37 @@ export class EdgeCache {
       headers: this.opts.hitHeaders,
       cmsd: { static: meta.cmsdStatic, dynamic: undefined },
     };
+  }
+
+  /** A read of `held`'s file that every request coming meanwhile joins; promoted when kept and it checks out. */
+  private startDiskRead(key: string, held: DiskHeld, keep: boolean): Flight {
+    const disk = this.opts.disk!;
+    disk.get(key);
+    const body = new FillBody(keep, undefined, held.meta.size);
+    const streaming: Streaming = { head: this.diskHead(held), body, stored: false };
+    const f: Flight = { purged: false, head: Promise.resolve(streaming), done: Promise.resolve(undefined), tier: 'disk' };
+    f.done = (async () => {
+      // Every request waiting takes its place at byte 0 before the first chunk.
+      await new Promise((r) => setImmediate(r));
+      const ok = await disk.produce(held, body);
+      if (!ok || !keep) return 'streamed' as const;
+      const whole = body.whole();
+      return f.purged ? makeObjectEntry({ ...this.headArgs(held.meta), body: whole, sha256: held.meta.sha256 }) : this.promote(held.meta, whole);
+    })().finally(() => {
+      if (this.inflight.get(key) === f) this.inflight.delete(key);
+    });
+    f.done.catch(() => undefined);
+    this.inflight.set(key, f);
+    return f;
+  }
+
+  private diskHead(held: DiskHeld): ObjectHead {
+    let head = this.diskHeads.get(held);
+    if (head === undefined) {
+      head = makeObjectHead({ ...this.headArgs(held.meta), size: held.meta.size, sha256: held.meta.sha256 });
+      this.diskHeads.set(held, head);
+    }
+    return head;
   }
 
   private startFill(key: string, upstream: Upstream, keepWhole: boolean): Flight {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { describeError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
-import { drained } from './fill.ts';
+import { drained, type FillBody } from './fill.ts';
 import { type ByteStore, type CachePolicy, createByteStore } from './policies/index.ts';
 import type { ByteSpan } from './range.ts';
 
@@ -229,6 +229,49 @@ export class DiskTier {
     if (res.destroyed) return { ok: false };
     res.end(pending);
     return kept === undefined ? { ok: true } : { ok: true, body: kept.length === 1 ? kept[0]! : Buffer.concat(kept, size) };
+  }
+
+  /**
+   * Reads the body of `held` into `sink` (edge/fill.ts) for every request joined to it, in chunks
+   * of at most READ_CHUNK_BYTES, waiting while its slowest reader lags; hashed as pipe() does.
+   * Fails the sink (its readers' responses cut) and deletes the file when it reads short or hashes
+   * wrong; stops early once no one reads a body not kept. Resolves with whether it all came.
+   */
+  async produce(held: DiskHeld, sink: FillBody): Promise<boolean> {
+    const size = held.meta.size;
+    const hash = held.verified ? undefined : createHash('sha256');
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(held.file, 'r');
+      let pos = 0;
+      while (pos < size) {
+        if (pos > 0 && !sink.keeping && sink.readers === 0) {
+          sink.fail(new Error('no one reads it any more'));
+          return false;
+        }
+        const want = Math.min(READ_CHUNK_BYTES, size - pos);
+        const buf = Buffer.allocUnsafe(want);
+        const { bytesRead } = await fh.read(buf, 0, want, held.bodyOffset + pos);
+        if (bytesRead === 0) throw new Error(`file read ${pos} of ${size} bytes`);
+        const chunk = bytesRead === want ? buf : buf.subarray(0, bytesRead);
+        hash?.update(chunk);
+        sink.push(chunk);
+        pos += bytesRead;
+        await sink.room();
+      }
+      if (hash !== undefined) {
+        if (hash.digest('hex') !== held.meta.sha256) throw new Error('body does not match its hash');
+        held.verified = true;
+      }
+      sink.end();
+      return true;
+    } catch (err) {
+      this.condemn(held, err);
+      sink.fail(err instanceof Error ? err : new Error(String(err)));
+      return false;
+    } finally {
+      fh?.close().catch(() => undefined);
+    }
   }
 
   /**

@@ -52,6 +52,11 @@ export class FillBody {
     return this.keep;
   }
 
+  /** Readers attached now. */
+  get readers(): number {
+    return this.cursors.size;
+  }
+
   /** Whether a new reader can still start from byte 0. */
   get joinable(): boolean {
     return this.released === 0 && this.state !== 'failed';

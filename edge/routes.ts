@@ -398,7 +398,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     inFlight++;
     res.once('close', onSlowDone);
     edgeCache
-      .serve(path)
+      .serve(path, undefined, { range: range !== undefined })
       .then(
         (served) =>
           served.kind === 'entry'
