@@ -16,10 +16,8 @@ import { describeError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { topicNames } from '../telemetry/kafka.ts';
 import { createProducer, type KafkaEventProducer } from '../telemetry/producer.ts';
-import type { Lookup } from './cache.ts';
 import { type Cmcd, parseCmcdInto } from './cmcd.ts';
 import { queryArg } from './path.ts';
-import type { UpstreamKind } from './metrics.ts';
 
 export interface AccessLogOptions {
   edgeId: string;
@@ -48,12 +46,6 @@ interface Pending {
 }
 
 const TITLE = new RegExp(TITLE_ID_PATTERN);
-
-/** The tier that served a lookup: this edge's RAM or disk, else its upstream (a shield or S3). */
-export function accessTier(lookup: Pick<Lookup, 'outcome' | 'tier'>, upstream: UpstreamKind): AccessTier {
-  if (lookup.outcome === 'HIT' || lookup.outcome === 'STALE') return lookup.tier === 'disk' ? 'disk' : 'ram';
-  return upstream === 'parent' ? 'shield' : 'origin';
-}
 
 /**
  * `sid` found by its spelling alone, as players write it (`sid="…"`, percent-encoded with

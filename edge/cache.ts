@@ -1,13 +1,26 @@
 import { createHash } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
 import { LRUCache } from 'lru-cache';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { Gauge } from 'prom-client';
+import type { AccessTier } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
-import { type Entry, type NegativeEntry, type ObjectEntry, entrySize, makeObjectEntry } from './entry.ts';
-import type { DiskTier } from './disk-tier.ts';
+import {
+  ENTRY_OVERHEAD_BYTES,
+  type Entry,
+  type NegativeEntry,
+  type ObjectEntry,
+  type ObjectHead,
+  entrySize,
+  makeObjectEntry,
+  makeObjectHead,
+} from './entry.ts';
+import type { DiskHeld, DiskMeta, DiskTier, DiskWrite } from './disk-tier.ts';
+import { FillBody } from './fill.ts';
 import type { EdgeMetrics } from './metrics.ts';
 import { type ByteStore, type CachePolicy, createByteStore, DEFAULT_CACHE_POLICY } from './policies/index.ts';
 import { contentTypeFor, isPlaylist, titleOf } from './path.ts';
+import type { ByteSpan } from './range.ts';
 import type { Upstream } from './upstream.ts';
 
 export interface EdgeCacheOptions {
@@ -27,11 +40,19 @@ export interface EdgeCacheOptions {
   /** Eviction policy of the object store (default lru, on lru-cache). */
   policy?: CachePolicy;
   /**
-   * Upstream fetches in flight at most (default DEFAULT_UPSTREAM_CONCURRENCY). A fill holds its
-   * whole body until stored, so this, times the largest object, bounds the memory misses take
-   * however many distinct ones arrive at once; the rest wait their turn holding no body.
+   * Upstream fetches in flight at most (default DEFAULT_UPSTREAM_CONCURRENCY). A fill holds at
+   * most its body when it will be kept in RAM (a RAM store's largest entry), else a window
+   * (edge/fill.ts), so this bounds the memory misses take however many distinct ones arrive at
+   * once, and however many clients read them; the rest wait their turn holding nothing.
    */
   upstreamConcurrency?: number;
+  /**
+   * Bytes that fills in progress may hold to keep their bodies for RAM (default: the RAM store's
+   * largest entry, a quarter of capacityBytes). A fill that finds it spent passes its body through
+   * in a window and leaves it to the disk tier, so memory stays capacity + this + a window per
+   * upstream slot, however many misses arrive.
+   */
+  keepBudgetBytes?: number;
   /** Disk tier under the RAM one: every fill is written to it, and a RAM miss it holds is promoted from it. */
   disk?: DiskTier;
   /** Hash every filled body and refuse it when it does not match the declared SHA-256. */
@@ -55,18 +76,59 @@ export interface Lookup {
   tier?: 'disk';
 }
 
+/** Where a response's bytes came from: the access record's tier (common/contracts.ts). */
+export type Tier = AccessTier;
+
+/** A body written to a response as it is read, from a fill in progress or a disk file. */
+export interface BodySource {
+  /**
+   * Writes the body (or `span` of it) to `res` and ends it once its bytes checked out; destroys
+   * `res` when they do not (the client sees a body short of its Content-Length). Resolves true
+   * when `res` was ended whole.
+   */
+  pipe(res: ServerResponse, span?: ByteSpan): Promise<boolean>;
+  /** The response takes no body (HEAD, 304, 416): gives back what was held for it. */
+  skip(): void;
+}
+
+/** How serve() answers: an entry whose body is in memory, or a head with a body to stream. */
+export type Served =
+  | { kind: 'entry'; lookup: Lookup; tier: Tier }
+  | {
+      kind: 'stream';
+      head: ObjectHead;
+      outcome: Outcome;
+      /** The fill will keep it (RAM or disk), as far as known when its head came. */
+      stored: boolean;
+      fwd: 'miss' | 'stale';
+      error?: OcdnError;
+      tier: Tier;
+      body: BodySource;
+    };
+
 /** What the store holds per object: the entry and the end of its freshness lifetime. */
 interface Held {
   entry: ObjectEntry;
   freshUntil: number;
 }
 
-/** A fill in progress; a hard purge marks it so its result answers its waiters but is not stored. */
+/** A fill whose head is in: what answers are built from, and its body as it comes. */
+interface Streaming {
+  head: ObjectHead;
+  body: FillBody;
+  stored: boolean;
+}
+
+/**
+ * A fill in progress; a hard purge marks it so its result answers its waiters but is not stored.
+ * `head` settles as soon as upstream answered (undefined: a 404); `done` once the body is in:
+ * the entry when its body was kept, 'streamed' when it was only passed through.
+ */
 interface Flight {
-  promise: Promise<Entry | undefined>;
   purged: boolean;
-  /** Set when the disk tier answered instead of upstream. */
-  fromDisk?: boolean;
+  head: Promise<Streaming | undefined>;
+  done: Promise<ObjectEntry | 'streamed' | undefined>;
+  tier: Tier;
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -98,15 +160,24 @@ export class EdgeCache {
   private readonly inflight = new Map<string, Flight>();
   private readonly upstreamSlots: LimitFunction;
   private readonly opts: EdgeCacheOptions;
+  /** The RAM store's largest entry: a fill of a body up to this (with overhead) keeps it whole. */
+  private readonly maxEntryBytes: number;
+  /** Disk hits' answer heads, built once per file. */
+  private readonly diskHeads = new WeakMap<DiskHeld, ObjectHead>();
+  private readonly keepBudget: number;
+  /** Bytes kept by fills in progress, against keepBudget. */
+  private keeping = 0;
 
   constructor(opts: EdgeCacheOptions) {
     this.opts = opts;
     this.capacityBytes = opts.capacityBytes;
     this.policy = opts.policy ?? DEFAULT_CACHE_POLICY;
+    // One object never flushes more than a quarter of the cache.
+    this.maxEntryBytes = Math.max(1, Math.floor(opts.capacityBytes / 4));
+    this.keepBudget = Math.max(this.maxEntryBytes, opts.keepBudgetBytes ?? this.maxEntryBytes);
     this.store = createByteStore<Held>(this.policy, {
       maxBytes: opts.capacityBytes,
-      // One object never flushes more than a quarter of the cache.
-      maxEntryBytes: Math.max(1, Math.floor(opts.capacityBytes / 4)),
+      maxEntryBytes: this.maxEntryBytes,
       onRemove: (_key, _held, reason) => {
         if (reason === 'evict') opts.metrics.evictions.inc();
       },
@@ -166,48 +237,110 @@ export class EdgeCache {
   }
 
   /**
-   * Slow path: revalidate or fill `key`, coalesced with every other request for it. `via` fills
-   * from another source than the edge's own upstream (a peer holding the object, for a planned
-   * fill); a request that finds a fill already running joins it whatever its source.
+   * Slow path of a request: revalidate or fill `key`, coalesced with every other request for it,
+   * answered as soon as upstream answers: the body streams to the client while it is stored. A
+   * fresh disk copy is streamed from its file. `via` fills from another source than the edge's own
+   * upstream; a request that finds a fill running joins it whatever its source. A `stream` answer's
+   * body must be piped or skipped.
+   */
+  async serve(key: string, via?: Upstream, opts: { range?: boolean } = {}): Promise<Served> {
+    for (;;) {
+      const held = this.store.peek(key);
+      if (held !== undefined && !held.entry.softPurged && Date.now() <= held.freshUntil) {
+        this.store.get(key);
+        return { kind: 'entry', lookup: { entry: held.entry, outcome: 'HIT', stored: false, fwd: 'miss' }, tier: 'ram' };
+      }
+      const fwd = held === undefined ? 'miss' : 'stale';
+      let flight = this.inflight.get(key);
+      const joined = flight !== undefined;
+      if (flight === undefined) {
+        const onDisk = this.diskFresh(key);
+        if (onDisk !== undefined) {
+          const keep = onDisk.meta.size + ENTRY_OVERHEAD_BYTES <= this.maxEntryBytes;
+          // A range of an object RAM will not take reads just that range of its file.
+          if (opts.range === true && !keep) return this.fromDisk(onDisk, 'HIT', fwd, false);
+          // Otherwise one read of the file serves every request that comes while it is read.
+          flight = this.startDiskRead(key, onDisk, keep);
+        } else flight = this.startFill(key, via ?? this.opts.upstream, false);
+      } else if (flight.tier === 'disk') this.opts.disk?.get(key);
+      const hit = flight.tier === 'disk';
+      let s: Streaming | undefined;
+      try {
+        s = await flight.head;
+      } catch (raw) {
+        return this.staleAnswer(key, raw);
+      }
+      if (s === undefined) {
+        if (joined) this.opts.metrics.coalesced.inc();
+        return { kind: 'entry', lookup: this.negativeLookup(key, joined, fwd), tier: flight.tier };
+      }
+      if (!joined || s.body.joinable) {
+        if (joined && !hit) this.opts.metrics.coalesced.inc();
+        const { body } = s;
+        const cursor = body.reserve();
+        return {
+          kind: 'stream',
+          head: s.head,
+          outcome: hit ? 'HIT' : joined ? 'COALESCED' : 'MISS',
+          stored: s.stored,
+          fwd,
+          tier: flight.tier,
+          body: { pipe: (res, span) => body.pipe(res, cursor, span), skip: () => body.leave(cursor) },
+        };
+      }
+      // Too late to join a body that is passed through, not kept: look again once it is over,
+      // where it went (RAM, disk), or fill anew.
+      await flight.done.catch(() => undefined);
+    }
+  }
+
+  /**
+   * `key` with its whole body, for in-process callers (admin fills, the catalog, planned fills):
+   * revalidated or filled like serve(), coalesced with every request for it, resolved once the
+   * body is in. An object too large for RAM is held whole for this caller only.
    */
   async lookup(key: string, via?: Upstream): Promise<Lookup> {
-    const held = this.store.peek(key);
-    if (held !== undefined && !held.entry.softPurged && Date.now() <= held.freshUntil) {
-      this.store.get(key);
-      return { entry: held.entry, outcome: 'HIT', stored: false, fwd: 'miss' };
-    }
-    const fwd = held === undefined ? 'miss' : 'stale';
-    let flight = this.inflight.get(key);
-    const joined = flight !== undefined;
-    if (flight === undefined) {
-      const f: Flight = { promise: Promise.resolve(undefined), purged: false };
-      f.promise = this.fill(key, f, via ?? this.opts.upstream).finally(() => {
-        if (this.inflight.get(key) === f) this.inflight.delete(key);
-      });
-      this.inflight.set(key, f);
-      flight = f;
-    }
-    try {
-      const entry = await flight.promise;
-      if (flight.fromDisk && entry !== undefined) return { entry, outcome: 'HIT', stored: true, fwd, tier: 'disk' };
-      if (joined) this.opts.metrics.coalesced.inc();
-      if (entry === undefined) {
-        // A 404: fill() put it among the negatives, and an object that 404s now is gone.
-        const missing = this.negatives.get(key);
-        if (missing === undefined) throw new OcdnError(ErrorCodes.INTERNAL, `cache fill for ${key} returned nothing`);
-        return { entry: missing, outcome: joined ? 'COALESCED' : 'MISS', stored: true, fwd };
+    for (;;) {
+      const held = this.store.peek(key);
+      if (held !== undefined && !held.entry.softPurged && Date.now() <= held.freshUntil) {
+        this.store.get(key);
+        return { entry: held.entry, outcome: 'HIT', stored: false, fwd: 'miss' };
       }
-      if (joined) return { entry, outcome: 'COALESCED', stored: false, fwd };
-      return { entry, outcome: 'MISS', stored: this.store.peek(key)?.entry === entry, fwd };
-    } catch (raw) {
-      const error = isOcdnError(raw)
-        ? raw
-        : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `fill of ${key} failed: ${raw instanceof Error ? raw.message : String(raw)}`, { cause: raw });
-      const stale = this.store.peek(key);
-      if (stale !== undefined && Date.now() - stale.freshUntil <= this.opts.staleIfErrorMs) {
-        return { entry: stale.entry, outcome: 'STALE', stored: false, fwd: 'stale', error };
+      const fwd = held === undefined ? 'miss' : 'stale';
+      let flight = this.inflight.get(key);
+      const joined = flight !== undefined;
+      if (flight === undefined) {
+        if (this.diskFresh(key) !== undefined) {
+          const entry = await this.readDisk(key, true);
+          if (entry !== undefined) return { entry, outcome: 'HIT', stored: true, fwd, tier: 'disk' };
+          continue;
+        }
+        flight = this.startFill(key, via ?? this.opts.upstream, true);
       }
-      throw error;
+      try {
+        const entry = await flight.done;
+        if (entry === undefined) {
+          if (joined) this.opts.metrics.coalesced.inc();
+          return this.negativeLookup(key, joined, fwd);
+        }
+        // Joined a fill that passed its body through: look again where it went.
+        if (entry === 'streamed') continue;
+        if (flight.tier === 'disk') return { entry, outcome: 'HIT', stored: true, fwd, tier: 'disk' };
+        if (joined) this.opts.metrics.coalesced.inc();
+        if (joined) return { entry, outcome: 'COALESCED', stored: false, fwd };
+        return { entry, outcome: 'MISS', stored: this.store.peek(key)?.entry === entry, fwd };
+      } catch (raw) {
+        const error = asFillError(key, raw);
+        const stale = this.store.peek(key);
+        if (stale !== undefined && Date.now() - stale.freshUntil <= this.opts.staleIfErrorMs) {
+          return { entry: stale.entry, outcome: 'STALE', stored: false, fwd: 'stale', error };
+        }
+        if (this.diskStale(key) !== undefined) {
+          const entry = await this.readDisk(key, false);
+          if (entry !== undefined) return { entry, outcome: 'STALE', stored: false, fwd: 'stale', error, tier: 'disk' };
+        }
+        throw error;
+      }
     }
   }
 
@@ -254,15 +387,79 @@ export class EdgeCache {
     this.negatives.clear();
   }
 
-  /** The disk tier's fresh copy of `key` as a RAM entry (stored in RAM), or undefined. */
-  private async promote(key: string, flight: Flight): Promise<Entry | undefined> {
+  private negativeLookup(key: string, joined: boolean, fwd: 'miss' | 'stale'): Lookup {
+    // A 404: the fill put it among the negatives, and an object that 404s now is gone.
+    const missing = this.negatives.get(key);
+    if (missing === undefined) throw new OcdnError(ErrorCodes.INTERNAL, `cache fill for ${key} returned nothing`);
+    return { entry: missing, outcome: joined ? 'COALESCED' : 'MISS', stored: true, fwd };
+  }
+
+  /** Upstream failed before a byte was sent: a stale copy within stale-if-error, from RAM, else from disk. */
+  private staleAnswer(key: string, raw: unknown): Served {
+    const error = asFillError(key, raw);
+    const stale = this.store.peek(key);
+    if (stale !== undefined && Date.now() - stale.freshUntil <= this.opts.staleIfErrorMs) {
+      return { kind: 'entry', lookup: { entry: stale.entry, outcome: 'STALE', stored: false, fwd: 'stale', error }, tier: 'ram' };
+    }
+    const onDisk = this.diskStale(key);
+    if (onDisk !== undefined) return { ...this.fromDisk(onDisk, 'STALE', 'stale', false), error };
+    throw error;
+  }
+
+  private diskFresh(key: string): DiskHeld | undefined {
+    const held = this.opts.disk?.peek(key);
+    return held !== undefined && Date.now() <= held.meta.freshUntil ? held : undefined;
+  }
+
+  private diskStale(key: string): DiskHeld | undefined {
+    const held = this.opts.disk?.peek(key);
+    return held !== undefined && Date.now() - held.meta.freshUntil <= this.opts.staleIfErrorMs ? held : undefined;
+  }
+
+  /** A disk copy streamed from its file; one that fits RAM is promoted once read whole and checked. */
+  private fromDisk(held: DiskHeld, outcome: 'HIT' | 'STALE', fwd: 'miss' | 'stale', promote = true): Served & { kind: 'stream' } {
+    const disk = this.opts.disk!;
+    disk.get(held.meta.key);
+    const head = this.diskHead(held);
+    const keep = promote && held.meta.size + ENTRY_OVERHEAD_BYTES <= this.maxEntryBytes;
+    return {
+      kind: 'stream',
+      head,
+      outcome,
+      stored: false,
+      fwd,
+      tier: 'disk',
+      body: {
+        pipe: async (res, span) => {
+          const r = await disk.pipe(res, held, span, keep);
+          if (r.body !== undefined) this.promote(held.meta, r.body);
+          return r.ok;
+        },
+        skip: () => undefined,
+      },
+    };
+  }
+
+  /** The disk copy of `key` read whole and checked; promoted to RAM when fresh and `promote`. */
+  private async readDisk(key: string, promote: boolean): Promise<ObjectEntry | undefined> {
     const found = await this.opts.disk?.read(key);
-    if (found === undefined || Date.now() > found.meta.freshUntil) return undefined;
-    const { meta, body } = found;
-    const entry = makeObjectEntry({
-      key,
-      body,
-      sha256: meta.sha256,
+    if (found === undefined) return undefined;
+    return promote ? this.promote(found.meta, found.body) : makeObjectEntry({ ...this.headArgs(found.meta), body: found.body, sha256: found.meta.sha256 });
+  }
+
+  private promote(meta: DiskMeta, body: Buffer): ObjectEntry {
+    const entry = makeObjectEntry({ ...this.headArgs(meta), body, sha256: meta.sha256 });
+    const now = this.store.peek(meta.key);
+    // A fill may have put a fresher copy there meanwhile; a purge may have taken the disk copy.
+    if ((now === undefined || now.freshUntil < meta.freshUntil) && this.opts.disk?.has(meta.key)) {
+      this.store.set(meta.key, { entry, freshUntil: meta.freshUntil }, entrySize(entry));
+    }
+    return entry;
+  }
+
+  private headArgs(meta: DiskMeta) {
+    return {
+      key: meta.key,
       contentType: meta.contentType,
       cacheControl: meta.cacheControl,
       bornAt: meta.bornAt,
@@ -270,79 +467,229 @@ export class EdgeCache {
       cacheStatusName: this.opts.cacheStatusName,
       headers: this.opts.hitHeaders,
       cmsd: { static: meta.cmsdStatic, dynamic: undefined },
-    });
-    if (!flight.purged) this.store.set(key, { entry, freshUntil: meta.freshUntil }, entrySize(entry));
-    flight.fromDisk = true;
-    return entry;
+    };
   }
 
-  private async fill(key: string, flight: Flight, upstream: Upstream): Promise<Entry | undefined> {
-    const fromDisk = await this.promote(key, flight);
-    if (fromDisk !== undefined) return fromDisk;
+  /** A read of `held`'s file that every request coming meanwhile joins; promoted when kept and it checks out. */
+  private startDiskRead(key: string, held: DiskHeld, keep: boolean): Flight {
+    const disk = this.opts.disk!;
+    disk.get(key);
+    const body = new FillBody(keep, undefined, held.meta.size);
+    const streaming: Streaming = { head: this.diskHead(held), body, stored: false };
+    const f: Flight = { purged: false, head: Promise.resolve(streaming), done: Promise.resolve(undefined), tier: 'disk' };
+    f.done = (async () => {
+      // Every request waiting takes its place at byte 0 before the first chunk.
+      await new Promise((r) => setImmediate(r));
+      const ok = await disk.produce(held, body);
+      if (!ok || !keep) return 'streamed' as const;
+      const whole = body.whole();
+      return f.purged ? makeObjectEntry({ ...this.headArgs(held.meta), body: whole, sha256: held.meta.sha256 }) : this.promote(held.meta, whole);
+    })().finally(() => {
+      if (this.inflight.get(key) === f) this.inflight.delete(key);
+    });
+    f.done.catch(() => undefined);
+    this.inflight.set(key, f);
+    return f;
+  }
+
+  private diskHead(held: DiskHeld): ObjectHead {
+    let head = this.diskHeads.get(held);
+    if (head === undefined) {
+      head = makeObjectHead({ ...this.headArgs(held.meta), size: held.meta.size, sha256: held.meta.sha256 });
+      this.diskHeads.set(held, head);
+    }
+    return head;
+  }
+
+  private startFill(key: string, upstream: Upstream, keepWhole: boolean): Flight {
+    let headed: ((s: Streaming | undefined) => void) | undefined;
+    let failed: ((err: unknown) => void) | undefined;
+    const f: Flight = {
+      purged: false,
+      head: new Promise<Streaming | undefined>((resolve, reject) => {
+        headed = resolve;
+        failed = reject;
+      }),
+      done: Promise.resolve(undefined),
+      tier: upstream.kind === 's3' ? 'origin' : 'shield',
+    };
+    f.done = this.fill(key, f, upstream, keepWhole, (s) => headed!(s))
+      .then(
+        (r) => {
+          // A 404 has no head: it answers here.
+          if (r === undefined) headed!(undefined);
+          return r;
+        },
+        (err: unknown) => {
+          failed!(err);
+          throw err;
+        },
+      )
+      .finally(() => {
+        if (this.inflight.get(key) === f) this.inflight.delete(key);
+      });
+    // Nobody may be waiting on one or the other.
+    f.head.catch(() => undefined);
+    f.done.catch(() => undefined);
+    this.inflight.set(key, f);
+    return f;
+  }
+
+  /**
+   * One upstream fetch, its slot held until the body is in. The body goes, chunk by chunk, to the
+   * hash, to the disk write, to the readers (edge/fill.ts: held whole only when it will be kept
+   * in RAM); reading waits for the slowest of them, so nothing piles up. Only a body that arrived
+   * whole and hashed right is stored; any other fails its readers' responses.
+   */
+  private async fill(
+    key: string,
+    flight: Flight,
+    upstream: Upstream,
+    keepWhole: boolean,
+    onHead: (s: Streaming) => void,
+  ): Promise<ObjectEntry | 'streamed' | undefined> {
     const { metrics } = this.opts;
     const stopTimer = metrics.originFetchSeconds.startTimer({ upstream: upstream.kind });
     let result = 'ok';
+    // Counted once the body is in, before the disk write finishes (the answers are over by then).
+    let counted = false;
+    const count = () => {
+      if (counted) return;
+      counted = true;
+      metrics.originFetches.inc({ upstream: upstream.kind, result });
+      stopTimer();
+    };
     try {
-      const obj = await this.upstreamSlots(() => upstream.get(key));
-      const declared = obj.sha256 !== undefined && HEX64.test(obj.sha256) ? obj.sha256 : undefined;
-      let sha256 = declared;
-      if (this.opts.verifyHash || declared === undefined) {
-        const actual = createHash('sha256').update(obj.body).digest('hex');
-        if (declared !== undefined && declared !== actual) {
-          throw new OcdnError(
-            ErrorCodes.ORIGIN_UNAVAILABLE,
-            `content hash mismatch for ${key}: upstream declares ${declared.slice(0, 12)}…, body hashes to ${actual.slice(0, 12)}…`,
-          );
-        }
-        sha256 = actual;
-      }
-      const ttl = isPlaylist(key) ? this.opts.playlistTtlMs : this.opts.segmentTtlMs;
-      const entry = makeObjectEntry({
-        key,
-        body: obj.body,
-        sha256: sha256!,
-        contentType: contentTypeFor(key, obj.contentType),
-        cacheControl: isPlaylist(key)
-          ? `public, max-age=${Math.floor(ttl / 1000)}, stale-if-error=${Math.floor(this.opts.staleIfErrorMs / 1000)}`
-          : `public, max-age=${Math.floor(ttl / 1000)}, immutable`,
-        bornAt: Date.now() - obj.ageSec * 1000,
-        edgeId: this.opts.edgeId,
-        cacheStatusName: this.opts.cacheStatusName,
-        headers: this.opts.hitHeaders,
-        cmsd: obj.cmsd,
-      });
-      metrics.originBytes += obj.body.length;
-      const freshUntil = Date.now() + ttl;
-      // Too large for the store (over a quarter of it): it still answers this fill's waiters.
-      if (!flight.purged) {
-        this.store.set(key, { entry, freshUntil }, entrySize(entry));
-        this.opts.disk?.write(
-          {
+      return await this.upstreamSlots(async () => {
+        const obj = await upstream.get(key);
+        let uncharge = () => {};
+        let body: FillBody | undefined;
+        let writer: DiskWrite | undefined;
+        try {
+          const declared = obj.sha256 !== undefined && HEX64.test(obj.sha256) ? obj.sha256 : undefined;
+          const ttl = isPlaylist(key) ? this.opts.playlistTtlMs : this.opts.segmentTtlMs;
+          const args = {
             key,
-            sha256: entry.sha256,
-            contentType: entry.contentType,
-            cacheControl: entry.cacheControl,
-            bornAt: entry.bornAt,
-            freshUntil,
-            size: obj.body.length,
-            ...(obj.cmsd.static === undefined ? {} : { cmsdStatic: obj.cmsd.static }),
-          },
-          obj.body,
-        );
-      }
-      return entry;
+            contentType: contentTypeFor(key, obj.contentType),
+            cacheControl: isPlaylist(key)
+              ? `public, max-age=${Math.floor(ttl / 1000)}, stale-if-error=${Math.floor(this.opts.staleIfErrorMs / 1000)}`
+              : `public, max-age=${Math.floor(ttl / 1000)}, immutable`,
+            bornAt: Date.now() - obj.ageSec * 1000,
+            edgeId: this.opts.edgeId,
+            cacheStatusName: this.opts.cacheStatusName,
+            headers: this.opts.hitHeaders,
+            cmsd: obj.cmsd,
+          };
+          const size = obj.size;
+          const fitsRam = (n: number) => n + ENTRY_OVERHEAD_BYTES <= this.maxEntryBytes;
+          // A body is kept for RAM when it fits there and the keep budget has room for it (its
+          // whole size when known; else it is charged as it grows and dropped past the budget).
+          let charged = 0;
+          const charge = (n: number): boolean => {
+            if (!keepWhole && this.keeping + n - charged > this.keepBudget) return false;
+            this.keeping += n - charged;
+            charged = n;
+            return true;
+          };
+          uncharge = () => {
+            this.keeping -= charged;
+            charged = 0;
+          };
+          const keep = keepWhole || (size === undefined ? charge(0) : fitsRam(size) && charge(size));
+          body = new FillBody(keep, undefined, size);
+          const disk = this.opts.disk;
+          const sameOnDisk = disk?.holds(key, declared) === true;
+          if (disk !== undefined && !sameOnDisk && !flight.purged) {
+            writer = disk.writer({
+              key,
+              sha256: declared ?? '',
+              contentType: args.contentType,
+              cacheControl: args.cacheControl,
+              bornAt: args.bornAt,
+              freshUntil: 0,
+              size: size ?? 0,
+              ...(obj.cmsd.static === undefined ? {} : { cmsdStatic: obj.cmsd.static }),
+            });
+          }
+          const streaming: Streaming = {
+            head: makeObjectHead({ ...args, size, sha256: declared }),
+            body,
+            stored: !flight.purged && ((size !== undefined && keep && fitsRam(size)) || writer !== undefined || sameOnDisk),
+          };
+          onHead(streaming);
+          // Every request waiting on the head takes its place at byte 0 before the first chunk.
+          await new Promise((r) => setImmediate(r));
+          const hash = this.opts.verifyHash || declared === undefined ? createHash('sha256') : undefined;
+          for await (const chunk of obj.body as AsyncIterable<Buffer>) {
+            hash?.update(chunk);
+            body.push(chunk);
+            if (size !== undefined && body.received > size) throw new Error(`body longer than its Content-Length ${size}`);
+            if (body.keeping && !keepWhole && (!fitsRam(body.received) || (size === undefined && !charge(body.received)))) {
+              body.stopKeeping();
+              uncharge();
+            }
+            if (writer !== undefined && (flight.purged || !writer.write(chunk))) {
+              void writer.abort();
+              writer = undefined;
+            }
+            await body.room();
+            if (writer !== undefined) await writer.ready();
+          }
+          if (size !== undefined && body.received !== size) throw new Error(`body ended at ${body.received} of its ${size} bytes`);
+          const actual = hash?.digest('hex');
+          if (declared !== undefined && actual !== undefined && declared !== actual) {
+            throw new OcdnError(
+              ErrorCodes.ORIGIN_UNAVAILABLE,
+              `content hash mismatch for ${key}: upstream declares ${declared.slice(0, 12)}…, body hashes to ${actual.slice(0, 12)}…`,
+            );
+          }
+          const sha256 = (actual ?? declared)!;
+          metrics.originBytes += body.received;
+          const freshUntil = Date.now() + ttl;
+          const entry = body.keeping ? makeObjectEntry({ ...args, body: body.whole(), sha256 }) : undefined;
+          // Readers end their responses now; the disk write finishes after.
+          body.end();
+          count();
+          uncharge();
+          if (flight.purged) {
+            await writer?.abort();
+            return entry ?? 'streamed';
+          }
+          // Too large for the store (over a quarter of it): the disk tier, if any, holds it.
+          if (entry !== undefined && fitsRam(entry.size)) this.store.set(key, { entry, freshUntil }, entrySize(entry));
+          if (sameOnDisk) disk!.refresh(key, sha256, freshUntil, args.bornAt);
+          await writer?.commit({ sha256, size: body.received, freshUntil });
+          return entry ?? 'streamed';
+        } catch (raw) {
+          const err = isOcdnError(raw)
+            ? raw
+            : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `fill of ${key} broke off: ${raw instanceof Error ? raw.message : String(raw)}`, { cause: raw });
+          body?.fail(err);
+          obj.body.destroy();
+          await writer?.abort();
+          throw err;
+        } finally {
+          uncharge();
+        }
+      });
     } catch (err) {
       if (isOcdnError(err, ErrorCodes.NOT_FOUND)) {
         result = 'not_found';
         this.negatives.set(key, { kind: 'missing', key, bornAt: Date.now(), softPurged: false });
         this.store.delete(key);
+        this.opts.disk?.delete(key);
         return undefined;
       }
       result = isOcdnError(err, ErrorCodes.ORIGIN_TIMEOUT) ? 'timeout' : 'error';
       throw err;
     } finally {
-      metrics.originFetches.inc({ upstream: upstream.kind, result });
-      stopTimer();
+      count();
     }
   }
+}
+
+function asFillError(key: string, raw: unknown): OcdnError {
+  return isOcdnError(raw)
+    ? raw
+    : new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `fill of ${key} failed: ${raw instanceof Error ? raw.message : String(raw)}`, { cause: raw });
 }

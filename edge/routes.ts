@@ -5,10 +5,10 @@ import { errorBody, sendError, sendJson, sendMethodNotAllowed, statusOf } from '
 import { bytesSent } from '../common/http-server.ts';
 import type { Logger } from '../common/log.ts';
 import { sendMetrics } from '../common/metrics.ts';
-import { type AccessLog, accessTier } from './access-log.ts';
+import type { AccessLog } from './access-log.ts';
 import type { Admin } from './admin.ts';
 import type { TokenGate } from './auth.ts';
-import type { EdgeCache, Lookup } from './cache.ts';
+import type { EdgeCache, Lookup, Served, Tier } from './cache.ts';
 import { parseCmcd } from './cmcd.ts';
 import { CmsdDynamic, DEFAULT_DURESS_IN_FLIGHT } from './cmsd.ts';
 import { ageSec, cacheStatusOf, hitHeaders } from './entry.ts';
@@ -16,7 +16,7 @@ import type { CacheLabel, EdgeMetrics } from './metrics.ts';
 import { splitPathToken } from '../common/token.ts';
 import { writeHeadAsIs } from '../common/http-server.ts';
 import { checkPath, queryArg } from './path.ts';
-import { etagMatches, parseRange } from './range.ts';
+import { type ByteSpan, etagMatches, parseRange } from './range.ts';
 import type { Upstream } from './upstream.ts';
 
 export interface EdgeContext {
@@ -74,6 +74,28 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
   let hitCount = 0;
 
   // ---- responses -------------------------------------------------------------------------
+  /**
+   * The one point where a /vod response is over, sent whole or cut: `bytes` are what reached the
+   * socket for it, `tier` where they came from (undefined when no object was served: refusals,
+   * upstream errors, aborts). Slow-path responses all come here from their 'close'; plain RAM
+   * hits only when hits are logged (debug), so the hit path adds no listener.
+   */
+  function finished(
+    level: 'info' | 'debug',
+    req: IncomingMessage,
+    path: string,
+    query: string,
+    status: number,
+    cache: CacheLabel,
+    tier: Tier | undefined,
+    bytes: number,
+    startedAt: number,
+    detail?: string,
+  ): void {
+    if (tier !== undefined) access?.served(req, path, query, bytes, tier);
+    if (level === 'info' || logHits) accessLog(level, req, path, query, status, cache, tier, bytes, startedAt, detail);
+  }
+
   function accessLog(
     level: 'info' | 'debug',
     req: IncomingMessage,
@@ -81,6 +103,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     query: string,
     status: number,
     cache: CacheLabel,
+    tier: Tier | undefined,
     bytes: number,
     startedAt: number,
     detail?: string,
@@ -92,6 +115,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
         path,
         status,
         cache,
+        ...(tier === undefined ? {} : { tier }),
         bytes,
         ms: Date.now() - startedAt,
         cmcd: parseCmcd(cmcdArg, req.headers),
@@ -107,7 +131,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     if (draining) res.shouldKeepAlive = false;
     const status = sendError(res, err, { ...idHeader, ...extra });
     metrics.count('NONE', status);
-    if (logHits) accessLog('debug', req, path, query, status, 'NONE', 0, Date.now(), err.message);
+    finished('debug', req, path, query, status, 'NONE', undefined, 0, Date.now(), err.message);
   }
 
   const cacheStatus = (lookup: Lookup): string => cacheStatusOf(cacheStatusName, lookup);
@@ -119,6 +143,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     path: string,
     query: string,
     lookup: Lookup,
+    tier: Tier,
     range: string | undefined,
     inm: string | undefined,
     ifRange: string | undefined,
@@ -144,7 +169,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       const from = bytesSent(req.socket);
       res.end(head ? undefined : body);
       metrics.count(outcome, 404);
-      if (level === 'info' || logHits) logWhenDone(level, req, res, from, path, query, 404, outcome, startedAt);
+      logWhenDone(level, req, res, from, path, query, 404, outcome, undefined, startedAt);
       return;
     }
     const now = Date.now();
@@ -186,9 +211,78 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     if (head || body === undefined) res.end();
     else res.end(body);
     metrics.count(outcome, status);
-    access?.served(req, path, query, head || body === undefined ? 0 : body.length, accessTier(lookup, upstream.kind));
-    if (level === 'info' || logHits)
-      logWhenDone(level, req, res, from, path, query, status, outcome, startedAt, lookup.error ? describeError(lookup.error) : undefined);
+    logWhenDone(level, req, res, from, path, query, status, outcome, tier, startedAt, lookup.error ? describeError(lookup.error) : undefined);
+  }
+
+  /** A miss streamed while it is filled, or a disk copy streamed from its file: like respond(), the body piped. */
+  function respondStream(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    query: string,
+    served: Served & { kind: 'stream' },
+    range: string | undefined,
+    inm: string | undefined,
+    ifRange: string | undefined,
+    startedAt: number,
+  ): void {
+    const { head: h, outcome, body: source } = served;
+    if (res.destroyed) {
+      source.skip();
+      return aborted(req, path, query, outcome, startedAt);
+    }
+    if (draining) res.shouldKeepAlive = false;
+    const level = outcome === 'HIT' ? 'debug' : 'info';
+    const common = {
+      'x-edge-id': id,
+      'x-cache': outcome,
+      'cache-status': cacheStatusOf(cacheStatusName, { ...served, tier: served.tier === 'disk' ? 'disk' : undefined }),
+    };
+    const now = Date.now();
+    const dynamic = outcome === 'HIT' || outcome === 'STALE' ? cmsd.fresh(now) : cmsd.chained(h.upstreamCmsdDynamic, now);
+    const base = { ...hitHeaders(h, now), ...common, 'cmsd-dynamic': dynamic };
+    let status = 200;
+    let headers: OutgoingHttpHeaders = base;
+    let span: ByteSpan | undefined;
+    let error: string | undefined;
+    if (inm !== undefined && h.etag !== undefined && etagMatches(inm, h.etag)) {
+      status = 304;
+      headers = notModifiedHeaders(base);
+    } else if (range !== undefined && h.size !== undefined && (ifRange === undefined || ifRange.trim() === h.etag)) {
+      const s = parseRange(range, h.size);
+      if (s === 'unsatisfiable') {
+        status = 416;
+        error = JSON.stringify(errorBody(new OcdnError(ErrorCodes.RANGE_NOT_SATISFIABLE, `range ${range.slice(0, 100)} is outside the ${h.size}-byte object`)));
+        headers = {
+          ...common,
+          'content-type': 'application/json; charset=utf-8',
+          'content-range': `bytes */${h.size}`,
+          'content-length': String(Buffer.byteLength(error)),
+          'accept-ranges': 'bytes',
+          'cache-control': 'no-store',
+          ...(h.etag === undefined ? {} : { etag: h.etag }),
+        };
+      } else if (s !== undefined) {
+        status = 206;
+        span = s;
+        headers = { ...base, 'content-length': String(s.end - s.start + 1), 'content-range': `bytes ${s.start}-${s.end}/${h.size}` };
+      }
+    }
+    const from = bytesSent(req.socket);
+    res.writeHead(status, headers);
+    metrics.count(outcome, status);
+    logWhenDone(level, req, res, from, path, query, status, outcome, served.tier, startedAt, served.error ? describeError(served.error) : undefined);
+    if (req.method === 'HEAD' || status === 304 || status === 416) {
+      source.skip();
+      res.end(req.method === 'HEAD' ? undefined : error);
+      return;
+    }
+    const length = span === undefined ? h.size : span.end - span.start + 1;
+    if (length !== undefined && length > 0) cmsd.sample(res, length);
+    source.pipe(res, span).catch((err: unknown) => {
+      log.error({ err: describeError(err), path }, 'streaming a response failed');
+      res.destroy();
+    });
   }
 
   /**
@@ -204,11 +298,12 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     query: string,
     status: number,
     cache: CacheLabel,
+    tier: Tier | undefined,
     startedAt: number,
     detail?: string,
   ): void {
     const socket = req.socket;
-    res.once('close', () => accessLog(level, req, path, query, status, cache, bytesSent(socket) - from, startedAt, detail));
+    res.once('close', () => finished(level, req, path, query, status, cache, tier, bytesSent(socket) - from, startedAt, detail));
   }
 
   /**
@@ -217,7 +312,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
    */
   function aborted(req: IncomingMessage, path: string, query: string, cache: CacheLabel, startedAt: number): void {
     metrics.count(cache, 499);
-    accessLog('info', req, path, query, 499, cache, 0, startedAt, 'client closed the connection before the response');
+    finished('info', req, path, query, 499, cache, undefined, 0, startedAt, 'client closed the connection before the response');
   }
 
   function upstreamFailed(req: IncomingMessage, res: ServerResponse, path: string, query: string, err: unknown, startedAt: number): void {
@@ -232,7 +327,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       'cache-status': `${cacheStatusName}; fwd=miss; detail=${timeout ? 'upstream-timeout' : 'upstream-error'}`,
     });
     metrics.count('MISS', status);
-    accessLog('info', req, path, query, status, 'MISS', 0, startedAt, describeError(e));
+    finished('info', req, path, query, status, 'MISS', undefined, 0, startedAt, describeError(e));
   }
 
   function onSlowDone(): void {
@@ -298,18 +393,23 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       const from = logHits ? bytesSent(req.socket) : 0;
       res.end(method === 'HEAD' ? undefined : entry.body);
       metrics.count('HIT', 200);
-      access?.served(req, path, query, method === 'HEAD' ? 0 : entry.body.length, 'ram');
-      if (logHits) logWhenDone('debug', req, res, from, path, query, 200, 'HIT', Date.now());
+      // Logged hits record their access when they close (finished()); the rest here, with no listener.
+      if (logHits) logWhenDone('debug', req, res, from, path, query, 200, 'HIT', 'ram', Date.now());
+      else access?.served(req, path, query, method === 'HEAD' ? 0 : entry.body.length, 'ram');
       return;
     }
     const startedAt = Date.now();
-    if (entry !== undefined) return respond(req, res, path, query, { entry, outcome: 'HIT', stored: false, fwd: 'miss' }, range, inm, ifRange, startedAt);
+    if (entry !== undefined)
+      return respond(req, res, path, query, { entry, outcome: 'HIT', stored: false, fwd: 'miss' }, 'ram', range, inm, ifRange, startedAt);
     inFlight++;
     res.once('close', onSlowDone);
     edgeCache
-      .lookup(path)
+      .serve(path, undefined, { range: range !== undefined })
       .then(
-        (lookup) => respond(req, res, path, query, lookup, range, inm, ifRange, startedAt),
+        (served) =>
+          served.kind === 'entry'
+            ? respond(req, res, path, query, served.lookup, served.tier, range, inm, ifRange, startedAt)
+            : respondStream(req, res, path, query, served, range, inm, ifRange, startedAt),
         (err: unknown) => upstreamFailed(req, res, path, query, err, startedAt),
       )
       .catch((err: unknown) => {

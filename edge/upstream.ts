@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import { Agent, errors as undiciErrors, request } from 'undici';
 import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
 import { errorMessage } from '../common/http.ts';
@@ -5,9 +6,14 @@ import { signPath, withPathToken } from '../common/token.ts';
 import type { OriginReader } from '../origin/reader.ts';
 import type { UpstreamKind } from './metrics.ts';
 
-/** What a miss brings back from the next tier. */
+/**
+ * What a miss brings back from the next tier: the head, and the body as it arrives. The cache
+ * reads the body once, passing it on while it comes, and destroys it when it gives up.
+ */
 export interface UpstreamObject {
-  body: Buffer;
+  body: Readable;
+  /** Bytes the body will have (Content-Length), when the upstream says. */
+  size: number | undefined;
   /** SHA-256 hex of the body as the upstream declares it (S3 metadata, or the parent's ETag). */
   sha256: string | undefined;
   contentType: string | undefined;
@@ -42,8 +48,15 @@ export class S3Upstream implements Upstream {
   constructor(private readonly reader: OriginReader) {}
 
   async get(path: string): Promise<UpstreamObject> {
-    const obj = await this.reader.getObject(path.slice(1));
-    return { body: obj.body, sha256: obj.sha256, contentType: obj.contentType, ageSec: 0, cmsd: { static: obj.cmsdStatic, dynamic: undefined } };
+    const obj = await this.reader.getObjectStream(path.slice(1));
+    return {
+      body: obj.body,
+      size: obj.size,
+      sha256: obj.sha256,
+      contentType: obj.contentType,
+      ageSec: 0,
+      cmsd: { static: obj.cmsdStatic, dynamic: undefined },
+    };
   }
 
   async ping(): Promise<void> {
@@ -95,11 +108,12 @@ export class ParentUpstream implements Upstream {
     try {
       const res = await request(url, { dispatcher: this.agent, headers });
       if (res.statusCode === 200) {
-        const body = Buffer.from(await res.body.arrayBuffer());
         const etag = header(res.headers.etag);
         const age = Number(header(res.headers.age) ?? 0);
+        const length = Number(header(res.headers['content-length']));
         return {
-          body,
+          body: res.body,
+          size: Number.isSafeInteger(length) && length >= 0 ? length : undefined,
           sha256: etag ? etag.replace(/^W\//, '').replace(/"/g, '') : undefined,
           contentType: header(res.headers['content-type']),
           ageSec: Number.isFinite(age) && age > 0 ? Math.floor(age) : 0,

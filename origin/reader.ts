@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { retry } from '../common/retry.ts';
@@ -24,6 +25,17 @@ export interface OriginObject {
   etag: string | undefined;
   lastModified: Date | undefined;
   range: { start: number; end: number } | undefined;
+}
+
+/** An object whose body is still on its way: the reader's retries and timeout cover the response head only. */
+export interface OriginStream {
+  key: string;
+  body: Readable;
+  /** Content-Length of the body, when S3 gave it. */
+  size: number | undefined;
+  contentType: string | undefined;
+  sha256: string | undefined;
+  cmsdStatic: string | undefined;
 }
 
 export interface OriginReaderOptions {
@@ -105,6 +117,27 @@ export class OriginReader {
         etag: out.ETag?.replace(/"/g, ''),
         lastModified: out.LastModified,
         range: parsedRange,
+      };
+    });
+  }
+
+  /**
+   * The whole object as a stream, for callers that pass it on as it comes (the edge's fills).
+   * A failure before the body starts is retried like getObject's; one during the body surfaces as
+   * the stream's error (the client's socket timeout bounds a stalled body).
+   */
+  async getObjectStream(key: string): Promise<OriginStream> {
+    return this.withRetries(key, async (signal) => {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+      const body = out.Body as Readable | undefined;
+      if (body === undefined) throw new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `origin gave no body for ${key}`);
+      return {
+        key,
+        body,
+        size: out.ContentLength,
+        contentType: out.ContentType,
+        sha256: out.Metadata?.[SHA256_META],
+        cmsdStatic: out.Metadata?.[CMSD_STATIC_META],
       };
     });
   }

@@ -37,10 +37,11 @@ interface Args {
   capacity: number;
   rounds: number;
   duration: number;
+  only: 'memory' | 'disk' | undefined;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { misses: 500, object: parseBytes('256KB'), capacity: parseBytes('16MB'), rounds: 3, duration: 2 };
+  const a: Args = { misses: 500, object: parseBytes('256KB'), capacity: parseBytes('16MB'), rounds: 3, duration: 2, only: undefined };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const v = argv[++i];
@@ -49,6 +50,7 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--capacity') a.capacity = parseBytes(String(v));
     else if (k === '--rounds') a.rounds = Number(v);
     else if (k === '--duration') a.duration = Number(v);
+    else if (k === '--only' && (v === 'memory' || v === 'disk')) a.only = v;
     else throw new Error(`unknown argument ${k} (see the header of scripts/bench/edge-storage.ts)`);
   }
   return a;
@@ -141,7 +143,7 @@ async function main(): Promise<void> {
     await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'vod/warmup/r/seg-00000.ts', Body: body }));
 
     const floods = [];
-    for (const cap of [DEFAULT_UPSTREAM_CONCURRENCY, 10_000]) floods.push(await missFlood(s3.endpoint, a, cap, keys));
+    for (const cap of a.only === 'disk' ? [] : [DEFAULT_UPSTREAM_CONCURRENCY, 10_000]) floods.push(await missFlood(s3.endpoint, a, cap, keys));
     process.stdout.write(
       `\n${a.misses} concurrent distinct misses of ${formatBytes(a.object)} (${formatBytes(a.misses * a.object)} in all), RAM capacity ${formatBytes(a.capacity)}\n`,
     );
@@ -159,7 +161,8 @@ async function main(): Promise<void> {
         ]),
       )}\n`,
     );
-    process.stdout.write(`peak growth with the cap / without: ${(floods[0]!.grew / floods[1]!.grew).toFixed(2)}\n`);
+    if (floods.length > 0) process.stdout.write(`peak growth with the cap / without: ${(floods[0]!.grew / floods[1]!.grew).toFixed(2)}\n`);
+    if (a.only === 'memory') return;
 
     if (spawnSync('wrk', ['--version']).error) {
       process.stderr.write('part 2 needs wrk: apt-get install -y wrk\n');

@@ -1,9 +1,10 @@
+import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CATALOG_KEY, HEARTBEAT_LIMITS } from '../../common/contracts.ts';
 import { ErrorCodes, httpStatus, OcdnError } from '../../common/errors.ts';
 import { type Edge, startEdge } from '../../edge/server.ts';
-import type { OriginObject, OriginReader } from '../../origin/reader.ts';
+import type { OriginObject, OriginReader, OriginStream } from '../../origin/reader.ts';
 import { type Steering, startSteering } from '../../steering/server.ts';
 import { expectErrorBody } from '../error-body.ts';
 import { heartbeat, signedHeaders, testCatalog, TEST_EDGE_KEY } from '../steering/helpers.ts';
@@ -14,8 +15,12 @@ const brokenOrigin = {
     if (key === CATALOG_KEY) return { body: Buffer.from(JSON.stringify(testCatalog(2))) } as OriginObject;
     throw new OcdnError(ErrorCodes.ORIGIN_UNAVAILABLE, `origin unavailable for ${key}: connection refused`);
   },
+  async getObjectStream(key: string): Promise<OriginStream> {
+    const obj = await brokenOrigin.getObject(key);
+    return { key, body: Readable.from([obj.body]), size: obj.body.length } as OriginStream;
+  },
   async ping(): Promise<void> {},
-} as unknown as OriginReader;
+} as unknown as OriginReader & { getObject(key: string): Promise<OriginObject> };
 
 async function get(url: string, init: { method?: 'GET' | 'POST'; body?: string } = {}) {
   const res = await request(url, { method: init.method ?? 'GET', body: init.body, headers: init.body ? { 'content-type': 'application/json' } : {} });

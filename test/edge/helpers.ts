@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Agent, request } from 'undici';
 import { readMetric } from '../../common/metrics.ts';
-import { type ByteRange, OriginReader, type OriginObject } from '../../origin/reader.ts';
+import { type ByteRange, OriginReader, type OriginObject, type OriginStream } from '../../origin/reader.ts';
 import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
 import { startEmbeddedS3, type EmbeddedS3 } from '../../origin/s3-server.ts';
 import type { Edge } from '../../edge/server.ts';
@@ -94,6 +94,12 @@ export class GatedReader extends OriginReader {
     this.calls++;
     await this.gate;
     return super.getObject(key, range);
+  }
+
+  override async getObjectStream(key: string): Promise<OriginStream> {
+    this.calls++;
+    await this.gate;
+    return super.getObjectStream(key);
   }
 }
 

@@ -6,7 +6,7 @@
 import { Value } from '@sinclair/typebox/value';
 import { describe, expect, it } from 'vitest';
 import { SteeringDecisionSchema } from '../../common/contracts.ts';
-import { accessTier, sessionOfCmcd } from '../../edge/access-log.ts';
+import { sessionOfCmcd } from '../../edge/access-log.ts';
 import { decisionRecord } from '../../steering/decision-log.ts';
 import type { EdgeView, RankedEdge } from '../../steering/policies.ts';
 import { aggFromJson, metricsOf } from '../../telemetry/merge.ts';
@@ -61,14 +61,6 @@ describe('access records at the edge', () => {
     expect(sessionOfCmcd('sid="a\\"b"', false)).toBe('a"b');
     expect(sessionOfCmcd('xsid="abc"', false)).toBeUndefined();
     expect(sessionOfCmcd('br=1,sid="abc-4"', false)).toBe('abc-4');
-  });
-
-  it('names the tier that served: RAM or disk on a hit, the shield or the origin on a miss', () => {
-    expect(accessTier({ outcome: 'HIT' }, 's3')).toBe('ram');
-    expect(accessTier({ outcome: 'HIT', tier: 'disk' }, 's3')).toBe('disk');
-    expect(accessTier({ outcome: 'STALE' }, 'parent')).toBe('ram');
-    expect(accessTier({ outcome: 'MISS' }, 's3')).toBe('origin');
-    expect(accessTier({ outcome: 'COALESCED' }, 'parent')).toBe('shield');
   });
 });
 
