@@ -92,7 +92,6 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     startedAt: number,
     detail?: string,
   ): void {
-    if (tier !== undefined) access?.served(req, path, query, bytes, tier);
     if (level === 'info' || logHits) accessLog(level, req, path, query, status, cache, tier, bytes, startedAt, detail);
   }
 
@@ -303,7 +302,12 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     detail?: string,
   ): void {
     const socket = req.socket;
-    res.once('close', () => finished(level, req, path, query, status, cache, tier, bytesSent(socket) - from, startedAt, detail));
+    res.once('close', () => {
+      const sent = bytesSent(socket) - from;
+      // The access record counts body bytes, as players do; the log line what the kernel took.
+      if (tier !== undefined) access?.served(req, path, query, Math.max(0, sent - headerBytes(res)), tier);
+      finished(level, req, path, query, status, cache, tier, sent, startedAt, detail);
+    });
   }
 
   /**
@@ -393,7 +397,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       const from = logHits ? bytesSent(req.socket) : 0;
       res.end(method === 'HEAD' ? undefined : entry.body);
       metrics.count('HIT', 200);
-      // Logged hits record their access when they close (finished()); the rest here, with no listener.
+      // Logged hits record their access when they close (logWhenDone()); the rest here, with no listener.
       if (logHits) logWhenDone('debug', req, res, from, path, query, 200, 'HIT', 'ram', Date.now());
       else access?.served(req, path, query, method === 'HEAD' ? 0 : entry.body.length, 'ram');
       return;
@@ -486,4 +490,10 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
       draining = true;
     },
   };
+}
+
+/** Bytes of the status line and headers Node wrote for `res` (its `_header`; 0 before they are sent). */
+function headerBytes(res: ServerResponse): number {
+  const h = (res as unknown as { _header?: string | null })._header;
+  return typeof h === 'string' ? Buffer.byteLength(h, 'latin1') : 0;
 }
