@@ -77,6 +77,7 @@ function printCycle(r: CycleReport, json: boolean, after: { bytes: number | unde
       at: r.at,
       windowOpen: r.windowOpen,
       held: r.held,
+      noRoom: r.noRoom,
       plan: planJson(r.plan),
       admitted: r.admitted.length,
       deferred: r.deferred.length,
@@ -92,7 +93,7 @@ function printCycle(r: CycleReport, json: boolean, after: { bytes: number | unde
   const admitted = new Set(r.admitted);
   process.stdout.write(`${renderTable(PLAN_HEADERS, planRows(r.plan, admitted))}\n`);
   say(
-    `window ${r.windowOpen ? 'open' : 'closed: nothing moved'}; ${r.held} manifest lines already held, ${r.plan.length} to fill, ${r.admitted.length} in budget`,
+    `window ${r.windowOpen ? 'open' : 'closed: nothing moved'}; ${r.held} manifest lines already held, ${r.plan.length} to fill, ${r.admitted.length} in budget${r.noRoom ? `, ${r.noRoom} copies with no edge room (80% of capacity)` : ''}`,
   );
   if (r.done.length)
     process.stdout.write(

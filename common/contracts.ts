@@ -136,6 +136,8 @@ export const EdgeStatusSchema = Type.Object({
   load: Type.Number(),
   steeredSinceHeartbeat: Type.Number(),
   capacityBytes: Type.Number(),
+  /** Its disk tier's capacity, when it has one (heartbeat diskCapacityBytes). */
+  diskCapacityBytes: Type.Optional(Type.Number()),
   usedBytes: Type.Number(),
   inFlight: Type.Number(),
   rps: Type.Number(),

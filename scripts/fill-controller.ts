@@ -43,6 +43,8 @@ export interface CycleReport {
   plan: PlannedFill[];
   /** Manifest lines the edges already held. */
   held: number;
+  /** Copies no edge of their site had room for (FILL_SHARE of its capacity). */
+  noRoom: number;
   admitted: PlannedFill[];
   /** Over this window's budget: left for the next window. */
   deferred: PlannedFill[];
@@ -74,6 +76,7 @@ export async function observeEdges(steeringUrl: string, titles: readonly string[
     url: r.url,
     region: r.region,
     healthy: r.healthy,
+    capacityBytes: r.capacityBytes + (r.diskCapacityBytes ?? 0),
     ...(r.parent ? { parent: r.parent } : {}),
     holds: holds.get(r.id) ?? new Set(),
   }));
@@ -122,16 +125,16 @@ export class FillController {
   }
 
   /** Observe and plan only: what a cycle would fill now, with nothing moved. */
-  async plan(): Promise<{ plan: PlannedFill[]; held: number; demand: Map<string, TitleDemand>; windowOpen: boolean; budgetLeft: number }> {
+  async plan(): Promise<{ plan: PlannedFill[]; held: number; noRoom: number; demand: Map<string, TitleDemand>; windowOpen: boolean; budgetLeft: number }> {
     const catalog = await this.o.catalog();
     const demand = await recentDemand(this.o.aggregatorUrl, this.o.recentMs);
     const edges = await observeEdges(
       this.o.steeringUrl,
       catalog.titles.map((t) => t.id),
     );
-    const { fills, held } = planFills({ catalog, demand, edges, top: this.o.top, copies: this.o.copies });
+    const { fills, held, noRoom } = planFills({ catalog, demand, edges, top: this.o.top, copies: this.o.copies });
     const opened = windowOpenedAt(this.o.window, this.now());
-    return { plan: fills, held, demand, windowOpen: opened !== undefined, budgetLeft: this.budgetLeft(opened) };
+    return { plan: fills, held, noRoom, demand, windowOpen: opened !== undefined, budgetLeft: this.budgetLeft(opened) };
   }
 
   /** One cycle: outside the window nothing moves; inside it, what the budget admits is filled (a 429 waits its turn). */
@@ -142,7 +145,7 @@ export class FillController {
       this.windowKey = opened;
       this.spent = 0;
     }
-    const { plan, held, demand } = await this.plan();
+    const { plan, held, noRoom, demand } = await this.plan();
     const open = opened !== undefined;
     this.m.windowOpen.set(open ? 1 : 0);
     this.m.planned.set(plan.length);
@@ -153,6 +156,7 @@ export class FillController {
       windowOpen: open,
       plan,
       held,
+      noRoom,
       admitted,
       deferred,
       done: [],

@@ -16,6 +16,8 @@ export interface FillEdge {
   /** The site (steering's region). */
   region: string;
   healthy: boolean;
+  /** What it can hold, RAM and disk (heartbeats); undefined = no bound known. */
+  capacityBytes?: number;
   /** Its shield, when its misses go to one instead of S3. */
   parent?: string;
   holds: ReadonlySet<string>;
@@ -50,7 +52,15 @@ export interface FillPlanResult {
   fills: PlannedFill[];
   /** Manifest lines already held. */
   held: number;
+  /** Copies no edge of the site had room for (its manifest would pass FILL_SHARE of its capacity). */
+  noRoom: number;
 }
+
+/**
+ * Share of an edge's capacity its manifest may take: the rest stays for what players ask beyond
+ * it, and a fill never evicts the titles filled just before it.
+ */
+export const FILL_SHARE = 0.8;
 
 /** `3,2,1`: copies per site for tier 0, 1, 2. */
 export function parseCopies(s: string): number[] {
@@ -123,6 +133,9 @@ export function planFills(opts: {
   const manifest: ManifestEntry[] = [];
   const fills: PlannedFill[] = [];
   let held = 0;
+  let noRoom = 0;
+  const planned = new Map<string, number>();
+  const hasRoom = (e: FillEdge, bytes: number) => e.capacityBytes === undefined || (planned.get(e.id) ?? 0) + bytes <= e.capacityBytes * FILL_SHARE;
   titles.forEach(({ title, why }, i) => {
     const tier = tierOf(i, opts.top, opts.copies.length);
     const copies = opts.copies[tier]!;
@@ -130,7 +143,11 @@ export function planFills(opts: {
     for (const siteEdges of [...sites.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v)) {
       const ranked = placeInSite(title.id, siteEdges);
       const holders = ranked.filter((e) => e.holds.has(title.id));
-      ranked.slice(0, copies).forEach((edge, copy) => {
+      // Steering's order, skipping edges whose manifest is full: the copy goes to the next one.
+      const chosen = ranked.filter((e) => hasRoom(e, bytes)).slice(0, copies);
+      noRoom += Math.min(copies, ranked.length) - chosen.length;
+      chosen.forEach((edge, copy) => {
+        planned.set(edge.id, (planned.get(edge.id) ?? 0) + bytes);
         const entry: ManifestEntry = { edgeId: edge.id, title: title.id, tier, copies, copy, why, bytes };
         manifest.push(entry);
         if (edge.holds.has(title.id)) {
@@ -155,6 +172,7 @@ export function planFills(opts: {
       titles.map((t) => t.title.id),
     ),
     held,
+    noRoom,
   };
 }
 

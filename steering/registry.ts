@@ -386,6 +386,7 @@ export class EdgeRegistry {
       load: r.view.load,
       steeredSinceHeartbeat: r.steered,
       capacityBytes: r.hb.capacityBytes,
+      ...(r.hb.diskCapacityBytes === undefined ? {} : { diskCapacityBytes: r.hb.diskCapacityBytes }),
       usedBytes: r.hb.usedBytes,
       inFlight: r.hb.inFlight,
       rps: r.hb.rps,

@@ -36,6 +36,22 @@ describe('fill manifest and placement', () => {
     expect(rankTitles(catalog, demand, 1)[0]!.why).toBe('recent: 2 sessions, 5000 content-miss bytes');
   });
 
+  it("keeps each edge's manifest within 80% of its capacity, moving a copy to the next edge with room", () => {
+    const bytes = titleBytes(catalog.titles[0]!);
+    // Room for two titles each (2.5 titles x 0.8), three edges, one copy of six titles: six fit, spread in steering's order.
+    const site = ['a', 'b', 'c'].map((id) => edge(id, 's', [], { capacityBytes: Math.floor(bytes * 2.5) }));
+    const r = planFills({ catalog, demand: new Map(), edges: site, top: 6, copies: [1] });
+    const per = new Map<string, number>();
+    for (const m of r.manifest) per.set(m.edgeId, (per.get(m.edgeId) ?? 0) + m.bytes);
+    for (const e of site) expect(per.get(e.id) ?? 0).toBeLessThanOrEqual(e.capacityBytes! * 0.8);
+    expect(r.manifest.length + r.noRoom).toBe(6);
+    expect(r.manifest.length).toBeGreaterThanOrEqual(5);
+    // One edge with room for one title: the second title's copy finds none.
+    const tiny = planFills({ catalog, demand: new Map(), edges: [edge('a', 's', [], { capacityBytes: Math.floor(bytes * 1.3) })], top: 2, copies: [1] });
+    expect(tiny.manifest.map((m) => m.title)).toEqual(['title-0001']);
+    expect(tiny.noRoom).toBe(1);
+  });
+
   it('places copies on the site edges in the rendezvous order steering uses', () => {
     const site = [edge('a', 's'), edge('b', 's'), edge('c', 's'), edge('d', 's')];
     for (const t of ['title-0001', 'title-0002', 'x']) {
