@@ -18,7 +18,7 @@ import {
 import type { DiskHeld, DiskMeta, DiskTier, DiskWrite } from './disk-tier.ts';
 import { FillBody } from './fill.ts';
 import type { EdgeMetrics } from './metrics.ts';
-import { type ByteStore, type CachePolicy, createByteStore, DEFAULT_CACHE_POLICY } from './policies/index.ts';
+import { type ByteStore, type CachePolicy, createEdgeStore, DEFAULT_CACHE_POLICY, edgeMaxEntryBytes } from './policies/index.ts';
 import { contentTypeFor, isPlaylist, titleOf } from './path.ts';
 import type { ByteSpan } from './range.ts';
 import type { Upstream } from './upstream.ts';
@@ -172,15 +172,10 @@ export class EdgeCache {
     this.opts = opts;
     this.capacityBytes = opts.capacityBytes;
     this.policy = opts.policy ?? DEFAULT_CACHE_POLICY;
-    // One object never flushes more than a quarter of the cache.
-    this.maxEntryBytes = Math.max(1, Math.floor(opts.capacityBytes / 4));
+    this.maxEntryBytes = edgeMaxEntryBytes(opts.capacityBytes);
     this.keepBudget = Math.max(this.maxEntryBytes, opts.keepBudgetBytes ?? this.maxEntryBytes);
-    this.store = createByteStore<Held>(this.policy, {
-      maxBytes: opts.capacityBytes,
-      maxEntryBytes: this.maxEntryBytes,
-      onRemove: (_key, _held, reason) => {
-        if (reason === 'evict') opts.metrics.evictions.inc();
-      },
+    this.store = createEdgeStore<Held>(this.policy, opts.capacityBytes, (_key, _held, reason) => {
+      if (reason === 'evict') opts.metrics.evictions.inc();
     });
     const slots = pLimit(Math.max(1, opts.upstreamConcurrency ?? DEFAULT_UPSTREAM_CONCURRENCY));
     this.upstreamSlots = slots;

@@ -18,6 +18,11 @@ export function createByteStore<V extends NonNullable<unknown>>(policy: CachePol
   }
 }
 
+/** The largest object an edge store of `capacityBytes` keeps: one never flushes more than a quarter of it. */
+export function edgeMaxEntryBytes(capacityBytes: number): number {
+  return Math.max(1, Math.floor(capacityBytes / 4));
+}
+
 /**
  * The object store an edge keeps for `capacityBytes` under `policy`: EdgeCache's and the lab's
  * (lab/replay.ts) come from here, so experiments run the bounds the edge runs.
@@ -29,8 +34,7 @@ export function createEdgeStore<V extends NonNullable<unknown>>(
 ): ByteStore<V> {
   return createByteStore<V>(policy, {
     maxBytes: capacityBytes,
-    // One object never flushes more than a quarter of the cache.
-    maxEntryBytes: Math.max(1, Math.floor(capacityBytes / 4)),
+    maxEntryBytes: edgeMaxEntryBytes(capacityBytes),
     ...(onRemove === undefined ? {} : { onRemove }),
   });
 }
