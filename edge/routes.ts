@@ -78,7 +78,8 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
    * The one point where a /vod response is over, sent whole or cut: `bytes` are what reached the
    * socket for it, `tier` where they came from (undefined when no object was served: refusals,
    * upstream errors, aborts). Slow-path responses all come here from their 'close'; plain RAM
-   * hits only when hits are logged (debug), so the hit path adds no listener.
+   * hits only when hits are logged (debug), so the hit path adds no listener. It writes the
+   * request's log line; the access record is taken by logWhenDone, which knows the body bytes.
    */
   function finished(
     level: 'info' | 'debug',
@@ -92,21 +93,7 @@ export function edgeRoutes(ctx: EdgeContext): EdgeHandler {
     startedAt: number,
     detail?: string,
   ): void {
-    if (level === 'info' || logHits) accessLog(level, req, path, query, status, cache, tier, bytes, startedAt, detail);
-  }
-
-  function accessLog(
-    level: 'info' | 'debug',
-    req: IncomingMessage,
-    path: string,
-    query: string,
-    status: number,
-    cache: CacheLabel,
-    tier: Tier | undefined,
-    bytes: number,
-    startedAt: number,
-    detail?: string,
-  ): void {
+    if (level !== 'info' && !logHits) return;
     const cmcdArg = query === '' ? undefined : queryArg(query, 'CMCD');
     log[level](
       {
