@@ -17,8 +17,10 @@ export interface CatalogOptions {
   /** A fixed catalog (benchmarks, tests without S3); no refresh. */
   static?: Catalog;
   refreshMs?: number;
-  /** Retry period before the first success, and the floor between on-demand refreshes. */
+  /** Retry period before the first success. */
   retryMs?: number;
+  /** The floor between reads asked for by requests for a title not (yet) in the catalog. */
+  demandGapMs?: number;
   log?: Logger;
 }
 
@@ -39,6 +41,8 @@ export class TitleCatalog {
   private lastAttemptAt = 0;
   private readonly retryMs: number;
   private loading: Promise<boolean> | undefined;
+  private nextRead: Promise<void> | undefined;
+  private readonly demandGapMs: number;
   private readonly reader: OriginReader | undefined;
   private readonly refreshMs: number;
   private readonly log: Logger | undefined;
@@ -48,6 +52,7 @@ export class TitleCatalog {
     this.reader = opts.reader;
     this.refreshMs = opts.refreshMs ?? 30_000;
     this.retryMs = opts.retryMs ?? 2_000;
+    this.demandGapMs = opts.demandGapMs ?? 250;
     this.log = opts.log;
     if (opts.static) this.install(opts.static);
   }
@@ -78,14 +83,24 @@ export class TitleCatalog {
   }
 
   /**
-   * A title we do not know may have been seeded since the last refresh: re-read now, in the
-   * background, at most once per `retryMs` (an unknown-title flood must not become an S3 flood).
+   * Undefined when `title` is in the catalog. Otherwise a re-read that starts after this call,
+   * so a title seeded a moment ago is found by the request that asks for it ("content seed"
+   * then "steer" must not race a 2 s retry timer). Every caller waiting shares the next read,
+   * and reads on demand start at most once per `demandGapMs`: an unknown-title flood is not an S3 flood.
+   * The promise never rejects; the caller looks the title up again.
    */
-  refreshSoon(): void {
-    if (!this.reader || this.stopped) return;
-    const now = Date.now();
-    if (now - this.lastAttemptAt < this.retryMs) return;
-    void this.refresh();
+  whenKnown(title: string): Promise<void> | undefined {
+    if (this.byId.has(title) || !this.reader || this.stopped) return undefined;
+    const asked = Date.now();
+    if (this.loading !== undefined && this.lastAttemptAt > asked) return this.loading.then(() => undefined);
+    this.nextRead ??= (async () => {
+      await this.loading;
+      const wait = this.lastAttemptAt + this.demandGapMs - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait).unref());
+      this.nextRead = undefined;
+      await this.refresh();
+    })();
+    return this.nextRead;
   }
 
   /** Re-reads catalog.json; true when a catalog was installed. Concurrent calls share one read. */

@@ -158,7 +158,6 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
       catalog.require(title);
     } catch (err) {
       metrics.countDecision(policy, isOcdnError(err, ErrorCodes.NOT_FOUND) ? 'unknown-title' : 'no-catalog');
-      catalog.refreshSoon();
       throw err;
     }
     const site = topology.clientSite(region, req.socket.remoteAddress);
@@ -209,7 +208,13 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
 
   // ---- handlers --------------------------------------------------------------------------
   /** GET /v1/steer → SteerResponse (common/contracts.ts), assembled by hand (see fragments). */
-  function steer(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
+  function steer(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void | Promise<void> {
+    const pending = catalog.whenKnown(q.get('title') ?? '');
+    if (pending) return pending.then(() => steerNow(req, res, q));
+    steerNow(req, res, q);
+  }
+
+  function steerNow(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
     const t0 = performance.now();
     const d = decide(q, req);
     const session = q.get('session');
@@ -238,7 +243,9 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
 
   /** GET /v1/play/{title}/master.m3u8: a session master with one pathway per edge. */
   async function playMaster(req: IncomingMessage, res: ServerResponse, q: URLSearchParams, rawTitle: string): Promise<void> {
-    const d = decide(q, req, safeDecode(rawTitle));
+    const title = safeDecode(rawTitle);
+    await catalog.whenKnown(title);
+    const d = decide(q, req, title);
     const master = await masters.get(catalog.require(d.title));
     const expiresSec = Math.floor(Date.now() / 1000) + tokenTtlSec;
     const id = newSessionId();
