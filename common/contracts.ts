@@ -581,6 +581,7 @@ export type SteeringDecision = Static<typeof SteeringDecisionSchema>;
 export const ACCESS_TIERS = ['ram', 'disk', 'shield', 'origin'] as const;
 export type AccessTier = (typeof ACCESS_TIERS)[number];
 
+/** An access record as the join works on it: one response, expanded from a pack (below). */
 export const EdgeAccessSchema = Type.Object({
   sessionId: SessionId,
   edge: Label(),
@@ -593,3 +594,42 @@ export const EdgeAccessSchema = Type.Object({
   ts: Count,
 });
 export type EdgeAccess = Static<typeof EdgeAccessSchema>;
+
+/**
+ * One response as the edge writes it, once per request on the hit path, so without field names:
+ * [sessionId, object, bytes, tier, ts]. No title (the aggregator reads it from the object path,
+ * /vod/<title>/…) and no edge (the pack has it).
+ */
+export const EdgeAccessTupleSchema = Type.Tuple([
+  SessionId,
+  Type.String({ minLength: 1, maxLength: 1_024, description: 'must be an object path of 1-1024 characters' }),
+  Count,
+  Type.Union(ACCESS_TIERS.map((t) => Type.Literal(t))),
+  Count,
+]);
+export type EdgeAccessTuple = Static<typeof EdgeAccessTupleSchema>;
+
+/** Most records in one pack (the edge also keeps a pack's JSON under ACCESS_PACK_BYTES). */
+export const ACCESS_PACK_MAX_RECORDS = 1_000;
+export const ACCESS_PACK_BYTES = 48 * 1024;
+
+/**
+ * What one line of `ocdn.edge.access.v1` carries (a message holds one or more lines): one edge's
+ * records of sessions whose ids fall in the message's partition, so each session's accesses stay
+ * in the partition of its steering decisions.
+ */
+export const EdgeAccessPackSchema = Type.Object({
+  edge: Label(),
+  records: Type.Array(EdgeAccessTupleSchema, { minItems: 1, maxItems: ACCESS_PACK_MAX_RECORDS }),
+});
+export type EdgeAccessPack = Static<typeof EdgeAccessPackSchema>;
+
+const ACCESS_TITLE = new RegExp(TITLE_ID_PATTERN);
+
+/** The title an access tuple's object belongs to (`/vod/<title>/…`), or undefined: the contract's one reading of it. */
+export function titleOfAccessObject(object: string): string | undefined {
+  if (!object.startsWith('/vod/')) return undefined;
+  const end = object.indexOf('/', 5);
+  const title = object.slice(5, end === -1 ? undefined : end);
+  return ACCESS_TITLE.test(title) ? title : undefined;
+}

@@ -12,10 +12,11 @@
  */
 import type { Consumer, EachBatchPayload, Kafka, Message } from 'kafkajs';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { type EdgeAccess, EdgeAccessSchema, type SteeringDecision, SteeringDecisionSchema } from '../common/contracts.ts';
+import { type EdgeAccess, SteeringDecisionSchema } from '../common/contracts.ts';
 import { describeError } from '../common/errors.ts';
 import { bodyValidator } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
+import { accessesOfPack } from './access-pack.ts';
 import type { RefusedEvent } from './ingest.ts';
 import type { TopicNames } from './kafka.ts';
 import { aggToJson, type Agg, type Dimension, emptyAgg } from './merge.ts';
@@ -152,7 +153,6 @@ export interface MissStreamOptions {
 }
 
 const checkDecision = bodyValidator(SteeringDecisionSchema, 'steering decision');
-const checkAccess = bodyValidator(EdgeAccessSchema, 'edge access record');
 
 export interface MissStream {
   readonly consumer: Consumer;
@@ -242,27 +242,44 @@ export function createMissStream(o: MissStreamOptions): MissStream {
     let ok = 0;
     const text = msg.value === null || msg.value === undefined ? '' : msg.value.toString();
     const arrival = Number(msg.timestamp);
+    const timeProblem = (ts: number) => (Number.isFinite(arrival) && arrival > 0 ? eventTimeProblem(ts, arrival, o.timeBounds) : undefined);
     for (const line of text.split('\n')) {
       if (line === '') {
         bad.push({ reason: 'empty record', raw: '' });
         continue;
       }
+      let value: unknown;
       try {
-        const value = JSON.parse(line) as unknown;
-        const rec = isDecision ? checkDecision(value) : checkAccess(value);
-        const problem = Number.isFinite(arrival) && arrival > 0 ? eventTimeProblem(rec.ts, arrival, o.timeBounds) : undefined;
-        if (problem !== undefined) {
-          bad.push({ reason: problem, raw: line });
-          continue;
-        }
-        if (isDecision) join.addDecision(rec as SteeringDecision);
-        else {
-          partitionOf.set(rec as EdgeAccess, MISS_PARTITION_BASE + partition);
-          join.addAccess(rec as EdgeAccess);
-        }
-        ok++;
+        value = JSON.parse(line) as unknown;
       } catch (err) {
         bad.push({ reason: describeError(err).slice(0, 500), raw: line });
+        continue;
+      }
+      if (isDecision) {
+        try {
+          const rec = checkDecision(value);
+          const problem = timeProblem(rec.ts);
+          if (problem !== undefined) bad.push({ reason: problem, raw: line });
+          else {
+            join.addDecision(rec);
+            ok++;
+          }
+        } catch (err) {
+          bad.push({ reason: describeError(err).slice(0, 500), raw: line });
+        }
+        continue;
+      }
+      const pack = accessesOfPack(value, line);
+      bad.push(...pack.bad);
+      for (const rec of pack.accesses) {
+        const problem = timeProblem(rec.ts);
+        if (problem !== undefined) {
+          bad.push({ reason: problem, raw: JSON.stringify(rec) });
+          continue;
+        }
+        partitionOf.set(rec, MISS_PARTITION_BASE + partition);
+        join.addAccess(rec);
+        ok++;
       }
     }
     return { ok, bad };

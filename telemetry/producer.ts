@@ -468,6 +468,15 @@ export class KafkaEventProducer implements EventSink {
     return true;
   }
 
+  /**
+   * The partition a message keyed `key` goes to, or undefined before the producer has read the
+   * topic's partition count: lets a caller pack records of several keys into one value that
+   * still lands where each key's own messages would.
+   */
+  partitionOfKey(key: string): number | undefined {
+    return this.partitions > 0 ? this.partitionOf(key) : undefined;
+  }
+
   private partitionOf(key: string | null): number {
     if (key === null) return this.roundRobin++ % this.partitions;
     let p = this.partitionCache.get(key);

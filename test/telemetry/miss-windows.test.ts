@@ -6,7 +6,7 @@
 import { Value } from '@sinclair/typebox/value';
 import { describe, expect, it } from 'vitest';
 import { SteeringDecisionSchema } from '../../common/contracts.ts';
-import { sessionOfCmcd } from '../../edge/access-log.ts';
+import { sessionOfCmcd } from '../../edge/access-records.ts';
 import { decisionRecord } from '../../steering/decision-log.ts';
 import type { EdgeView, RankedEdge } from '../../steering/policies.ts';
 import { aggFromJson, metricsOf } from '../../telemetry/merge.ts';
