@@ -14,7 +14,9 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  * entry. `?token=` is still accepted (older clients, hand-made URLs).
  */
 
-export type TokenCheck = { ok: true; expires: number } | { ok: false; reason: 'missing' | 'malformed' | 'expired' | 'invalid-signature' | 'bad-path' };
+export type TokenCheck =
+  | { ok: true; expires: number; session?: string }
+  | { ok: false; reason: 'missing' | 'malformed' | 'expired' | 'invalid-signature' | 'bad-path' };
 
 /** `/vod/{title}/...` → `/vod/{title}/`; undefined when the path is not under a title. */
 export function titlePrefix(path: string): string | undefined {
@@ -22,9 +24,28 @@ export function titlePrefix(path: string): string | undefined {
   return m ? `/vod/${m[1]}/` : undefined;
 }
 
-export function signPrefix(secret: string, prefix: string, expiresSec: number): string {
-  const sig = createHmac('sha256', secret).update(`${prefix}|${expiresSec}`).digest('hex');
-  return `${expiresSec}.${sig}`;
+/** A session id a token may carry: no dots, so the token's three parts split unambiguously. */
+export const TOKEN_SESSION = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * `<expires>.<sig>`, or with a session `<expires>.<session>.<sig>` signed over the session too:
+ * then every request of the playback names its steering session, whatever the player (hls.js
+ * makes up its own CMCD sid), and no one can make requests count for another session.
+ */
+export function signPrefix(secret: string, prefix: string, expiresSec: number, session?: string): string {
+  if (session !== undefined && !TOKEN_SESSION.test(session)) throw new Error(`a token session must match ${TOKEN_SESSION}: ${session.slice(0, 80)}`);
+  const signed = session === undefined ? `${prefix}|${expiresSec}` : `${prefix}|${expiresSec}|${session}`;
+  const sig = createHmac('sha256', secret).update(signed).digest('hex');
+  return session === undefined ? `${expiresSec}.${sig}` : `${expiresSec}.${session}.${sig}`;
+}
+
+/** The session a token names (unverified: the edge has verified it before serving, when tokens are on). */
+export function sessionOfToken(token: string): string | undefined {
+  const a = token.indexOf('.');
+  const b = token.lastIndexOf('.');
+  if (a === b) return undefined;
+  const session = token.slice(a + 1, b);
+  return TOKEN_SESSION.test(session) ? session : undefined;
 }
 
 /** Signs `path` (any path under the title) valid until `expiresSec` (unix seconds). */
@@ -53,7 +74,7 @@ export function withPathToken(baseUrl: string, path: string, token: string | und
 
 export type PathTokenSplit = { ok: true; token: string | undefined; path: string } | { ok: false; reason: string };
 
-const TOKEN_SEGMENT = /^[A-Za-z0-9._-]{1,128}$/;
+const TOKEN_SEGMENT = /^[A-Za-z0-9._-]{1,160}$/;
 
 /**
  * A request path → its token and the object path (the cache key). Paths without the `/t/`
@@ -66,21 +87,24 @@ export function splitPathToken(path: string): PathTokenSplit {
   const end = path.indexOf('/', PATH_TOKEN_PREFIX.length);
   if (end === -1) return { ok: false, reason: 'malformed path token: expected /t/<expires>.<signature>/vod/{title}/...' };
   const token = path.slice(PATH_TOKEN_PREFIX.length, end);
-  if (!TOKEN_SEGMENT.test(token)) return { ok: false, reason: 'malformed path token (expected /t/<expires>.<64 hex>/...)' };
+  if (!TOKEN_SEGMENT.test(token)) return { ok: false, reason: 'malformed path token (expected /t/<expires>[.<session>].<64 hex>/...)' };
   return { ok: true, token, path: path.slice(end) };
 }
 
 export function verifyToken(secret: string, path: string, token: string | null | undefined, nowSec = Date.now() / 1000): TokenCheck {
   if (!token) return { ok: false, reason: 'missing' };
-  const m = /^(\d{1,12})\.([0-9a-f]{64})$/.exec(token);
+  const m = /^(\d{1,12})(?:\.([A-Za-z0-9_-]{1,64}))?\.([0-9a-f]{64})$/.exec(token);
   if (!m) return { ok: false, reason: 'malformed' };
   const prefix = titlePrefix(path);
   if (!prefix) return { ok: false, reason: 'bad-path' };
   const expires = Number(m[1]);
-  const expected = createHmac('sha256', secret).update(`${prefix}|${expires}`).digest();
-  const given = Buffer.from(m[2]!, 'hex');
+  const session = m[2];
+  const expected = createHmac('sha256', secret)
+    .update(session === undefined ? `${prefix}|${expires}` : `${prefix}|${expires}|${session}`)
+    .digest();
+  const given = Buffer.from(m[3]!, 'hex');
   // Check the signature before expiry so a forged token never learns whether its time was right.
   if (!timingSafeEqual(expected, given)) return { ok: false, reason: 'invalid-signature' };
   if (expires < nowSec) return { ok: false, reason: 'expired' };
-  return { ok: true, expires };
+  return session === undefined ? { ok: true, expires } : { ok: true, expires, session };
 }

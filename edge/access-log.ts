@@ -4,7 +4,8 @@
  * them to steering's decisions and say why each byte missed.
  *
  * The hit path pays one push: the response's CMCD text is kept as it came (query argument or
- * `CMCD-Session` header), unparsed, in a bounded in-memory batch. A timer parses the session ids
+ * `CMCD-Session` header), unparsed, with the URL when it carries a path token (whose session,
+ * signed by steering, wins over CMCD's), in a bounded in-memory batch. A timer parses the session ids
  * and packs the batch, one pack per partition (edge/access-records.ts), for the spilling producer
  * (telemetry/producer.ts). A full batch drops new records and counts them, so memory stays
  * bounded whatever the rate. Records without a session cannot be joined: they are counted and
@@ -15,6 +16,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { AccessTier } from '../common/contracts.ts';
 import { describeError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
+import { PATH_TOKEN_PREFIX } from '../common/token.ts';
 import { topicNames } from '../telemetry/kafka.ts';
 import { createProducer, type KafkaEventProducer } from '../telemetry/producer.ts';
 import { packAccesses, type PendingAccess } from './access-records.ts';
@@ -101,7 +103,9 @@ export class AccessLog {
     }
     const q = query === '' ? undefined : queryArg(query, 'CMCD');
     const cmcd = q ?? cmcdSessionHeader(req.rawHeaders);
-    this.batch.push({ path, cmcd, encoded: q !== undefined, bytes, tier, ts: Date.now() });
+    const url = req.url;
+    const tokenUrl = url?.startsWith(PATH_TOKEN_PREFIX) ? url : undefined;
+    this.batch.push({ path, cmcd, encoded: q !== undefined, tokenUrl, bytes, tier, ts: Date.now() });
   }
 
   /** The producer counts what it lost (ocdn_telemetry_producer_events_total{result="lost"}, in packs); this says so once, in records. */

@@ -12,6 +12,7 @@ import {
   type EdgeAccessTuple,
   titleOfAccessObject,
 } from '../common/contracts.ts';
+import { PATH_TOKEN_PREFIX, sessionOfToken } from '../common/token.ts';
 import { type Cmcd, parseCmcdInto } from './cmcd.ts';
 
 /** One response as the hit path leaves it: nothing parsed, nothing built. */
@@ -20,6 +21,8 @@ export interface PendingAccess {
   /** The raw CMCD query value (URL-encoded), else the CMCD-Session header, else undefined. */
   cmcd: string | undefined;
   encoded: boolean;
+  /** The request URL when it carries a path token (`/t/<token>/…`), whose session wins over CMCD's. */
+  tokenUrl?: string | undefined;
   bytes: number;
   tier: AccessTier;
   ts: number;
@@ -52,7 +55,7 @@ export function packAccesses(
   let noSession = 0;
   let badPath = 0;
   for (const p of batch) {
-    const sessionId = sessionOfCmcd(p.cmcd, p.encoded);
+    const sessionId = sessionOfUrlToken(p.tokenUrl) ?? sessionOfCmcd(p.cmcd, p.encoded);
     if (sessionId === undefined) {
       noSession++;
       continue;
@@ -75,6 +78,16 @@ export function packAccesses(
   }
   for (const g of open.values()) emit(g);
   return { packs, noSession, badPath };
+}
+
+/**
+ * The steering session a path token names (common/token.ts): signed by steering, so it is the
+ * session of the decision whichever player plays, where a CMCD `sid` is what the player made up.
+ */
+function sessionOfUrlToken(url: string | undefined): string | undefined {
+  if (url === undefined) return undefined;
+  const end = url.indexOf('/', PATH_TOKEN_PREFIX.length);
+  return end === -1 ? undefined : sessionOfToken(url.slice(PATH_TOKEN_PREFIX.length, end));
 }
 
 /**

@@ -5,7 +5,7 @@ import { titleOf } from './path.ts';
 
 const REASONS = {
   missing: 'missing token (/t/<expires>.<signature>/vod/... or ?token=<expires>.<signature>)',
-  malformed: 'malformed token (expected <expires>.<64 hex>)',
+  malformed: 'malformed token (expected <expires>.<64 hex> or <expires>.<session>.<64 hex>)',
   expired: 'token expired',
   'invalid-signature': 'invalid token signature',
   'bad-path': 'token does not cover this path',

@@ -8,7 +8,7 @@ import type { HeartbeatVerifier } from '../common/edge-key.ts';
 import { parseJsonBody, readRawBody, sendError, sendJson, sendMethodNotAllowed } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import { sendMetrics } from '../common/metrics.ts';
-import { signPrefix, tokenPath } from '../common/token.ts';
+import { signPrefix, TOKEN_SESSION, tokenPath } from '../common/token.ts';
 import type { TitleCatalog } from './catalog.ts';
 import {
   buildSessionMaster,
@@ -127,8 +127,14 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
   const fragments = new WeakMap<EdgeView, { url: string; region: string; head: string; mid: string }>();
 
   // ---- decisions -------------------------------------------------------------------------
-  function tokenFor(title: string, expiresSec: number): string | undefined {
+  /**
+   * The title's token for a session: it names the session (common/token.ts), so the edges' access
+   * records carry it whatever the player sends as CMCD. A session id a token cannot carry (a
+   * client's own `?session=` with dots) gets the session-less token, cached per title and second.
+   */
+  function tokenFor(title: string, expiresSec: number, session: string): string | undefined {
     if (secret === null) return undefined;
+    if (TOKEN_SESSION.test(session)) return signPrefix(secret, `/vod/${title}/`, expiresSec, session);
     if (expiresSec !== tokenSecond) {
       tokenSecond = expiresSec;
       tokens = new Map();
@@ -220,7 +226,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     const session = q.get('session');
     const sessionId = session !== null && LABEL_PATTERN.test(session) ? session : randomUUID();
     const expiresSec = Math.floor(Date.now() / 1000) + tokenTtlSec;
-    const token = tokenFor(d.title, expiresSec);
+    const token = tokenFor(d.title, expiresSec, sessionId);
     // The same path on every edge: the token in it (common/token.ts tokenPath) so relative URIs keep it.
     const tail = tokenPath(`/vod/${d.title}/master.m3u8`, token);
     let body = `{"sessionId":"${sessionId}","title":"${d.title}","policy":"${d.policy}","site":"${d.site}","expiresAt":${expiresSec * 1000},"edges":[`;
@@ -254,7 +260,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
       master,
       title: d.title,
       pathways: d.ranked.map((r) => ({ id: r.edge.id, url: r.edge.url })),
-      token: tokenFor(d.title, expiresSec),
+      token: tokenFor(d.title, expiresSec, id),
       serverUri,
     });
     sessions.add({
@@ -334,7 +340,7 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
     };
     if (late.length > 0) {
       const master = await masters.get(catalog.require(s.title));
-      const token = secret === null ? undefined : signPrefix(secret, `/vod/${s.title}/`, s.expiresAtSec);
+      const token = tokenFor(s.title, s.expiresAtSec, s.id);
       // A base on the new edge's scheme and port when the session has one: then HOST alone (all
       // that a client without PER-VARIANT-URIS applies) lands on the new edge too.
       const sessionEdges = ranked.filter((r) => known.has(r.edge.id)).map((r) => r.edge);

@@ -3,7 +3,8 @@
  * --disable-web-security), playing a decodable (ffmpeg-mode) title from steering's Content
  * Steering master across three edge pathways. The test SIGKILLs the edge serving it; hls.js
  * must move to another pathway by itself and the playhead keep advancing. The page's QoE
- * beacons must reach the aggregator as a `browser` device.
+ * beacons must reach the aggregator as a `browser` device, and the bytes it got be classified
+ * against its steering decision (none unmatched).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -130,6 +131,17 @@ describe('hls.js in Chromium through Content Steering', () => {
       },
       { timeoutMs: 60_000, intervalMs: 500, what: 'the browser session in /v1/qoe?by=device' },
     );
+    // Its bytes are classified: every edge access of hls.js names the steering session in its
+    // path token (hls.js's CMCD sid is its own), so each one joins the decision of /v1/play.
+    const joined = await waitFor(
+      async () => {
+        const q = (await (await fetch(`${c.state.aggregatorUrl}/v1/qoe?by=all&last=1h`)).json()) as QoeResponse;
+        const t = q.totals[0];
+        return t && t.localHitBytes + t.contentMissBytes + t.healthMissBytes + t.otherMissBytes > 0 ? t : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: 'classified bytes of the browser session in /v1/qoe' },
+    );
+    expect({ unmatched: joined.unmatchedAccesses, unmatchedBytes: joined.unmatchedAccessBytes }).toEqual({ unmatched: 0, unmatchedBytes: 0 });
     expect(pageErrors).toEqual([]);
     await context.close();
   });

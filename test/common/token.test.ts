@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { signPath, splitPathToken, tokenPath, verifyToken, withPathToken } from '../../common/token.ts';
+import { sessionOfToken, signPath, signPrefix, splitPathToken, tokenPath, verifyToken, withPathToken } from '../../common/token.ts';
 import { TokenGate } from '../../edge/auth.ts';
 
 const SECRET = 'unit-secret-0123456789';
@@ -20,7 +20,7 @@ describe('path tokens', () => {
   });
 
   it('refuses a malformed /t/ segment with a reason', () => {
-    for (const p of ['/t/', `/t/${token}`, '/t//vod/film/a.ts', '/t/a%2Fb/vod/film/a.ts', `/t/${'1'.repeat(129)}/vod/film/a.ts`, '/t/a b/vod/film/a.ts']) {
+    for (const p of ['/t/', `/t/${token}`, '/t//vod/film/a.ts', '/t/a%2Fb/vod/film/a.ts', `/t/${'1'.repeat(161)}/vod/film/a.ts`, '/t/a b/vod/film/a.ts']) {
       const r = splitPathToken(p);
       expect(r.ok, p).toBe(false);
       if (!r.ok) expect(r.reason).toMatch(/malformed path token/);
@@ -54,5 +54,19 @@ describe('path tokens', () => {
     expect(check(`/t/${signPath(SECRET, '/vod/other/x', EXP)}/vod/film/a.ts`)).toMatch(/invalid token signature/);
     expect(check(`/t/${signPath('another-secret-xyz', '/vod/film/x', EXP)}/vod/film/a.ts`)).toMatch(/invalid token signature/);
     expect(check('/t/x')).toMatch(/malformed path token/);
+  });
+
+  it("a token may name its session, signed with the rest: any player's requests then carry it, and it cannot be swapped", () => {
+    const withSession = signPrefix(SECRET, '/vod/film/', EXP, 'Q2xr-abc_123');
+    expect(withSession).toMatch(/^\d+\.Q2xr-abc_123\.[0-9a-f]{64}$/);
+    expect(sessionOfToken(withSession)).toBe('Q2xr-abc_123');
+    expect(sessionOfToken(token)).toBeUndefined();
+    const seg = new URL('730k/seg-00000.ts', withPathToken('http://127.0.0.1:9400', '/vod/film/master.m3u8', withSession));
+    const s = splitPathToken(seg.pathname);
+    expect(s.ok && verifyToken(SECRET, s.path, s.token, NOW_MS / 1000)).toEqual({ ok: true, expires: EXP, session: 'Q2xr-abc_123' });
+    const swapped = withSession.replace('Q2xr-abc_123', 'someone-else');
+    expect(verifyToken(SECRET, '/vod/film/a.ts', swapped, NOW_MS / 1000)).toEqual({ ok: false, reason: 'invalid-signature' });
+    expect(new TokenGate(SECRET).check('/vod/film/a.ts', withSession, NOW_MS)).toBeUndefined();
+    expect(() => signPrefix(SECRET, '/vod/film/', EXP, 'has.dots')).toThrow(/token session/);
   });
 });

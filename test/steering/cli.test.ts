@@ -141,7 +141,7 @@ describe('ocdn steering serve / ocdn steer', () => {
     expect(table.code).toBe(0);
     expect(table.stdout).toMatch(/^#\s+edge\s+region\s+reason\s+score\s+url/m);
     expect(table.stdout).toMatch(
-      /^1\s+edge-a\s+us-west\s+site\+hash\s+0\.\d{4}\s+http:\/\/127\.0\.0\.1:9400\/t\/\d+\.[0-9a-f]{64}\/vod\/title-0001\/master\.m3u8$/m,
+      /^1\s+edge-a\s+us-west\s+site\+hash\s+0\.\d{4}\s+http:\/\/127\.0\.0\.1:9400\/t\/\d+\.[A-Za-z0-9_-]{1,64}\.[0-9a-f]{64}\/vod\/title-0001\/master\.m3u8$/m,
     );
     expect(json.code).toBe(0);
     const body = JSON.parse(json.stdout) as SteerResponse;

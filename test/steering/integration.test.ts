@@ -192,10 +192,12 @@ describe('steering with real edges', () => {
     expect(r.text).toMatch(
       /^#EXT-X-CONTENT-STEERING:SERVER-URI="http:\/\/127\.0\.0\.1:\d+\/v1\/steering\/[A-Za-z0-9_-]+\.json",PATHWAY-ID="(east-1|east-2)"$/m,
     );
-    // Every variant URI is absolute, on its pathway's edge, and plays as is.
+    // Every variant URI is absolute, on its pathway's edge, and plays as is; its token names the
+    // session of the steering manifest, so the edges' access records carry it for any player.
+    const session = /\/v1\/steering\/([A-Za-z0-9_-]+)\.json"/.exec(r.text)![1]!;
     for (const [i, v] of master.variants.entries()) {
       const edge = edges.get(tags.variantPathways[i]!)!;
-      expect(v.uri).toMatch(new RegExp(`^${edge.url}/t/\\d+\\.[0-9a-f]{64}/vod/title-0001/`));
+      expect(v.uri).toMatch(new RegExp(`^${edge.url}/t/\\d+\\.${session}\\.[0-9a-f]{64}/vod/title-0001/`));
     }
     expect((await get(master.variants[0]!.uri)).status).toBe(200);
 

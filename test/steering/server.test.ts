@@ -123,7 +123,7 @@ describe('steering server (heartbeats from the test, no probes)', () => {
       const { path, token } = pathToken(u.pathname);
       expect(u.search).toBe('');
       expect(path).toBe('/vod/title-0003/master.m3u8');
-      expect(verifyToken(SECRET, path, token)).toEqual({ ok: true, expires: body.expiresAt / 1000 });
+      expect(verifyToken(SECRET, path, token)).toEqual({ ok: true, expires: body.expiresAt / 1000, session: 's-123' });
       // The token covers the whole title, and only it.
       expect(verifyToken(SECRET, '/vod/title-0003/1100k/seg-00001.ts', token).ok).toBe(true);
       expect(verifyToken(SECRET, '/vod/title-0004/master.m3u8', token).ok).toBe(false);

@@ -3,6 +3,7 @@ import { ACCESS_PACK_MAX_RECORDS, type EdgeAccessPack } from '../../common/contr
 import { packAccesses, type PendingAccess } from '../../edge/access-records.ts';
 import { accessesOfPack } from '../../telemetry/access-pack.ts';
 import { partitionFor } from '../../telemetry/partitioner.ts';
+import { signPrefix } from '../../common/token.ts';
 
 const cmcd = (sid: string) => encodeURIComponent(`br=730,ot=v,sid="${sid}"`);
 const pending = (sid: string | undefined, path: string, i = 0): PendingAccess => ({
@@ -88,5 +89,19 @@ describe('access packs: what an edge writes to ocdn.edge.access.v1 and what the 
       expect(w.bad).toHaveLength(1);
       expect(w.bad[0]!.reason).toMatch(/invalid edge access pack/);
     }
+  });
+
+  it("takes the session from a path token before CMCD's sid: hls.js makes up its own sid, steering signed the token's", () => {
+    const token = signPrefix('secret-0123456789abcdef', '/vod/t/', 2_000_000_000, 'steer-sess-1');
+    const fromToken = { ...pending(undefined, '/vod/t/a.ts'), tokenUrl: `/t/${token}/vod/t/a.ts` };
+    const both = { ...pending('hlsjs-made-up', '/vod/t/b.ts'), tokenUrl: `/t/${token}/vod/t/b.ts?CMCD=x` };
+    const sessionless = {
+      ...pending('cmcd-sess', '/vod/t/c.ts'),
+      tokenUrl: `/t/${signPrefix('secret-0123456789abcdef', '/vod/t/', 2_000_000_000)}/vod/t/c.ts`,
+    };
+    const { packs, noSession } = packAccesses([fromToken, both, sessionless], 'edge-1', () => undefined);
+    expect(noSession).toBe(0);
+    const sessions = packs.flatMap((p) => (JSON.parse(p.json) as EdgeAccessPack).records.map((r) => `${r[0]} ${r[1]}`)).sort();
+    expect(sessions).toEqual(['cmcd-sess /vod/t/c.ts', 'steer-sess-1 /vod/t/a.ts', 'steer-sess-1 /vod/t/b.ts']);
   });
 });
