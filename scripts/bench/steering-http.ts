@@ -17,7 +17,7 @@
  *
  * Edges are registered in-process through the registry (heartbeats every 500 ms with varying
  * load and inventory, probes off: there is nothing listening at their URLs), so only the
- * steering path is measured. Tokens are on (one HMAC per title per second, as in production).
+ * steering path is measured. Tokens are on (one HMAC per decision: a token names its session, as in production).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
