@@ -91,8 +91,7 @@ export class TitleCatalog {
    */
   whenKnown(title: string): Promise<void> | undefined {
     if (this.byId.has(title) || !this.reader || this.stopped) return undefined;
-    const asked = Date.now();
-    if (this.loading !== undefined && this.lastAttemptAt > asked) return this.loading.then(() => undefined);
+    // A read already under way began before this request: the shared next read starts after it.
     this.nextRead ??= (async () => {
       await this.loading;
       const wait = this.lastAttemptAt + this.demandGapMs - Date.now();

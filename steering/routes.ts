@@ -115,10 +115,6 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
   const debug = log.isLevelEnabled('debug');
 
   // ---- state -----------------------------------------------------------------------------
-  // One token covers a title for everyone whose session expires in the same second, so a
-  // second's worth of answers for a title share one HMAC.
-  let tokenSecond = 0;
-  let tokens = new Map<string, string>();
   let seq = 0;
   // JSON.stringify of an answer (five ~200-byte URLs) was the largest cost of a decision. The
   // answer is put together from pieces instead: per-edge fragments made once per edge URL with
@@ -130,21 +126,11 @@ export function steeringRoutes(ctx: SteeringContext): RequestListener {
   /**
    * The title's token for a session: it names the session (common/token.ts), so the edges' access
    * records carry it whatever the player sends as CMCD. A session id a token cannot carry (a
-   * client's own `?session=` with dots) gets the session-less token, cached per title and second.
+   * client's own `?session=` with dots) gets the session-less token.
    */
   function tokenFor(title: string, expiresSec: number, session: string): string | undefined {
     if (secret === null) return undefined;
-    if (TOKEN_SESSION.test(session)) return signPrefix(secret, `/vod/${title}/`, expiresSec, session);
-    if (expiresSec !== tokenSecond) {
-      tokenSecond = expiresSec;
-      tokens = new Map();
-    }
-    let t = tokens.get(title);
-    if (t === undefined) {
-      t = signPrefix(secret, `/vod/${title}/`, expiresSec);
-      tokens.set(title, t);
-    }
-    return t;
+    return signPrefix(secret, `/vod/${title}/`, expiresSec, TOKEN_SESSION.test(session) ? session : undefined);
   }
 
   function decide(q: URLSearchParams, req: IncomingMessage, titleArg?: string): Decision {

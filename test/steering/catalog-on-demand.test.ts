@@ -1,10 +1,10 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { serializeCatalog } from '../../origin/catalog.ts';
-import { startSteering, type Steering } from '../../steering/server.ts';
+import type { Steering } from '../../steering/server.ts';
 import { expectErrorBody } from '../error-body.ts';
-import { startOrigin, type TestOrigin } from '../edge/helpers.ts';
-import { heartbeat, signedHeaders, TEST_EDGE_KEY, testCatalog } from './helpers.ts';
+import type { TestOrigin } from '../edge/helpers.ts';
+import { heartbeat, signedHeaders, steeringOnBucket, testCatalog } from './helpers.ts';
 
 async function get(url: string) {
   const res = await request(url);
@@ -17,15 +17,7 @@ describe('steering reads the catalog again when asked for a title it does not kn
   let origin: TestOrigin;
   let st: Steering;
   beforeAll(async () => {
-    origin = await startOrigin();
-    st = await startSteering({
-      edgeKey: TEST_EDGE_KEY,
-      port: 0,
-      tokenSecret: null,
-      origin: origin.reader,
-      catalogRefreshMs: 600_000,
-      registry: { probeIntervalMs: 0, rise: 1 },
-    });
+    ({ origin, st } = await steeringOnBucket(600_000));
     const body = JSON.stringify(heartbeat({ id: 'od-1', url: 'http://127.0.0.1:9301', region: 'us-east' }));
     const r = await request(`${st.url}/v1/edges/heartbeat`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...signedHeaders(body) } });
     await r.body.text();

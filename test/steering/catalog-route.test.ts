@@ -5,8 +5,8 @@ import type { Catalog } from '../../common/contracts.ts';
 import { waitFor } from '../../common/http.ts';
 import { serializeCatalog } from '../../origin/catalog.ts';
 import { startSteering, type Steering } from '../../steering/server.ts';
-import { startOrigin, type TestOrigin } from '../edge/helpers.ts';
-import { testCatalog, testTitle, TEST_EDGE_KEY } from './helpers.ts';
+import type { TestOrigin } from '../edge/helpers.ts';
+import { steeringOnBucket, testCatalog, testTitle, TEST_EDGE_KEY } from './helpers.ts';
 
 async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
   const res = await request(url, { method, headers });
@@ -46,15 +46,7 @@ describe('steering GET /v1/catalog', () => {
     let origin: TestOrigin;
     let st: Steering;
     beforeAll(async () => {
-      origin = await startOrigin();
-      st = await startSteering({
-        edgeKey: TEST_EDGE_KEY,
-        port: 0,
-        tokenSecret: null,
-        origin: origin.reader,
-        catalogRefreshMs: 3_000,
-        registry: { probeIntervalMs: 0, rise: 1 },
-      });
+      ({ origin, st } = await steeringOnBucket(3_000));
     });
     afterAll(async () => {
       await st?.close();

@@ -1,5 +1,7 @@
 import type { Catalog, CatalogTitle, EdgeHeartbeat } from '../../common/contracts.ts';
 import { deriveEdgeKey, signHeartbeat } from '../../common/edge-key.ts';
+import { type Steering, startSteering } from '../../steering/server.ts';
+import { startOrigin, type TestOrigin } from '../edge/helpers.ts';
 
 /** A catalog entry with the small ladder's three renditions (what steering needs of a title). */
 export function testTitle(id: string, rank = 1): CatalogTitle {
@@ -50,4 +52,18 @@ export function signedHeaders(body: string, id?: string, key = TEST_EDGE_KEY, no
   }
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(who)) who = 'unknown';
   return signHeartbeat(deriveEdgeKey(key, who), who, body, now);
+}
+
+/** Steering that reads its catalog from a real (s3rver) bucket, empty until the test puts catalog.json. */
+export async function steeringOnBucket(catalogRefreshMs: number): Promise<{ origin: TestOrigin; st: Steering }> {
+  const origin = await startOrigin();
+  const st = await startSteering({
+    edgeKey: TEST_EDGE_KEY,
+    port: 0,
+    tokenSecret: null,
+    origin: origin.reader,
+    catalogRefreshMs,
+    registry: { probeIntervalMs: 0, rise: 1 },
+  });
+  return { origin, st };
 }
