@@ -2,14 +2,8 @@ import type { Command } from 'commander';
 import { loadConfig } from '../common/config.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { formatBytes } from '../common/units.ts';
-import { fetchCatalog } from '../scripts/catalog-client.ts';
-import { killEdge, kafkaRestart, originOutage, restore } from '../scripts/chaos.ts';
-import { clusterDown, clusterStatus, clusterUp, defaultClusterOptions } from '../scripts/cluster/cluster.ts';
+import { defaultClusterOptions } from '../scripts/cluster/options.ts';
 import { type ClusterState, contextDir, DEFAULT_BASE_PORT, readContext, requireCluster } from '../common/cluster-context.ts';
-import { startAll } from '../scripts/cluster/start.ts';
-import { runSupervisorProcess } from '../scripts/cluster/supervisor.ts';
-import { printClusterTable } from '../scripts/cluster/table.ts';
-import { runLoadtest } from '../scripts/loadtest.ts';
 import { renderTable } from '../common/table.ts';
 import { CACHE_POLICIES, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
 import { parseCopies, parseWindow } from '../scripts/fill-plan.ts';
@@ -17,6 +11,10 @@ import { registerFill } from './fill.ts';
 import { registerKafka } from './kafka.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
+
+// What the commands run is imported when one runs, so `--help` and a mistyped flag load none of it.
+const clusterOps = () => import('../scripts/cluster/cluster.ts');
+const chaosOps = () => import('../scripts/chaos.ts');
 
 const upSpec = {
   edges: { type: 'int', min: 1, max: 64, default: defaultClusterOptions.edges },
@@ -93,6 +91,8 @@ export function registerCluster(program: Command): void {
         parseWindow(fillWindow);
         parseCopies(fillCopies);
       }
+      const { clusterUp, clusterDown } = await clusterOps();
+      const { printClusterTable } = await import('../scripts/cluster/table.ts');
       const state = await clusterUp({
         ...cfg,
         ...(fillRateCap !== undefined ? { fillRateCap: String(fillRateCap) } : {}),
@@ -128,6 +128,7 @@ export function registerCluster(program: Command): void {
     .option('--dir <dir>', DIR_HELP)
     .option('--json', 'machine-readable output')
     .action(async (flags: { dir: string; json?: boolean }) => {
+      const { clusterStatus } = await clusterOps();
       const st = await clusterStatus(contextDir(flags.dir));
       if (!st) throw new OcdnError(ErrorCodes.USAGE, `no cluster state in ${contextDir(flags.dir)} (nothing running)`);
       if (flags.json) {
@@ -158,6 +159,7 @@ export function registerCluster(program: Command): void {
     .description('stop every component cleanly (and clean up after a crash)')
     .option('--dir <dir>', DIR_HELP)
     .action(async (flags: { dir: string }) => {
+      const { clusterDown } = await clusterOps();
       const r = await clusterDown(contextDir(flags.dir), say);
       if (r.stopped.length + r.killed.length === 0) say('nothing was running');
       else say(`stopped ${r.stopped.length} component(s)${r.killed.length ? `, killed ${r.killed.join(', ')} after the grace period` : ''}`);
@@ -172,6 +174,7 @@ export function registerCluster(program: Command): void {
       const cfg = loadConfig({ interval: { type: 'duration', min: 50, default: '500ms' } } as const, flags);
       const dir = contextDir(flags.dir);
       requireState(dir);
+      const { runSupervisorProcess } = await import('../scripts/cluster/supervisor.ts');
       await runSupervisorProcess({ dir, intervalMs: cfg.interval });
     });
 
@@ -198,6 +201,7 @@ export function registerCluster(program: Command): void {
         } as const,
         flags,
       );
+      const { startAll } = await import('../scripts/cluster/start.ts');
       await startAll({ ...cfg, console: true, dir: contextDir(flags.dir), titleDurationSec: cfg.titleDuration, watch: flags.watch !== false }, say);
     });
 
@@ -227,6 +231,8 @@ export function registerCluster(program: Command): void {
         flags,
       );
       const state = requireState(flags.dir);
+      const { fetchCatalog } = await import('../scripts/catalog-client.ts');
+      const { runLoadtest } = await import('../scripts/loadtest.ts');
       const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
       if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
       const edges = state.components.filter((c) => c.kind === 'edge').map((c) => ({ id: c.name, url: c.url }));
@@ -292,6 +298,7 @@ export function registerCluster(program: Command): void {
         flags,
       );
       if (!id && !flags.random) throw new OcdnError(ErrorCodes.USAGE, 'name an edge id or pass --random');
+      const { killEdge } = await chaosOps();
       for (;;) {
         await killEdge(contextDir(flags.dir), { id, random: Boolean(flags.random), restartAfterMs: cfg.restartAfter, log: say });
         if (cfg.every === undefined) return;
@@ -303,13 +310,14 @@ export function registerCluster(program: Command): void {
     .description('lift the hold on a component chaos killed: it is started again (by the supervisor when one runs)')
     .option('--dir <dir>', DIR_HELP)
     .action(async (id: string, flags: { dir: string }) => {
+      const { restore } = await chaosOps();
       await restore(contextDir(flags.dir), id, say);
     });
   chaos
     .command('kafka-restart')
     .description('stop the local Kafka broker and start it again')
     .option('--dir <dir>', DIR_HELP)
-    .action(async (flags: { dir: string }) => kafkaRestart(contextDir(flags.dir), say));
+    .action(async (flags: { dir: string }) => (await chaosOps()).kafkaRestart(contextDir(flags.dir), say));
   chaos
     .command('origin-outage')
     .description('take the embedded S3 origin down for a while')
@@ -317,6 +325,7 @@ export function registerCluster(program: Command): void {
     .option('--dir <dir>', DIR_HELP)
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadConfig({ for: { type: 'duration', min: 100, default: '20s' } } as const, flags);
+      const { originOutage } = await chaosOps();
       await originOutage(contextDir(flags.dir), cfg.for, say);
     });
 

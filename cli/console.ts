@@ -7,7 +7,6 @@ import { createLogger } from '../common/log.ts';
 import { ADMIN_TOKEN, requireSecret } from '../common/secrets.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { mintLoginUrl } from '../console/login-client.ts';
-import { startConsole } from '../console/server.ts';
 
 export const consoleServeSpec = {
   port: { type: 'int', flag: '--port', env: 'OCDN_CONSOLE_PORT', default: DEFAULT_PORTS.console, min: 0, max: 65_535 },
@@ -52,6 +51,8 @@ export function registerConsole(program: Command): void {
     const admin = requireSecret(ADMIN_TOKEN, adminTokenFile, problems, 'the console mints login URLs and runs chaos with it', process.env, ctx.values);
     if (problems.length > 0 || !cfg || !admin) throw new ConfigError(problems);
     const log = createLogger('console');
+    // Loaded once the flags are good: the CLI registering the command does not pay for it.
+    const { startConsole } = await import('../console/server.ts');
     const server = await startConsole({
       port: cfg.port,
       host: cfg.host,

@@ -1,13 +1,14 @@
-import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import type { Command } from 'commander';
 import type { Catalog } from '../common/contracts.ts';
 import { addDirOption, explain, loadCommandConfig } from '../common/command-config.ts';
 import { ErrorCodes } from '../common/errors.ts';
 import { formatBytes } from '../common/units.ts';
 import { LADDER_NAMES } from '../origin/ladder.ts';
-import { addS3Options, createS3Client, normalizeS3Flags, s3ConfigSpec } from '../origin/s3-config.ts';
-import { DEFAULT_MASTER, importTitle } from '../origin/import.ts';
-import { ensureBucket, readCatalog, seedContent, type SeedProgress } from '../origin/seed.ts';
+import { addS3Options, normalizeS3Flags, s3ConfigSpec } from '../origin/s3-config.ts';
+import type { createS3Client } from '../origin/s3-client.ts';
+import { DEFAULT_MASTER } from '../origin/catalog.ts';
+import type { SeedProgress } from '../origin/seed.ts';
 
 export const seedSpec = {
   titles: { type: 'int', flag: '--titles', default: 20, min: 1, max: 9_999 },
@@ -35,7 +36,9 @@ export const importSpec = {
 const lsSpec = { json: { type: 'bool', flag: '--json', default: false }, ...s3ConfigSpec } as const;
 
 /** S3 calls from the CLI: few retries so a dead endpoint fails in seconds, not minutes. */
-function clientFor(cfg: Parameters<typeof createS3Client>[0]): S3Client {
+async function clientFor(cfg: Parameters<typeof createS3Client>[0]): Promise<S3Client> {
+  // The SDK and what uses it load when a command runs: the CLI registering these does not pay for them.
+  const { createS3Client } = await import('../origin/s3-client.ts');
   return createS3Client(cfg, { maxAttempts: 2, connectTimeoutMs: 2_000, requestTimeoutMs: 60_000 });
 }
 
@@ -98,7 +101,8 @@ export function registerContent(program: Command): void {
       .option('--no-progress', 'no progress output'),
   ).action(async (flags: Record<string, unknown>) => {
     const { cfg, ctx } = loadCommandConfig(seedSpec, normalizeS3Flags(flags));
-    const client = clientFor(cfg);
+    const client = await clientFor(cfg);
+    const { seedContent } = await import('../origin/seed.ts');
     const reporter = cfg.progress ? progressReporter(process.stderr) : undefined;
     try {
       const result = await seedContent({
@@ -155,7 +159,8 @@ export function registerContent(program: Command): void {
       .option('--no-progress', 'no progress output'),
   ).action(async (title: string, flags: Record<string, unknown>) => {
     const { cfg, ctx } = loadCommandConfig(importSpec, normalizeS3Flags(flags));
-    const client = clientFor(cfg);
+    const client = await clientFor(cfg);
+    const { importTitle } = await import('../origin/import.ts');
     const reporter = cfg.progress ? progressReporter(process.stderr) : undefined;
     try {
       const result = await importTitle({
@@ -214,7 +219,8 @@ export function registerContent(program: Command): void {
       .option('--json', 'print as JSON'),
   ).action(async (flags: Record<string, unknown>) => {
     const { cfg, ctx } = loadCommandConfig(lsSpec, normalizeS3Flags(flags));
-    const client = clientFor(cfg);
+    const client = await clientFor(cfg);
+    const { ensureBucket, readCatalog } = await import('../origin/seed.ts');
     try {
       await ensureBucket(client, cfg.bucket, { endpoint: cfg.s3Endpoint, create: false }).catch((err: unknown) => {
         throw explain(err, [ErrorCodes.S3_UNREACHABLE], lsSpec, cfg, 's3Endpoint', ctx);
@@ -239,6 +245,7 @@ export interface BucketListing {
 export async function listBucket(client: S3Client, bucket: string): Promise<BucketListing> {
   const out: BucketListing = { objects: 0, bytes: 0, titles: {} };
   let token: string | undefined;
+  const { ListObjectsV2Command } = await import('@aws-sdk/client-s3');
   do {
     const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token, MaxKeys: 1000 }));
     for (const o of page.Contents ?? []) {

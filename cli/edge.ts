@@ -7,12 +7,10 @@ import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
 import { createLogger } from '../common/log.ts';
 import { ADMIN_TOKEN, EDGE_KEY, requireSecret, resolveSecret, TOKEN_SECRET } from '../common/secrets.ts';
 import { Shutdown } from '../common/shutdown.ts';
-import { OriginReader } from '../origin/reader.ts';
-import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
+import { addS3Options, loadS3Config } from '../origin/s3-config.ts';
 import { CACHE_POLICIES, type CachePolicy, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
-import { DEFAULT_UPSTREAM_CONCURRENCY } from '../edge/cache.ts';
+import { DEFAULT_UPSTREAM_CONCURRENCY } from '../edge/defaults.ts';
 import { DEFAULT_DURESS_IN_FLIGHT } from '../edge/cmsd.ts';
-import { startEdge } from '../edge/server.ts';
 
 export const edgeServeSpec = {
   id: { type: 'string', flag: '--id', env: 'OCDN_EDGE_ID', required: true, pattern: /^[A-Za-z0-9._-]{1,64}$/ },
@@ -123,6 +121,12 @@ export function registerEdge(program: Command): void {
     if (problems.length > 0 || !cfg || !s3) throw new ConfigError(problems);
 
     const log = createLogger('edge', { fields: { edge: cfg.id } });
+    // The edge itself, loaded once the flags are good: the CLI registering `edge serve` does not pay for it.
+    const [{ createS3Client }, { OriginReader }, { startEdge }] = await Promise.all([
+      import('../origin/s3-client.ts'),
+      import('../origin/reader.ts'),
+      import('../edge/server.ts'),
+    ]);
     const client = createS3Client(s3, { maxAttempts: 1, requestTimeoutMs: cfg.originTimeout });
     const origin = new OriginReader({ client, bucket: s3.bucket, timeoutMs: cfg.originTimeout });
     const edgeNode = await startEdge({

@@ -6,9 +6,7 @@ import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { renderTable } from '../common/table.ts';
 import { formatBytes, parseBytes } from '../common/units.ts';
-import { fetchCatalog } from '../scripts/catalog-client.ts';
-import { proactiveFill, recentDemand } from '../scripts/fill.ts';
-import { contentMissOf, type CycleReport, FillController, PLAN_HEADERS, planJson, planRows, serveFillController } from '../scripts/fill-controller.ts';
+import type { CycleReport } from '../scripts/fill-controller.ts';
 import { describeSource, describeWindow, parseCopies, parseWindow } from '../scripts/fill-plan.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
@@ -39,8 +37,13 @@ function withControllerOptions(c: Command): Command {
     .option('--dir <dir>', DIR_HELP);
 }
 
-function makeController(flags: Record<string, unknown>, log?: ReturnType<typeof createLogger>) {
+// What the commands run is imported when one runs, so `--help` and a mistyped flag load none of it.
+const controllerOps = () => import('../scripts/fill-controller.ts');
+const fillOps = () => import('../scripts/fill.ts');
+
+async function makeController(flags: Record<string, unknown>, log?: ReturnType<typeof createLogger>) {
   const cfg = loadConfig(controllerSpec, flags);
+  const [{ FillController }, { fetchCatalog }] = await Promise.all([controllerOps(), import('../scripts/catalog-client.ts')]);
   const state = requireState(flags.dir);
   const copies = parseCopies(cfg.copies);
   const window = parseWindow(cfg.window);
@@ -67,7 +70,8 @@ function makeController(flags: Record<string, unknown>, log?: ReturnType<typeof 
   return { controller, cfg, state, window };
 }
 
-function printCycle(r: CycleReport, json: boolean, after: { bytes: number | undefined; spanMs: number } | undefined): void {
+async function printCycle(r: CycleReport, json: boolean, after: { bytes: number | undefined; spanMs: number } | undefined): Promise<void> {
+  const { PLAN_HEADERS, planJson, planRows } = await controllerOps();
   const effect = {
     contentMissBytesBefore: r.contentMissBytesBefore ?? null,
     ...(after ? { contentMissBytesAfter: after.bytes ?? null, afterSpanMs: after.spanMs } : {}),
@@ -141,6 +145,7 @@ export function registerFill(program: Command): void {
       );
       const rate = parseBytes(cfg.rate.replace(/\/s$/i, ''));
       const state = requireState(flags.dir);
+      const [{ fetchCatalog }, { proactiveFill, recentDemand }] = await Promise.all([import('../scripts/catalog-client.ts'), fillOps()]);
       const catalog = await fetchCatalog(state.s3Endpoint, state.bucket);
       if (!catalog) throw new OcdnError(ErrorCodes.USAGE, 'the bucket has no catalog.json yet: run "ocdn content seed" first');
       const edgeComps = state.components.filter((c) => c.kind === 'edge');
@@ -185,7 +190,8 @@ export function registerFill(program: Command): void {
         "the fill controller's plan now, nothing moved: per edge the titles it lacks (top by recent demand and content misses, then catalog rank; copies per site by tier on the edges steering hashes them to), the source (a site peer holding it, the shield, S3) and the bytes",
       ),
   ).action(async (flags: Record<string, unknown>) => {
-    const { controller, window } = makeController(flags);
+    const { controller, window } = await makeController(flags);
+    const { PLAN_HEADERS, planJson, planRows } = await controllerOps();
     const p = await controller.plan();
     if (flags.json) {
       process.stdout.write(
@@ -220,7 +226,8 @@ export function registerFill(program: Command): void {
     );
     if (extra.every !== undefined) {
       const log = createLogger('fill');
-      const { controller } = makeController(flags, log);
+      const { controller } = await makeController(flags, log);
+      const { serveFillController } = await controllerOps();
       const svc = await serveFillController(controller, { everyMs: extra.every, port: extra.port, log });
       log.info({ url: svc.url, everyMs: extra.every }, 'fill controller running');
       const shutdown = new Shutdown({ log });
@@ -228,11 +235,12 @@ export function registerFill(program: Command): void {
       shutdown.installSignalHandlers();
       return;
     }
-    const { controller, state } = makeController(flags);
+    const { controller, state } = await makeController(flags);
     const r = await controller.cycle();
     let after: { bytes: number | undefined; spanMs: number } | undefined;
     if (extra.measureAfter !== undefined && r.done.length > 0) {
       await new Promise((res) => setTimeout(res, extra.measureAfter));
+      const [{ recentDemand }, { contentMissOf }] = await Promise.all([fillOps(), controllerOps()]);
       const demand = await recentDemand(state.aggregatorUrl, extra.measureAfter);
       after = {
         bytes: contentMissOf(
@@ -242,7 +250,7 @@ export function registerFill(program: Command): void {
         spanMs: extra.measureAfter,
       };
     }
-    printCycle(r, flags.json === true, after);
+    await printCycle(r, flags.json === true, after);
     if (r.left.length) process.exitCode = 1;
   });
 }

@@ -6,7 +6,7 @@ import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { renderTable } from '../common/table.ts';
 import { fetchKafkaLibs, KAFKA_VERSION, kafkaDown, kafkaStatus, kafkaUpDetached, startKafka } from '../scripts/kafka.ts';
-import { ensureTopics, parseBrokers, topicNames } from '../telemetry/kafka.ts';
+import { parseBrokers, topicNames } from '../telemetry/topics.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
 
@@ -120,6 +120,7 @@ export function registerKafka(program: Command): void {
     .action(async (flags: Record<string, unknown>) => {
       const cfg = loadKafkaConfig(flags);
       const topics = topicNames(cfg.topicPrefix);
+      const { ensureTopics } = await import('../telemetry/kafka.ts');
       await ensureTopics(parseBrokers(cfg.brokers ?? `127.0.0.1:${cfg.port}`), { topics });
       say(`topics ready: ${Object.values(topics).join(', ')}`);
     });

@@ -6,8 +6,7 @@ import { ABR_NAMES, type AbrName } from '../player-sim/abr/index.ts';
 import { parseTraceSpec } from '../player-sim/network.ts';
 import { LADDER_NAMES } from '../origin/ladder.ts';
 import { isPolicyName, POLICY_NAMES, type PolicyName } from '../steering/policies.ts';
-import { runLab, type LabParams } from '../lab/experiment.ts';
-import { renderReport } from '../lab/report.ts';
+import type { LabParams } from '../lab/experiment.ts';
 import { formatLab } from '../lab/table.ts';
 import { WORKLOAD_DEFAULTS } from '../lab/workload.ts';
 
@@ -125,9 +124,12 @@ export function registerLab(program: Command): void {
     .action(async (flags: Record<string, unknown>) => {
       const { params, json, report } = labParams(flags);
       const progress = process.stderr.isTTY && !json ? (done: number, total: number) => process.stderr.write(`\rreplay ${done}/${total}`) : undefined;
+      // The lab loads when it runs: the CLI registering `lab` does not pay for the edge and steering code.
+      const { runLab } = await import('../lab/experiment.ts');
       const result = await runLab(params, progress);
       if (progress) process.stderr.write('\n');
       if (report) {
+        const { renderReport } = await import('../lab/report.ts');
         writeFileSync(report, renderReport(result, ['ocdn', ...process.argv.slice(2)].join(' ')));
         if (!json) process.stderr.write(`report: ${report}\n`);
       }

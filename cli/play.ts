@@ -8,9 +8,9 @@ import { describeError, ErrorCodes, OcdnError } from '../common/errors.ts';
 import { formatBytes, parseDuration } from '../common/units.ts';
 import type { EventSink, QoeEvent } from '../telemetry/events.ts';
 import { ABR_NAMES, type AbrName } from '../player-sim/abr/index.ts';
-import { catalogUrls, fetchCatalogFrom, titlesByRank, type CatalogSource } from '../player-sim/catalog.ts';
+import type { CatalogSource } from '../player-sim/catalog.ts';
 import { parseTraceSpec } from '../player-sim/network.ts';
-import { runPlayers, type RunSummary } from '../player-sim/runner.ts';
+import type { RunSummary } from '../player-sim/runner.ts';
 import { renderTable } from '../common/table.ts';
 
 export const playSpec = {
@@ -66,6 +66,8 @@ function playTarget(cfg: { steering?: string; edge?: string[] }): CatalogSource 
 /** Title ids by rank for zipf/uniform draws: title-0001..N when given, else the CDN's catalog (steering /v1/catalog, or an edge's /catalog.json). */
 async function loadCatalog(catalogTitles: number | undefined, target: CatalogSource): Promise<string[]> {
   if (catalogTitles !== undefined) return Array.from({ length: catalogTitles }, (_, i) => `title-${String(i + 1).padStart(4, '0')}`);
+  // Loaded when a run needs it, with the runner: the CLI registering `play` does not pay for undici.
+  const { catalogUrls, fetchCatalogFrom, titlesByRank } = await import('../player-sim/catalog.ts');
   const catalog = await fetchCatalogFrom(target);
   if (catalog.titles.length === 0) {
     throw new OcdnError(ErrorCodes.CONFIG, `the catalog at ${catalogUrls(target).join(', ')} lists no titles: seed content first, or pass --titles id,id`);
@@ -239,6 +241,7 @@ export function registerPlay(program: Command): void {
     let runError: unknown;
     let sinkError: string | undefined;
     try {
+      const { runPlayers } = await import('../player-sim/runner.ts');
       ({ summary } = await runPlayers({
         players: cfg.players,
         rampMs: cfg.ramp,

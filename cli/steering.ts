@@ -1,7 +1,5 @@
 import { join } from 'node:path';
-import { startQoeFeedback } from '../steering/qoe-feedback.ts';
 import type { Command } from 'commander';
-import { request } from 'undici';
 import { DEFAULT_PORTS, readContext } from '../common/cluster-context.ts';
 import { addDirOption, loadCommandConfig, unreachable } from '../common/command-config.ts';
 import { collectProblems, ConfigError, loadConfig } from '../common/config.ts';
@@ -12,10 +10,8 @@ import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
 import { EDGE_KEY, requireSecret, TOKEN_SECRET } from '../common/secrets.ts';
 import { Shutdown } from '../common/shutdown.ts';
-import { OriginReader } from '../origin/reader.ts';
-import { addS3Options, createS3Client, loadS3Config } from '../origin/s3-config.ts';
+import { addS3Options, loadS3Config } from '../origin/s3-config.ts';
 import { POLICY_NAMES, type PolicyName } from '../steering/policies.ts';
-import { startSteering } from '../steering/server.ts';
 import { loadTopologyFile } from '../steering/topology.ts';
 import { renderTable } from '../common/table.ts';
 
@@ -130,6 +126,13 @@ export function registerSteering(program: Command): void {
     if (problems.length > 0 || !cfg || !s3) throw new ConfigError(problems);
 
     const log = createLogger('steering');
+    // Steering itself, loaded once the flags are good: the CLI registering the command does not pay for it.
+    const [{ createS3Client }, { OriginReader }, { startSteering }, { startQoeFeedback }] = await Promise.all([
+      import('../origin/s3-client.ts'),
+      import('../origin/reader.ts'),
+      import('../steering/server.ts'),
+      import('../steering/qoe-feedback.ts'),
+    ]);
     const client = createS3Client(s3, { maxAttempts: 1, requestTimeoutMs: 5_000 });
     const origin = new OriginReader({ client, bucket: s3.bucket, timeoutMs: 5_000, retries: 1 });
     const st = await startSteering({
@@ -190,6 +193,7 @@ export function registerSteering(program: Command): void {
     let status: number;
     let text: string;
     try {
+      const { request } = await import('undici');
       const res = await request(target, { headersTimeout: cfg.timeout, bodyTimeout: cfg.timeout, signal: AbortSignal.timeout(cfg.timeout) });
       status = res.statusCode;
       text = await res.body.text();

@@ -9,10 +9,8 @@ import { errorMessage } from '../common/http.ts';
 import { createLogger } from '../common/log.ts';
 import { Shutdown } from '../common/shutdown.ts';
 import { formatBytes, parseDuration } from '../common/units.ts';
-import { startAggregator } from '../telemetry/aggregator.ts';
-import { DEFAULT_BROKERS, topicNames } from '../telemetry/kafka.ts';
+import { DEFAULT_BROKERS, topicNames } from '../telemetry/topics.ts';
 import { DIMENSIONS } from '../telemetry/merge.ts';
-import { verify } from '../telemetry/verify.ts';
 import { renderTable } from '../common/table.ts';
 
 const say = (line: string) => process.stderr.write(`ocdn: ${line}\n`);
@@ -280,6 +278,8 @@ export function registerTelemetry(program: Command): void {
     const corsOrigins = corsOriginsOption(cfg.corsOrigins, problems);
     if (problems.length > 0) throw new ConfigError(problems);
     const log = createLogger('aggregator');
+    // Loaded once the flags are good: the CLI registering the command does not pay for it.
+    const { startAggregator } = await import('../telemetry/aggregator.ts');
     const agg = await startAggregator({
       brokers: cfg.brokers,
       port: cfg.port,
@@ -431,6 +431,7 @@ export function registerTelemetry(program: Command): void {
         } as const,
         flags,
       );
+      const { verify } = await import('../telemetry/verify.ts');
       const report = await verify({
         url: cfg.url,
         brokers: cfg.brokers,

@@ -17,7 +17,7 @@ import type { AccessTier } from '../common/contracts.ts';
 import { describeError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
 import { PATH_TOKEN_PREFIX } from '../common/token.ts';
-import { topicNames } from '../telemetry/kafka.ts';
+import { topicNames } from '../telemetry/topics.ts';
 import { createProducer, type KafkaEventProducer } from '../telemetry/producer.ts';
 import { packAccesses, type PendingAccess } from './access-records.ts';
 import { queryArg } from './path.ts';

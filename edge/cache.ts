@@ -22,6 +22,7 @@ import { type ByteStore, type CachePolicy, createEdgeStore, DEFAULT_CACHE_POLICY
 import { contentTypeFor, isPlaylist, titleOf } from './path.ts';
 import type { ByteSpan } from './range.ts';
 import type { Upstream } from './upstream.ts';
+import { DEFAULT_UPSTREAM_CONCURRENCY } from './defaults.ts';
 
 export interface EdgeCacheOptions {
   capacityBytes: number;
@@ -135,7 +136,6 @@ const HEX64 = /^[0-9a-f]{64}$/;
 const NEG_GET_OPTS: LRUCache.GetOptions<string, NegativeEntry, unknown> = {};
 /** Cached 404s held at most by default: ~0.5 MB of keys, whatever the capacity. */
 export const DEFAULT_NEGATIVE_MAX_ENTRIES = 1_000;
-export const DEFAULT_UPSTREAM_CONCURRENCY = 32;
 
 /**
  * Byte-bounded cache of whole objects in front of one upstream, under one eviction policy

@@ -4,6 +4,8 @@ import type { LadderRung } from './ladder.ts';
 import { renditionBandwidth, segmentCount } from './synthetic.ts';
 
 export const CATALOG_CONTENT_TYPE = 'application/json';
+/** A title folder's master playlist, as players ask for it (an import may name its own, copied to this name). */
+export const DEFAULT_MASTER = 'master.m3u8';
 
 /** "title-0001": zero-padded so keys sort in catalog order in any bucket listing. */
 export function titleId(n: number): string {

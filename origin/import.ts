@@ -13,6 +13,7 @@ import { updateCatalog } from './catalog-store.ts';
 import { SHA256_META } from './reader.ts';
 import { ensureBucket, forEachBounded, putObjectIfChanged } from './seed.ts';
 import { sha256Hex } from './synthetic.ts';
+import { DEFAULT_MASTER } from './catalog.ts';
 
 /**
  * `ocdn content import`: registers an HLS package made by someone else (ffmpeg, a packager) as
@@ -25,7 +26,6 @@ import { sha256Hex } from './synthetic.ts';
  * catalog.json, so what was registered can be checked later without growing the catalog.
  */
 
-export const DEFAULT_MASTER = 'master.m3u8';
 /** Bounds on what one package may make us read: a hostile or broken package fails, it does not exhaust memory. */
 export const IMPORT_LIMITS = { maxPlaylistBytes: 4 << 20, maxPlaylists: 256, maxObjects: 200_000 } as const;
 /** Problems listed in the error message; the rest are in `details`. */

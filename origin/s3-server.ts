@@ -1,5 +1,4 @@
 import { mkdir } from 'node:fs/promises';
-import S3rver from 's3rver';
 import { DEFAULT_BUCKET } from './s3-config.ts';
 
 export interface EmbeddedS3 {
@@ -16,6 +15,8 @@ export interface EmbeddedS3 {
 export async function startEmbeddedS3(opts: { port?: number; dir: string; bucket?: string; host?: string }): Promise<EmbeddedS3> {
   await mkdir(opts.dir, { recursive: true });
   const host = opts.host ?? '127.0.0.1';
+  // Loaded here, not at the top: every ocdn process imports this module, few start an S3 server.
+  const { default: S3rver } = await import('s3rver');
   const server = new S3rver({
     port: opts.port ?? 0,
     address: host,

@@ -1,5 +1,4 @@
 import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { CATALOG_KEY, contentKeys, type Catalog, type CatalogTitle } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
 import { buildCatalog, parseCatalog, sameCatalogContent, serializeCatalog, syntheticTitle, titleId } from './catalog.ts';
@@ -195,6 +194,8 @@ export async function putObjectIfChanged(
   if (obj.body.length >= (opts.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD)) {
     const abortController = new AbortController();
     opts.signal?.addEventListener('abort', () => abortController.abort(), { once: true });
+    // Loaded on the first multipart upload: most commands that import seeding never make one.
+    const { Upload } = await import('@aws-sdk/lib-storage');
     await new Upload({ client, params, partSize: Math.max(DEFAULT_PART_SIZE, opts.partSizeBytes ?? DEFAULT_PART_SIZE), queueSize: 2, abortController }).done();
   } else {
     await client.send(new PutObjectCommand({ ...params, ContentLength: obj.body.length }), { abortSignal: opts.signal });

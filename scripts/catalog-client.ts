@@ -1,6 +1,7 @@
 import type { Catalog } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError, isOcdnError } from '../common/errors.ts';
-import { createS3Client, EMBEDDED_CREDENTIALS } from '../origin/s3-config.ts';
+import { EMBEDDED_CREDENTIALS } from '../origin/s3-config.ts';
+import { createS3Client } from '../origin/s3-client.ts';
 import { readCatalog } from '../origin/seed.ts';
 
 /** The S3 client the cluster's own tools use: endpoint from the cluster state, credentials from env. */

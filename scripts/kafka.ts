@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, isOcdnError, OcdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
-import { ensureTopics, topicNames, type TopicNames } from '../telemetry/kafka.ts';
+import { topicNames, type TopicNames } from '../telemetry/topics.ts';
 import { isAlive, portInUse } from '../common/ports.ts';
 import { waitFor } from '../common/retry.ts';
 import { stopProcess } from './cluster/processes.ts';
@@ -354,6 +354,8 @@ export async function startKafka(opts: KafkaOptions): Promise<KafkaHandle> {
           new OcdnError(ErrorCodes.BROKER_UNAVAILABLE, `Kafka did not answer on ${brokers} within ${readyMs} ms${logFile ? ` (log: ${logFile})` : ''}`),
       },
     );
+    // kafkajs loads when a broker is up, as in the probes below: `ocdn --help` needs none of it.
+    const { ensureTopics } = await import('../telemetry/kafka.ts');
     await ensureTopics(brokers, { topics: opts.topics ?? topicNames(), eventPartitions: opts.eventPartitions, log });
   } catch (err) {
     await handle.stop(5_000);

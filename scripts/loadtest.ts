@@ -1,4 +1,4 @@
-import autocannon from 'autocannon';
+import type autocannon from 'autocannon';
 import type { Catalog, SteerResponse } from '../common/contracts.ts';
 import { contentKeys } from '../common/contracts.ts';
 import { ErrorCodes, OcdnError } from '../common/errors.ts';
@@ -118,7 +118,9 @@ function requestsFor(paths: string[], rand: () => number, workers: number | unde
   return { requests: list, workers };
 }
 
-function runCannon(opts: autocannon.Options, progress: boolean): Promise<autocannon.Result> {
+async function runCannon(opts: autocannon.Options, progress: boolean): Promise<autocannon.Result> {
+  // Loaded when a load test runs: the CLI that registers the command need not pay for it.
+  const { default: autocannon } = await import('autocannon');
   return new Promise((resolve, reject) => {
     const inst = autocannon(opts, (err, result) => (err ? reject(err) : resolve(result)));
     if (progress) autocannon.track(inst, { renderProgressBar: process.stderr.isTTY, renderResultsTable: false, renderLatencyTable: false });

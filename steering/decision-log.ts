@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import type { SkipReason, SteeringDecision } from '../common/contracts.ts';
 import { describeError } from '../common/errors.ts';
 import type { Logger } from '../common/log.ts';
-import { topicNames } from '../telemetry/kafka.ts';
+import { topicNames } from '../telemetry/topics.ts';
 import { createProducer, type KafkaEventProducer } from '../telemetry/producer.ts';
 import type { EdgeView, RankedEdge } from './policies.ts';
 

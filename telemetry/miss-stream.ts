@@ -18,7 +18,7 @@ import { bodyValidator } from '../common/http.ts';
 import type { Logger } from '../common/log.ts';
 import { accessesOfPack } from './access-pack.ts';
 import type { RefusedEvent } from './ingest.ts';
-import type { TopicNames } from './kafka.ts';
+import type { TopicNames } from './topics.ts';
 import { aggToJson, type Agg, type Dimension, emptyAgg } from './merge.ts';
 import { type JoinedAccess, MissJoin, type MissJoinOptions } from './miss-join.ts';
 import { type EventTimeBounds, eventTimeProblem } from './validate.ts';

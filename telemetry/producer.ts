@@ -32,7 +32,8 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { isAlive } from '../common/ports.ts';
 import { Backoff, waitFor } from '../common/retry.ts';
 import type { EventSink, QoeEvent } from './events.ts';
-import { createKafka, parseBrokers, topicNames } from './kafka.ts';
+import { createKafka } from './kafka.ts';
+import { parseBrokers, topicNames } from './topics.ts';
 import { partitionFor } from './partitioner.ts';
 import { assertEvent } from './validate.ts';
 

@@ -20,6 +20,27 @@ function importsOf(file: string): string[] {
   return specs.map((s) => relative(ROOT, resolve(ROOT, dirname(file), s)));
 }
 
+/**
+ * What loading `file` loads before anything runs: its static value imports, followed through our
+ * files (`import type` and `import()` are not followed), as repository paths and package names.
+ */
+function staticGraph(file: string): { files: Set<string>; packages: Set<string> } {
+  const files = new Set<string>();
+  const packages = new Set<string>();
+  const visit = (f: string) => {
+    if (files.has(f)) return;
+    files.add(f);
+    const text = readFileSync(join(ROOT, f), 'utf8');
+    for (const m of text.matchAll(/^(?:import|export)\s+(?!type\b)[^;]*?\bfrom\s+'([^']+)'/gms)) {
+      const spec = m[1]!;
+      if (spec.startsWith('.')) visit(relative(ROOT, resolve(ROOT, dirname(f), spec)));
+      else if (!spec.startsWith('node:')) packages.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
+    }
+  };
+  visit(file);
+  return { files, packages };
+}
+
 describe('import graph', () => {
   it('finds the imports it checks (the scan itself works)', () => {
     expect(importsOf('cli/main.ts')).toContain('cli/cluster.ts');
@@ -42,5 +63,25 @@ describe('import graph', () => {
         .map((t) => `${f} → ${t}`),
     );
     expect(offenders).toEqual([]);
+  });
+
+  it('the CLI loads no server, S3 SDK, Kafka client or HTTP client before a command runs: `ocdn --help` and a usage error stay quick', () => {
+    const { files, packages } = staticGraph('cli/main.ts');
+    expect(files.has('cli/edge.ts')).toBe(true);
+    const heavy = [
+      '@aws-sdk/client-s3',
+      '@aws-sdk/lib-storage',
+      's3rver',
+      'kafkajs',
+      'undici',
+      'autocannon',
+      'hls-parser',
+      'prom-client',
+      'lru-cache',
+      '@sinclair/typebox',
+    ];
+    expect([...packages].filter((p) => heavy.includes(p))).toEqual([]);
+    const servers = ['edge/server.ts', 'steering/server.ts', 'telemetry/aggregator.ts', 'console/server.ts', 'scripts/cluster/cluster.ts', 'lab/experiment.ts'];
+    expect(servers.filter((f) => files.has(f))).toEqual([]);
   });
 });

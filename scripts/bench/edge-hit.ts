@@ -29,7 +29,8 @@ import { closeServer, listen, waitFor } from '../../common/http.ts';
 import { createLogger } from '../../common/log.ts';
 import { signPath, withPathToken } from '../../common/token.ts';
 import { OriginReader } from '../../origin/reader.ts';
-import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { createS3Client } from '../../origin/s3-client.ts';
 import { startEmbeddedS3 } from '../../origin/s3-server.ts';
 import { startEdge } from '../../edge/server.ts';
 

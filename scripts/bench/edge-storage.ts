@@ -19,13 +19,14 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { Agent, request } from 'undici';
-import { DEFAULT_UPSTREAM_CONCURRENCY } from '../../edge/cache.ts';
+import { DEFAULT_UPSTREAM_CONCURRENCY } from '../../edge/defaults.ts';
 import { startEdge } from '../../edge/server.ts';
 import { createLogger } from '../../common/log.ts';
 import { formatBytes, parseBytes } from '../../common/units.ts';
 import { renderTable } from '../../common/table.ts';
 import { OriginReader } from '../../origin/reader.ts';
-import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { createS3Client } from '../../origin/s3-client.ts';
 import { startEmbeddedS3 } from '../../origin/s3-server.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'ocdn.js');

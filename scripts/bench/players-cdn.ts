@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startEdge, type Edge } from '../../edge/server.ts';
 import { OriginReader } from '../../origin/reader.ts';
-import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { createS3Client } from '../../origin/s3-client.ts';
 import { startEmbeddedS3 } from '../../origin/s3-server.ts';
 import { seedContent } from '../../origin/seed.ts';
 

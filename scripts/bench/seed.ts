@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { getLadder } from '../../origin/ladder.ts';
-import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { createS3Client } from '../../origin/s3-client.ts';
 import { seedContent } from '../../origin/seed.ts';
 
 const { values } = parseArgs({

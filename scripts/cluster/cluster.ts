@@ -1,72 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { clusterPorts, DEFAULT_BASE_PORT, DEFAULT_KAFKA_PORT } from '../../common/cluster-context.ts';
+import { clusterPorts } from '../../common/cluster-context.ts';
 import { ErrorCodes, OcdnError } from '../../common/errors.ts';
 import { waitFor } from '../../common/http.ts';
-import type { Logger } from '../../common/log.ts';
 import { parseBytes } from '../../common/units.ts';
 import { isAlive, portInUse } from '../../common/ports.ts';
 import { mintLoginUrl } from '../../console/login-client.ts';
 import { componentEnv, spawnOcdn, stopProcess } from './processes.ts';
 import { readState, removeState, writeState, type ClusterState, type ComponentState } from './state.ts';
-
-export interface ClusterOptions {
-  dir: string;
-  edges: number;
-  regions: string[];
-  capacity: string; // e.g. "256MB"
-  /** "embedded" or an S3 endpoint URL. */
-  s3: string;
-  bucket: string;
-  /** "local" or a comma-separated broker list. */
-  kafka: string;
-  basePort: number; // steering = base, edges = base+1.., shield = base+90, aggregator = base+100, s3 = base+169
-  kafkaPort: number;
-  /** One shield edge (not steered to) between the edges and S3: edges send their misses to it. */
-  shield: boolean;
-  policy: string;
-  /** Every edge's eviction policy (edge serve --policy). */
-  cachePolicy: string;
-  /** Every edge gets a disk tier of this size under <dir>/disk/<edge id> (edge serve --disk-capacity). */
-  diskCapacity?: string;
-  /** Every edge's edge-wide fill rate cap (edge serve --fill-rate-cap), e.g. "20MB". */
-  fillRateCap?: string;
-  /**
-   * Run the fill controller as a supervised child (`ocdn fill run --every`, base port + 110 for
-   * its /healthz and /metrics): a cycle this often, with these window, budget, copies and top.
-   */
-  fill?: { every: string; window: string; budget: string; copies: string; top: number };
-  readyTimeoutMs: number;
-  /** Start the supervisor process that restarts crashed components (the CLI and `npm start` do). */
-  supervise: boolean;
-  /** Start the web console (base port + 200; the CLI and `npm start` do). */
-  console: boolean;
-  /**
-   * Topic prefix and consumer group of this cluster's telemetry, for clusters that share one
-   * broker (the test run's): without it their aggregators would count each other's sessions.
-   */
-  telemetryNamespace?: string;
-  log?: Logger;
-  onProgress?: (line: string) => void;
-}
-
-export const defaultClusterOptions: ClusterOptions = {
-  dir: '.ocdn',
-  edges: 3,
-  regions: ['us-east', 'us-west', 'eu-west'],
-  capacity: '256MB',
-  s3: 'embedded',
-  bucket: 'ocdn-media',
-  kafka: 'local',
-  basePort: DEFAULT_BASE_PORT,
-  kafkaPort: DEFAULT_KAFKA_PORT,
-  shield: false,
-  policy: 'hrw-bounded',
-  cachePolicy: 'lru',
-  readyTimeoutMs: 120_000,
-  supervise: false,
-  console: false,
-};
+import { type ClusterOptions, defaultClusterOptions } from './options.ts';
 
 export async function healthy(url: string): Promise<boolean> {
   try {

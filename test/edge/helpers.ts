@@ -7,7 +7,8 @@ import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Agent, request } from 'undici';
 import { readMetric } from '../../common/metrics.ts';
 import { type ByteRange, OriginReader, type OriginObject, type OriginStream } from '../../origin/reader.ts';
-import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { createS3Client } from '../../origin/s3-client.ts';
 import { startEmbeddedS3, type EmbeddedS3 } from '../../origin/s3-server.ts';
 import type { Edge } from '../../edge/server.ts';
 

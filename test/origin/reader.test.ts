@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedS3, type EmbeddedS3 } from '../../origin/s3-server.ts';
-import { createS3Client, EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { EMBEDDED_CREDENTIALS } from '../../origin/s3-config.ts';
+import { createS3Client } from '../../origin/s3-client.ts';
 import { OriginReader } from '../../origin/reader.ts';
 import { ErrorCodes, isOcdnError } from '../../common/errors.ts';
 

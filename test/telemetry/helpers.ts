@@ -1,7 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { inject } from 'vitest';
 import { waitFor } from '../../common/http.ts';
-import { createKafka, ensureTopics, topicNames, type TopicNames } from '../../telemetry/kafka.ts';
+import { createKafka, ensureTopics } from '../../telemetry/kafka.ts';
+import { topicNames, type TopicNames } from '../../telemetry/topics.ts';
 import type { QoeEvent } from '../../telemetry/events.ts';
 import type { KafkaEventProducer } from '../../telemetry/producer.ts';
 import type { QoeResponse } from '../../common/contracts.ts';

@@ -14,7 +14,7 @@ import { EVENT_BATCH_LIMITS, type EventBatchAck, EventBatchAckSchema, type QoeRe
 import { waitFor } from '../../common/http.ts';
 import { readMetric } from '../../common/metrics.ts';
 import { type AggregatorHandle, startAggregator } from '../../telemetry/aggregator.ts';
-import type { TopicNames } from '../../telemetry/kafka.ts';
+import type { TopicNames } from '../../telemetry/topics.ts';
 import { expectErrorBody } from '../error-body.ts';
 import { brokers, freshTopics, qoe, readTopic } from './helpers.ts';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readMetric } from '../../common/metrics.ts';
 import { startAggregator, type AggregatorHandle } from '../../telemetry/aggregator.ts';
-import type { TopicNames } from '../../telemetry/kafka.ts';
+import type { TopicNames } from '../../telemetry/topics.ts';
 import { createProducer, type KafkaEventProducer } from '../../telemetry/producer.ts';
 import { verify } from '../../telemetry/verify.ts';
 import { expectErrorBody } from '../error-body.ts';
