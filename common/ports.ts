@@ -43,11 +43,19 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
  * A base port such that base + each offset is free, picked at random in [lo, lo + span) in steps
  * of `step`. Below the kernel's ephemeral range (32768+) by default, so other tests' port-0
  * servers cannot take one of them meanwhile.
+ *
+ * Free when looked at is not free when bound: a cluster's ports reach base + 200, so a block
+ * picked by one test file can be taken by another's cluster starting at the same moment. Under a
+ * test runner with parallel workers each worker therefore gets a lane of its own (vitest numbers
+ * them in VITEST_POOL_ID); the files of one worker run one after another.
  */
 export async function freePortBlock(offsets: readonly number[], opts: { lo?: number; span?: number; step?: number; tries?: number } = {}): Promise<number> {
-  const lo = opts.lo ?? 20_000;
+  const lane = Math.min(3, Math.max(0, (Number(process.env.VITEST_POOL_ID) || 1) - 1));
+  const laneSpan = 3_000;
+  const lo = opts.lo ?? 20_000 + lane * laneSpan;
   const step = opts.step ?? 100;
-  const slots = Math.max(1, Math.floor((opts.span ?? 12_000) / step));
+  // A lane's bases stop 300 short of the next lane, so its blocks (up to base + 200) stay inside it.
+  const slots = Math.max(1, Math.floor((opts.span ?? (opts.lo === undefined ? laneSpan - 300 : 12_000)) / step));
   for (let i = 0; i < (opts.tries ?? 20); i++) {
     const base = lo + Math.floor(Math.random() * slots) * step;
     let free = true;

@@ -39,7 +39,8 @@ describe('chaos in a running cluster', () => {
       edges: 3,
       basePort: await freePortBlock([0, 1, 2, 3, 100, 169], { lo: 10_000, span: 8_000 }),
       kafka: 'local',
-      kafkaPort: await freePortBlock([0, 1], { lo: 18_500, span: 8_000 }),
+      // Between its cluster's ports (below 18,200) and the lanes other test files draw from (20,000+).
+      kafkaPort: await freePortBlock([0, 1], { lo: 18_500, span: 1_400 }),
       readyTimeoutMs: 180_000,
     });
     await seedIfEmpty(state, { titles: 2, titleDurationSec: 120, ladder: 'small' }, () => undefined);
