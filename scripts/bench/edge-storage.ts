@@ -9,7 +9,11 @@
  *    from the disk tier (RAM too small to keep it, so every request reads the disk tier), rounds
  *    interleaved so a noisy neighbour hits both alike.
  *
- *   npm run bench:storage -- [--misses 500] [--object 256KB] [--capacity 16MB] [--rounds 3] [--duration 2]
+ *   npm run bench:storage -- [--misses 500] [--warm 100] [--object 256KB] [--capacity 16MB] [--rounds 3] [--duration 2]
+ *
+ * Before the idle RSS is read, the edge serves a flood of --warm other distinct misses the same way:
+ * what a first flood costs once (compiled code, the heap's young generation grown to its working
+ * size, the S3 client's sockets) is then in the idle figure, and the growth is what the flood holds.
  * Needs wrk for part 2 (apt-get install -y wrk).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -34,6 +38,7 @@ const BUCKET = 'ocdn-media';
 
 interface Args {
   misses: number;
+  warm: number;
   object: number;
   capacity: number;
   rounds: number;
@@ -42,11 +47,12 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { misses: 500, object: parseBytes('256KB'), capacity: parseBytes('16MB'), rounds: 3, duration: 2, only: undefined };
+  const a: Args = { misses: 500, warm: 100, object: parseBytes('256KB'), capacity: parseBytes('16MB'), rounds: 3, duration: 2, only: undefined };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const v = argv[++i];
     if (k === '--misses') a.misses = Number(v);
+    else if (k === '--warm') a.warm = Number(v);
     else if (k === '--object') a.object = parseBytes(String(v));
     else if (k === '--capacity') a.capacity = parseBytes(String(v));
     else if (k === '--rounds') a.rounds = Number(v);
@@ -80,12 +86,12 @@ async function spawnEdge(s3Endpoint: string, a: Args, cap: number): Promise<{ ch
   return { child, url };
 }
 
-async function missFlood(s3Endpoint: string, a: Args, cap: number, keys: string[]) {
+async function missFlood(s3Endpoint: string, a: Args, cap: number, keys: string[], warmKeys: string[]) {
   const { child, url } = await spawnEdge(s3Endpoint, a, cap);
   const agent = new Agent({ connections: a.misses + 10, keepAliveTimeout: 5_000 });
   try {
-    // Warm the process (JIT, S3 client) with one miss, then idle RSS.
-    await (await request(`${url}/vod/warmup/r/seg-00000.ts`, { dispatcher: agent })).body.arrayBuffer();
+    // Warm the process with a flood of other misses, then idle RSS.
+    await Promise.all(warmKeys.map(async (k) => (await request(`${url}/${k}`, { dispatcher: agent })).body.arrayBuffer()));
     const idle = await rssOf(child.pid!);
     let peak = idle;
     let sampling = true;
@@ -141,10 +147,12 @@ async function main(): Promise<void> {
     process.stderr.write(`uploading ${a.misses} objects of ${formatBytes(a.object)}…\n`);
     for (let i = 0; i < keys.length; i += 32)
       await Promise.all(keys.slice(i, i + 32).map((Key) => client.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body: body }))));
-    await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'vod/warmup/r/seg-00000.ts', Body: body }));
+    const warmKeys = Array.from({ length: Math.max(1, a.warm) }, (_, i) => `vod/warmup/r/seg-${String(i).padStart(5, '0')}.ts`);
+    for (let i = 0; i < warmKeys.length; i += 32)
+      await Promise.all(warmKeys.slice(i, i + 32).map((Key) => client.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body: body }))));
 
     const floods = [];
-    for (const cap of a.only === 'disk' ? [] : [DEFAULT_UPSTREAM_CONCURRENCY, 10_000]) floods.push(await missFlood(s3.endpoint, a, cap, keys));
+    for (const cap of a.only === 'disk' ? [] : [DEFAULT_UPSTREAM_CONCURRENCY, 10_000]) floods.push(await missFlood(s3.endpoint, a, cap, keys, warmKeys));
     process.stdout.write(
       `\n${a.misses} concurrent distinct misses of ${formatBytes(a.object)} (${formatBytes(a.misses * a.object)} in all), RAM capacity ${formatBytes(a.capacity)}\n`,
     );
