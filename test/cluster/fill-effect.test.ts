@@ -1,26 +1,14 @@
-/**
- * What a fill cycle does to content misses, in a real cluster (issue 15): players watch a title
- * on cold edges (content misses), the title is purged from every edge, one fill cycle puts it back
- * where steering sends players, and the same players watch it again. The content-miss bytes the
- * aggregator classifies for the title drop; the figures are printed for the note.
- */
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MissReport } from '../../cli/telemetry.ts';
 import { waitFor } from '../../common/http.ts';
-import { freePortBlock } from '../../common/ports.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
 import type { Transport } from '../../player-sim/transport.ts';
 import { fetchCatalog } from '../../scripts/catalog-client.ts';
-import { clusterDown, clusterUp } from '../../scripts/cluster/cluster.ts';
-import { seedIfEmpty } from '../../scripts/cluster/start.ts';
 import type { ClusterState } from '../../scripts/cluster/state.ts';
 import { FillController, observeEdges } from '../../scripts/fill-controller.ts';
 import { parseWindow } from '../../scripts/fill-plan.ts';
 import { cliEnv, runCli } from '../cli-run.ts';
+import { type SiteCluster, siteCluster } from './helpers.ts';
 
 const SITE = 'us-east';
 
@@ -28,30 +16,15 @@ type Row = MissReport['rows'][number];
 const classified = (r: Row | undefined) => (r === undefined ? 0 : r.localHitBytes + r.contentMissBytes + r.healthMissBytes + r.otherMissBytes);
 
 describe('a fill cycle and the content misses it was planned from', () => {
-  let dir: string;
+  let cluster: SiteCluster;
   let state: ClusterState;
-  const brokers = inject('kafkaBrokers');
-  const namespace = `fill-effect-${randomBytes(3).toString('hex')}`;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'ocdn-fill-effect-'));
-    state = await clusterUp({
-      dir,
-      edges: 3,
-      regions: [SITE],
-      basePort: await freePortBlock([0, 1, 2, 3, 100, 169]),
-      kafka: brokers,
-      capacity: '256MB',
-      telemetryNamespace: namespace,
-      readyTimeoutMs: 90_000,
-    });
-    await seedIfEmpty(state, { titles: 3, titleDurationSec: 60, ladder: 'small' }, () => undefined);
+    cluster = await siteCluster('fill-effect', SITE, { titles: 3, titleDurationSec: 60 });
+    state = cluster.state;
   }, 240_000);
 
-  afterAll(async () => {
-    if (state) await clusterDown(state.dir).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  }, 120_000);
+  afterAll(async () => cluster?.close(), 120_000);
 
   it('after one cycle the filled title is served with no content-miss bytes where the same players had them cold', async () => {
     const catalog = (await fetchCatalog(state.s3Endpoint, state.bucket))!;

@@ -6,24 +6,20 @@
  * local hits, whose bytes add up to what the players received from each edge.
  */
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EdgeAccessPackSchema } from '../../common/contracts.ts';
 import { bodyValidator, waitFor } from '../../common/http.ts';
-import { freePortBlock } from '../../common/ports.ts';
 import type { MissReport } from '../../cli/telemetry.ts';
 import { runPlayers } from '../../player-sim/runner.ts';
 import type { Transport } from '../../player-sim/transport.ts';
 import { fetchCatalog } from '../../scripts/catalog-client.ts';
 import { killEdge } from '../../scripts/chaos.ts';
-import { clusterDown, clusterUp } from '../../scripts/cluster/cluster.ts';
-import { seedIfEmpty } from '../../scripts/cluster/start.ts';
 import type { ClusterState } from '../../scripts/cluster/state.ts';
 import { cliEnv, runCli } from '../cli-run.ts';
+import { type SiteCluster, siteCluster } from './helpers.ts';
 
 const SITE = 'us-east';
 
@@ -37,31 +33,17 @@ const classified = (r: MissReport['rows'][number] | undefined) =>
   r === undefined ? 0 : r.localHitBytes + r.contentMissBytes + r.healthMissBytes + r.otherMissBytes;
 
 describe('cache-miss classification in a running cluster', () => {
-  let dir: string;
+  let cluster: SiteCluster;
   let state: ClusterState;
+  let namespace: string;
   const brokers = inject('kafkaBrokers');
-  const namespace = `misses-${randomBytes(3).toString('hex')}`;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'ocdn-misses-'));
-    state = await clusterUp({
-      dir,
-      edges: 3,
-      regions: [SITE],
-      basePort: await freePortBlock([0, 1, 2, 3, 100, 169]),
-      kafka: brokers,
-      capacity: '256MB',
-      // Its own topics and groups on the shared broker: nothing of another test's cluster is joined here.
-      telemetryNamespace: namespace,
-      readyTimeoutMs: 90_000,
-    });
-    await seedIfEmpty(state, { titles: 4, titleDurationSec: 120, ladder: 'small' }, () => undefined);
+    cluster = await siteCluster('misses', SITE, { titles: 4, titleDurationSec: 120 });
+    ({ state, namespace } = cluster);
   }, 240_000);
 
-  afterAll(async () => {
-    if (state) await clusterDown(state.dir).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  }, 120_000);
+  afterAll(async () => cluster?.close(), 120_000);
 
   it('shows content misses, health misses after the kill and local hits, adding up to the bytes served', async () => {
     const catalog = (await fetchCatalog(state.s3Endpoint, state.bucket))!;
