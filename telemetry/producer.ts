@@ -655,6 +655,9 @@ export class KafkaEventProducer implements EventSink {
       }
       break;
     }
+    // A torn tail (a short write, a write refused midway) is cut off before anything counts as
+    // spilled: once the backlog says so, a reader of the file must find whole lines only.
+    if (failure) await this.spill!.truncate(at).catch(() => undefined);
     let synced = true;
     if (at > this.spillSize) {
       try {
