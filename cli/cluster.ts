@@ -5,6 +5,7 @@ import { formatBytes } from '../common/units.ts';
 import { defaultClusterOptions } from '../scripts/cluster/options.ts';
 import { type ClusterState, contextDir, DEFAULT_BASE_PORT, readContext, requireCluster } from '../common/cluster-context.ts';
 import { renderTable } from '../common/table.ts';
+import { printClusterTable } from '../scripts/cluster/table.ts';
 import { CACHE_POLICIES, DEFAULT_CACHE_POLICY } from '../edge/policies/types.ts';
 import { parseCopies, parseWindow } from '../scripts/fill-plan.ts';
 import { registerFill } from './fill.ts';
@@ -92,7 +93,6 @@ export function registerCluster(program: Command): void {
         parseCopies(fillCopies);
       }
       const { clusterUp, clusterDown } = await clusterOps();
-      const { printClusterTable } = await import('../scripts/cluster/table.ts');
       const state = await clusterUp({
         ...cfg,
         ...(fillRateCap !== undefined ? { fillRateCap: String(fillRateCap) } : {}),

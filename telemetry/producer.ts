@@ -687,8 +687,8 @@ export class KafkaEventProducer implements EventSink {
       this.spillProblem = undefined;
       return;
     }
-    // Cut what did not make it (or was not synced) off the file, so replay never meets a torn line.
-    await this.spill!.truncate(this.spillSize).catch(() => undefined);
+    // What was written but not synced is cut off too (the torn tail already was), so replay never meets it.
+    if (!synced) await this.spill!.truncate(this.spillSize).catch(() => undefined);
     const waiting = synced ? taken.slice(full) : taken;
     if (this.spillProblem !== failure.reason)
       this.log.error({ file: this.spillFile, reason: failure.reason }, 'spill file cannot take events; holding them in memory');
